@@ -1,0 +1,326 @@
+"""The application service: loads plans, runs commands on them, saves them.
+
+Each command method takes the plan id, who gives the command (`by`), the
+sender's command id and the command's own fields, and returns an `Outcome`
+with the notification position of what it recorded, so a page can wait for
+its read model to catch up. A command repeated with the same id is answered
+with the first answer and records nothing. A version clash in the store (two
+saves of the same plan at once) is retried on the fresh plan; the user only
+sees a conflict when the item they edited really changed (`EditConflict`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import JSONTranscoder, Mapper, RecordConflictError
+from eventsourcing.utils import get_topic
+
+from domain.crypto import PlanKeyMapper
+from domain.erasure import ErasureRecord
+from domain.errors import PlanErased, PlanNotFound, StoreBusy
+from domain.history import HistoryEntry, describe
+from domain.plan import ClientPlan
+from domain.storage import StoreSettings
+from domain.transcodings import register_plan_transcodings
+from domain.values import Actor
+
+SAVE_ATTEMPTS = 20
+SNAPSHOT_INTERVAL = 100
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    plan_id: str
+    item_id: str | None
+    version: int
+    position: int
+    repeated: bool = False
+
+
+class PlanSummary(msgspec.Struct, frozen=True, kw_only=True):
+    plan_id: str
+    client_name: str
+    segment: str
+    expert: str
+    expert_organisation: str
+    counterpart: str | None
+    is_closed: bool
+    version: int
+    opened_on: str
+
+
+class PlanService(Application):
+    """Polku's write side over the event store chosen by `StoreSettings`."""
+
+    name = "Polku"
+    snapshotting_intervals = {ClientPlan: SNAPSHOT_INTERVAL}
+
+    def __init__(self, settings: StoreSettings | None = None, clock: Callable[[], datetime] | None = None):
+        self.settings = settings or StoreSettings.from_environ()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.keyring = self.settings.open_keyring()
+        super().__init__(env=self.settings.event_store_env)
+
+    def construct_env(self, name: str, env: Any = None) -> Any:
+        """Use only the given settings, never stray variables of the process.
+
+        The library would otherwise let any POLKU_* or bare library variable in
+        the environment override the store that the settings chose.
+        """
+        from eventsourcing.utils import Environment
+
+        return Environment(name, {"IS_SNAPSHOTTING_ENABLED": "y", **(env or {})})
+
+    def construct_mapper(self) -> Mapper:
+        return PlanKeyMapper(self.construct_transcoder(), self.keyring)
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_plan_transcodings(transcoder)
+
+    def close(self) -> None:
+        super().close()
+        self.keyring.close()
+
+    # ---------------------------------------------------------------- queries
+
+    def get_plan(self, plan_id: uuid.UUID | str, version: int | None = None) -> ClientPlan:
+        identifier = _plan_uuid(plan_id)
+        if self.keyring.is_erased(identifier):
+            raise PlanErased(identifier)
+        try:
+            return self.repository.get(identifier, version=version)
+        except AggregateNotFoundError:
+            raise PlanNotFound(plan_id) from None
+
+    def plan_at(self, plan_id: uuid.UUID | str, moment: datetime) -> ClientPlan:
+        """The plan as it was at `moment`: after every event recorded by then."""
+        identifier = _plan_uuid(plan_id)
+        self.get_plan(identifier, version=1)
+        version = None
+        for event in self.events.get(identifier):
+            if event.timestamp > moment:
+                break
+            version = event.originator_version
+        if version is None:
+            raise PlanNotFound(plan_id)
+        return self.get_plan(identifier, version=version)
+
+    def history(self, plan_id: uuid.UUID | str) -> list[HistoryEntry]:
+        """Every change of the plan, oldest first, as who did what and when."""
+        identifier = _plan_uuid(plan_id)
+        self.get_plan(identifier, version=1)
+        entries = []
+        plan = None
+        for event in self.events.get(identifier):
+            before = plan
+            plan = event.mutate(plan)
+            entries.append(describe(event, before, plan))
+        return entries
+
+    def plan_ids(self) -> Iterator[uuid.UUID]:
+        """Ids of every plan ever opened and not erased, oldest first."""
+        topic = get_topic(ClientPlan.Opened)
+        start = None
+        while True:
+            page = self.recorder.select_notifications(start=start, limit=500, topics=[topic])
+            for notification in page:
+                plan_id = notification.originator_id
+                if not self.keyring.is_erased(plan_id):
+                    yield plan_id
+            if len(page) < 500:
+                return
+            start = page[-1].id + 1
+
+    def summaries(self) -> list[PlanSummary]:
+        return [summarise(self.get_plan(plan_id)) for plan_id in self.plan_ids()]
+
+    # --------------------------------------------------------------- commands
+
+    def open_plan(self, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        """Open a plan. The plan id follows from the command id, so a repeat finds it."""
+        plan = ClientPlan.open(by=by, command_id=command_id, at=self.clock(), **fields)
+        try:
+            existing = self.get_plan(plan.id)
+        except PlanNotFound:
+            self.keyring.create(plan.id)
+            try:
+                recordings = self.save(plan)
+            except RecordConflictError:
+                existing = self.get_plan(plan.id)
+            else:
+                return Outcome(plan_id=str(plan.id), item_id=str(plan.id), version=1, position=recordings[-1].notification.id)
+        return Outcome(
+            plan_id=str(existing.id),
+            item_id=str(existing.id),
+            version=1,
+            position=self._position_covering_everything(),
+            repeated=True,
+        )
+
+    def change_client_details(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.change_client_details, by, command_id, fields)
+
+    def give_consent(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.give_consent, by, command_id, fields)
+
+    def withdraw_consent(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.withdraw_consent, by, command_id, fields)
+
+    def record_need(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.record_need, by, command_id, fields)
+
+    def update_need(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.update_need, by, command_id, fields)
+
+    def set_goal(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.set_goal, by, command_id, fields)
+
+    def revise_goal(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.revise_goal, by, command_id, fields)
+
+    def settle_goal(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.settle_goal, by, command_id, fields)
+
+    def add_member(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.add_member, by, command_id, fields)
+
+    def update_member(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.update_member, by, command_id, fields)
+
+    def remove_member(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.remove_member, by, command_id, fields)
+
+    def name_counterpart(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.name_counterpart, by, command_id, fields)
+
+    def propose_handover(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.propose_handover, by, command_id, fields)
+
+    def accept_handover(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.accept_handover, by, command_id, fields)
+
+    def decline_handover(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.decline_handover, by, command_id, fields)
+
+    def withdraw_handover(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.withdraw_handover, by, command_id, fields)
+
+    def plan_step(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.plan_step, by, command_id, fields)
+
+    def update_step(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.update_step, by, command_id, fields)
+
+    def reschedule_step(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.reschedule_step, by, command_id, fields)
+
+    def progress_step(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.progress_step, by, command_id, fields)
+
+    def record_step_outcome(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.record_step_outcome, by, command_id, fields)
+
+    def record_measure(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.record_measure, by, command_id, fields)
+
+    def add_note(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.add_note, by, command_id, fields)
+
+    def close_plan(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.close, by, command_id, fields)
+
+    def reopen_plan(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.reopen, by, command_id, fields)
+
+    def erase_plan(self, plan_id: str, *, by: Actor, reason: str) -> Outcome:
+        """Erase a closed plan's key at the end of its retention period.
+
+        The plan's events stay in the store, unreadable; an erasure record (with
+        no personal data) tells the read models to drop the plan.
+        """
+        plan = self.get_plan(plan_id)
+        record = ErasureRecord.record(plan=plan, by=by, reason=reason, at=self.clock())
+        self.keyring.erase(plan.id)
+        self._forget_cached(plan.id)
+        recordings = self.save(record)
+        return Outcome(plan_id=str(plan.id), item_id=None, version=plan.version, position=recordings[-1].notification.id)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _change(
+        self,
+        plan_id: str | uuid.UUID,
+        command: Callable[..., str | None],
+        by: Actor,
+        command_id: str,
+        fields: dict[str, Any],
+    ) -> Outcome:
+        for _attempt in range(SAVE_ATTEMPTS):
+            plan = self.get_plan(plan_id)
+            receipt = plan.receipt_for(command_id)
+            if receipt is not None:
+                return Outcome(
+                    plan_id=str(plan.id),
+                    item_id=receipt.item_id,
+                    version=receipt.version,
+                    position=self._position_covering_everything(),
+                    repeated=True,
+                )
+            item_id = command(plan, by=by, command_id=command_id, at=self.clock(), **fields)
+            try:
+                recordings = self.save(plan)
+            except RecordConflictError:
+                continue
+            return Outcome(
+                plan_id=str(plan.id),
+                item_id=item_id,
+                version=plan.version,
+                position=recordings[-1].notification.id,
+            )
+        raise StoreBusy()
+
+    def _forget_cached(self, plan_id: uuid.UUID) -> None:
+        if self.repository.cache is None:
+            return
+        try:
+            self.repository.cache.get(plan_id, evict=True)
+        except KeyError:
+            pass
+
+    def _position_covering_everything(self) -> int:
+        """A position at or after every event recorded so far.
+
+        A repeated command's events were recorded earlier; waiting for the
+        current end of the log covers them without knowing exactly where.
+        """
+        return self.recorder.max_notification_id() or 0
+
+
+def summarise(plan: ClientPlan) -> PlanSummary:
+    counterpart = plan.counterpart
+    return PlanSummary(
+        plan_id=str(plan.id),
+        client_name=plan.client.name,
+        segment=plan.client.segment,
+        expert=plan.expert.name,
+        expert_organisation=plan.expert.organisation_name,
+        counterpart=counterpart.name if counterpart else None,
+        is_closed=plan.is_closed,
+        version=plan.version,
+        opened_on=plan.opened_on.isoformat(),
+    )
+
+
+def _plan_uuid(plan_id: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(plan_id, uuid.UUID):
+        return plan_id
+    try:
+        return uuid.UUID(str(plan_id))
+    except ValueError:
+        raise PlanNotFound(plan_id) from None

@@ -1,0 +1,73 @@
+"""Checks on the raw values a command brings, before any rule of the plan.
+
+The web layer validates its input with msgspec too, but the domain does not
+trust any caller: a command from the command line, a test or a later API
+goes through these same checks.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+from domain.errors import InvalidValue
+
+SHORT_TEXT = 200
+LONG_TEXT = 4000
+
+
+def required_text(value: object, field: str, limit: int = SHORT_TEXT) -> str:
+    text = optional_text(value, field, limit)
+    if not text:
+        raise InvalidValue(field, "%(field)s must not be empty.", field=field)
+    return text
+
+
+def optional_text(value: object, field: str, limit: int = LONG_TEXT) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidValue(field, "%(field)s must be text.", field=field)
+    text = value.strip()
+    if "\x00" in text:
+        raise InvalidValue(field, "%(field)s contains a forbidden character.", field=field)
+    if len(text) > limit:
+        raise InvalidValue(
+            field,
+            "%(field)s is too long: at most %(limit)s characters.",
+            field=field,
+            limit=limit,
+        )
+    return text
+
+
+def as_date(value: object, field: str) -> date:
+    """A calendar date, given as a `date` or as ISO text (2026-11-23)."""
+    if isinstance(value, date) and not hasattr(value, "hour"):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise InvalidValue(field, "%(field)s must be a date (YYYY-MM-DD).", field=field)
+
+
+def as_number(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidValue(field, "%(field)s must be a number.", field=field)
+    if not math.isfinite(value):
+        raise InvalidValue(field, "%(field)s must be a finite number.", field=field)
+    return float(value)
+
+
+def as_revision(value: object, field: str = "revision") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidValue(field, "%(field)s must be a whole number of 0 or more.", field=field)
+    return value
+
+
+def as_identifier(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > SHORT_TEXT:
+        raise InvalidValue(field, "%(field)s must be a non-empty identifier.", field=field)
+    return value.strip()

@@ -1,0 +1,182 @@
+"""Per-plan encryption keys, kept apart from the event store.
+
+Each plan's events and snapshots are encrypted with the plan's own key
+(`domain.crypto`). The keys live in their own store — a separate SQLite file
+or a separate PostgreSQL schema — wrapped with a master key that comes from
+the environment or a key file outside the repository. Erasing a plan's key
+at the end of its retention period leaves that plan's events unreadable in
+the event store and in every backup of it, while the rest stays intact; an
+erased key leaves a tombstone so the plan is known as erased, not missing.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from domain.errors import PlanErased
+
+KEY_CACHE_SIZE = 10_000
+KEY_CACHE_SECONDS = 60.0
+"""How long an unwrapped key is trusted before it is looked up again.
+
+A key erased through another instance stops being usable here at the latest
+after this long.
+"""
+
+
+class Keyring(ABC):
+    """Creates, looks up and erases plan keys; caches unwrapped keys briefly."""
+
+    def __init__(self, master_key: bytes):
+        if len(master_key) != 32:
+            raise ValueError("The master key must be 32 bytes (256 bits).")
+        self._master = AESGCM(master_key)
+        self._cache: OrderedDict[str, tuple[AESGCM, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def create(self, plan_id: uuid.UUID) -> None:
+        """Make a key for a new plan; a key that exists already is kept."""
+        key = AESGCM.generate_key(bit_length=256)
+        nonce = os.urandom(12)
+        wrapped = nonce + self._master.encrypt(nonce, key, plan_id.bytes)
+        self._insert(str(plan_id), wrapped, datetime.now(UTC).isoformat())
+
+    def cipher_for(self, plan_id: uuid.UUID) -> AESGCM | None:
+        """The plan's cipher, or None if the plan has no key (not a plan).
+
+        Raises `PlanErased` for a plan whose key was erased.
+        """
+        name = str(plan_id)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(name)
+            if cached and now - cached[1] < KEY_CACHE_SECONDS:
+                self._cache.move_to_end(name)
+                return cached[0]
+        found, wrapped = self._select(name)
+        if not found:
+            return None
+        if wrapped is None:
+            raise PlanErased(plan_id)
+        cipher = AESGCM(self._master.decrypt(wrapped[:12], wrapped[12:], plan_id.bytes))
+        with self._lock:
+            self._cache[name] = (cipher, now)
+            if len(self._cache) > KEY_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return cipher
+
+    def is_erased(self, plan_id: uuid.UUID) -> bool:
+        found, wrapped = self._select(str(plan_id))
+        return found and wrapped is None
+
+    def erase(self, plan_id: uuid.UUID) -> None:
+        with self._lock:
+            self._cache.pop(str(plan_id), None)
+        self._tombstone(str(plan_id), datetime.now(UTC).isoformat())
+
+    @abstractmethod
+    def _insert(self, plan_id: str, wrapped: bytes, created_at: str) -> None: ...
+
+    @abstractmethod
+    def _select(self, plan_id: str) -> tuple[bool, bytes | None]:
+        """(whether a row exists, the wrapped key or None once erased)."""
+
+    @abstractmethod
+    def _tombstone(self, plan_id: str, erased_at: str) -> None: ...
+
+    def close(self) -> None:
+        """Release the store's connections."""
+
+
+class SQLiteKeyring(Keyring):
+    """Keys in their own SQLite file, beside (not inside) the event store."""
+
+    def __init__(self, path: str, master_key: bytes):
+        super().__init__(master_key)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db_lock = threading.Lock()
+        with self._db_lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS plan_keys ("
+                " plan_id TEXT PRIMARY KEY, wrapped_key BLOB, created_at TEXT NOT NULL, erased_at TEXT)"
+            )
+
+    def _insert(self, plan_id: str, wrapped: bytes, created_at: str) -> None:
+        with self._db_lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO plan_keys (plan_id, wrapped_key, created_at) VALUES (?, ?, ?)",
+                (plan_id, wrapped, created_at),
+            )
+
+    def _select(self, plan_id: str) -> tuple[bool, bytes | None]:
+        with self._db_lock:
+            row = self._db.execute("SELECT wrapped_key FROM plan_keys WHERE plan_id = ?", (plan_id,)).fetchone()
+        return (row is not None, row[0] if row else None)
+
+    def _tombstone(self, plan_id: str, erased_at: str) -> None:
+        with self._db_lock:
+            self._db.execute(
+                "UPDATE plan_keys SET wrapped_key = NULL, erased_at = ? WHERE plan_id = ?",
+                (erased_at, plan_id),
+            )
+
+    def close(self) -> None:
+        with self._db_lock:
+            self._db.close()
+
+
+class PostgresKeyring(Keyring):
+    """Keys in their own PostgreSQL schema, so they can be backed up apart."""
+
+    def __init__(self, conninfo: str, schema: str, master_key: bytes, lock_timeout_s: int):
+        from psycopg_pool import ConnectionPool
+
+        super().__init__(master_key)
+        self._table = f'"{schema}".plan_keys'
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=4,
+            kwargs={"autocommit": True, "options": f"-c lock_timeout={lock_timeout_s * 1000}"},
+            open=True,
+        )
+        with self._pool.connection() as conn:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._table} ("
+                " plan_id TEXT PRIMARY KEY, wrapped_key BYTEA, created_at TEXT NOT NULL, erased_at TEXT)"
+            )
+
+    def _insert(self, plan_id: str, wrapped: bytes, created_at: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                f"INSERT INTO {self._table} (plan_id, wrapped_key, created_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (plan_id) DO NOTHING",
+                (plan_id, wrapped, created_at),
+            )
+
+    def _select(self, plan_id: str) -> tuple[bool, bytes | None]:
+        with self._pool.connection() as conn:
+            row = conn.execute(f"SELECT wrapped_key FROM {self._table} WHERE plan_id = %s", (plan_id,)).fetchone()
+        return (row is not None, bytes(row[0]) if row and row[0] is not None else None)
+
+    def _tombstone(self, plan_id: str, erased_at: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                f"UPDATE {self._table} SET wrapped_key = NULL, erased_at = %s WHERE plan_id = %s",
+                (erased_at, plan_id),
+            )
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,1380 @@
+"""The `ClientPlan` aggregate: one client's work-ability support plan.
+
+Every command method checks the plan's rules first and refuses with a
+`DomainError` before anything happens, then triggers exactly one event; the
+event's `apply` is the only place state changes, so replaying the events
+rebuilds the same plan. Each event records who gave the command (`actor`)
+and the command's id, so a repeated command is recognised
+(`receipt_for`) and answered like the first time.
+
+A command that edits an existing item names the item's revision that the
+editor saw; if the item has changed since, the command is refused with an
+`EditConflict` listing those changes. Commands on different items never
+conflict with each other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any, ClassVar
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import EditConflict, InvalidValue, NotFound, NotYours, PlanClosed, RuleViolation
+from domain.inputs import (
+    LONG_TEXT,
+    as_date,
+    as_identifier,
+    as_number,
+    as_revision,
+    optional_text,
+    required_text,
+)
+from domain.items import (
+    Client,
+    Closing,
+    Consent,
+    Goal,
+    Handover,
+    Item,
+    Measure,
+    Member,
+    Need,
+    Note,
+    Receipt,
+    Responsibility,
+    Schedule,
+    Step,
+)
+from domain.values import (
+    Actor,
+    ClosingOutcome,
+    GoalStatus,
+    HandoverStatus,
+    Language,
+    MeasureKind,
+    NeedCategory,
+    NeedStatus,
+    ReferringParty,
+    Segment,
+    StepStatus,
+    parse,
+)
+
+REMEMBERED_COMMANDS = 500
+"""How many of the latest command ids a plan remembers to answer repeats.
+
+A repeat arrives within seconds or minutes (a double click, a retry after a
+dropped connection); remembering the last 500 commands covers that window
+while keeping the plan and its snapshots small.
+"""
+
+ZERO_TO_TEN = (0.0, 10.0)
+
+ITEM_NAMESPACE = uuid.UUID("6f1c0f55-5a53-4a8e-9d0e-3c3f2f4f3b10")
+
+
+class ClientPlan(Aggregate):
+    """A client's plan: needs, goals, network, responsibility and service path."""
+
+    class Event(Aggregate.Event):
+        actor: Actor
+        command_id: str
+        subject: ClassVar[str | None] = None
+        """The name of the attribute holding the id of the item the event is about."""
+
+        def mutate(self, aggregate: Any) -> Any:
+            plan = super().mutate(aggregate)
+            plan.remember(self)
+            return plan
+
+    class Opened(Event, Aggregate.Created):
+        client_name: str
+        segment: str
+        language: str
+        referring_party: str
+        expert: dict[str, str]
+        consent_id: str
+
+        def mutate(self, aggregate: Any) -> Any:
+            plan = Aggregate.Created.mutate(self, aggregate)
+            plan.remember(self)
+            return plan
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.opened_at = self.timestamp
+            plan.opened_on = self.timestamp.date()
+            plan.client = Client(
+                id="client",
+                name=self.client_name,
+                segment=self.segment,
+                language=self.language,
+                referring_party=self.referring_party,
+            )
+            expert = Member(**self.expert)
+            plan.consents[self.consent_id] = Consent(
+                id=self.consent_id,
+                organisation_id=expert.organisation_id,
+                organisation_name=expert.organisation_name,
+                valid_from=plan.opened_on,
+            )
+            plan.members[expert.id] = expert
+            plan.responsibility = Responsibility(id="responsibility", expert_id=expert.id)
+
+    class ClientDetailsChanged(Event):
+        client_name: str
+        segment: str
+        language: str
+        referring_party: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            client = plan.client
+            new = {
+                "name": self.client_name,
+                "segment": self.segment,
+                "language": self.language,
+                "referring_party": self.referring_party,
+            }
+            changed = [field for field, value in new.items() if getattr(client, field) != value]
+            for field, value in new.items():
+                setattr(client, field, value)
+            client.record_change(self.actor, self.timestamp, "changed", changed)
+
+    class ConsentGiven(Event):
+        subject = "consent_id"
+        consent_id: str
+        organisation_id: str
+        organisation_name: str
+        valid_from: date
+
+        def apply(self, plan: ClientPlan) -> None:
+            consent = Consent(
+                id=self.consent_id,
+                organisation_id=self.organisation_id,
+                organisation_name=self.organisation_name,
+                valid_from=self.valid_from,
+            )
+            consent.record_change(self.actor, self.timestamp, "given", ["valid_from"])
+            plan.consents[self.consent_id] = consent
+
+    class ConsentWithdrawn(Event):
+        """Withdrawing a consent takes the organisation's people out of the network."""
+
+        subject = "consent_id"
+        consent_id: str
+        withdrawn_on: date
+
+        def apply(self, plan: ClientPlan) -> None:
+            consent = plan.consents[self.consent_id]
+            consent.withdrawn_on = self.withdrawn_on
+            consent.record_change(self.actor, self.timestamp, "withdrawn", ["withdrawn_on"])
+            leaving = [m.id for m in plan.members.values() if m.organisation_id == consent.organisation_id]
+            for member_id in leaving:
+                plan.detach_member(member_id, self.actor, self.timestamp)
+
+    class NeedRecorded(Event):
+        subject = "need_id"
+        need_id: str
+        category: str
+        description: str
+        financial: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            need = Need(
+                id=self.need_id,
+                category=self.category,
+                description=self.description,
+                financial=self.financial,
+            )
+            need.record_change(self.actor, self.timestamp, "recorded", ["category", "description", "financial"])
+            plan.needs[self.need_id] = need
+
+    class NeedUpdated(Event):
+        subject = "need_id"
+        need_id: str
+        category: str
+        description: str
+        financial: str
+        status: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.update_item(
+                plan.needs[self.need_id],
+                self,
+                category=self.category,
+                description=self.description,
+                financial=self.financial,
+                status=self.status,
+            )
+
+    class GoalSet(Event):
+        subject = "goal_id"
+        goal_id: str
+        title: str
+        need_ids: list[str]
+        target_date: date
+
+        def apply(self, plan: ClientPlan) -> None:
+            goal = Goal(
+                id=self.goal_id,
+                title=self.title,
+                need_ids=list(self.need_ids),
+                target_date=self.target_date,
+            )
+            goal.record_change(self.actor, self.timestamp, "set", ["title", "need_ids", "target_date"])
+            plan.goals[self.goal_id] = goal
+
+    class GoalRevised(Event):
+        subject = "goal_id"
+        goal_id: str
+        title: str
+        need_ids: list[str]
+        target_date: date
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.update_item(
+                plan.goals[self.goal_id],
+                self,
+                title=self.title,
+                need_ids=list(self.need_ids),
+                target_date=self.target_date,
+                status=GoalStatus.REVISED.value,
+            )
+
+    class GoalSettled(Event):
+        """A goal was achieved or dropped; either way it is final."""
+
+        subject = "goal_id"
+        goal_id: str
+        status: str
+        settled_on: date
+        note: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.update_item(
+                plan.goals[self.goal_id],
+                self,
+                status=self.status,
+                settled_on=self.settled_on,
+                settled_note=self.note,
+            )
+
+    class MemberAdded(Event):
+        subject = "member_id"
+        member_id: str
+        person_id: str
+        name: str
+        profession: str
+        organisation_id: str
+        organisation_name: str
+        contact: str
+        part: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            member = Member(
+                id=self.member_id,
+                person_id=self.person_id,
+                name=self.name,
+                profession=self.profession,
+                organisation_id=self.organisation_id,
+                organisation_name=self.organisation_name,
+                contact=self.contact,
+                part=self.part,
+            )
+            member.record_change(self.actor, self.timestamp, "added", ["name", "profession", "organisation"])
+            plan.members[self.member_id] = member
+
+    class MemberUpdated(Event):
+        subject = "member_id"
+        member_id: str
+        profession: str
+        contact: str
+        part: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.update_item(
+                plan.members[self.member_id],
+                self,
+                profession=self.profession,
+                contact=self.contact,
+                part=self.part,
+            )
+
+    class MemberRemoved(Event):
+        subject = "member_id"
+        member_id: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.detach_member(self.member_id, self.actor, self.timestamp)
+
+    class CounterpartNamed(Event):
+        subject = "member_id"
+        member_id: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.update_item(plan.responsibility, self, counterpart_id=self.member_id)
+
+    class HandoverProposed(Event):
+        subject = "handover_id"
+        handover_id: str
+        from_member_id: str
+        to_member_id: str
+        note: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.handovers.append(
+                Handover(
+                    id=self.handover_id,
+                    from_member_id=self.from_member_id,
+                    to_member_id=self.to_member_id,
+                    note=self.note,
+                    status=HandoverStatus.PROPOSED.value,
+                    proposed_by=self.actor,
+                    proposed_at=self.timestamp,
+                )
+            )
+
+    class HandoverDecided(Event):
+        """The counterpart accepted or declined, or the proposer withdrew.
+
+        On acceptance the expert and the counterpart swap roles: both stay
+        named on the plan.
+        """
+
+        subject = "handover_id"
+        handover_id: str
+        status: str
+        note: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            handover = plan.handover(self.handover_id)
+            handover.status = self.status
+            handover.decided_by = self.actor
+            handover.decided_at = self.timestamp
+            handover.decision_note = self.note
+            if self.status == HandoverStatus.ACCEPTED:
+                roles = plan.responsibility
+                plan.update_item(
+                    roles,
+                    self,
+                    expert_id=handover.to_member_id,
+                    counterpart_id=handover.from_member_id,
+                )
+
+    class StepPlanned(Event):
+        subject = "step_id"
+        step_id: str
+        title: str
+        need_id: str
+        service: str
+        responsible_member_id: str
+        planned_start: date
+        planned_end: date
+
+        def apply(self, plan: ClientPlan) -> None:
+            step = Step(
+                id=self.step_id,
+                title=self.title,
+                need_id=self.need_id,
+                service=self.service,
+                responsible_member_id=self.responsible_member_id,
+                planned_start=self.planned_start,
+                planned_end=self.planned_end,
+            )
+            step.record_change(self.actor, self.timestamp, "planned", ["title", "need_id", "planned_start"])
+            plan.steps[self.step_id] = step
+
+    class StepUpdated(Event):
+        subject = "step_id"
+        step_id: str
+        title: str
+        need_id: str
+        service: str
+        responsible_member_id: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.update_item(
+                plan.steps[self.step_id],
+                self,
+                title=self.title,
+                need_id=self.need_id,
+                service=self.service,
+                responsible_member_id=self.responsible_member_id,
+            )
+
+    class StepRescheduled(Event):
+        """New planned dates; the earlier schedule is kept in the step's history."""
+
+        subject = "step_id"
+        step_id: str
+        planned_start: date
+        planned_end: date
+        reason: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            step = plan.steps[self.step_id]
+            step.earlier_schedules.append(
+                Schedule(
+                    start=step.planned_start,
+                    end=step.planned_end,
+                    changed_at=self.timestamp,
+                    by=self.actor,
+                    reason=self.reason,
+                )
+            )
+            plan.update_item(step, self, planned_start=self.planned_start, planned_end=self.planned_end)
+
+    class StepProgressed(Event):
+        """A step started, was done or was cancelled."""
+
+        subject = "step_id"
+        step_id: str
+        status: str
+        on: date
+        outcome: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            step = plan.steps[self.step_id]
+            changes: dict[str, Any] = {"status": self.status}
+            if self.status == StepStatus.STARTED:
+                changes["started_on"] = self.on
+            else:
+                changes["finished_on"] = self.on
+                if self.status == StepStatus.DONE and step.started_on is None:
+                    changes["started_on"] = self.on
+            if self.outcome:
+                changes["outcome"] = self.outcome
+            plan.update_item(step, self, **changes)
+
+    class StepOutcomeRecorded(Event):
+        subject = "step_id"
+        step_id: str
+        outcome: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.update_item(plan.steps[self.step_id], self, outcome=self.outcome)
+
+    class MeasureRecorded(Event):
+        subject = "measure_id"
+        measure_id: str
+        kind: str
+        scale_name: str
+        scale_min: float
+        scale_max: float
+        value: float
+        measured_on: date
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.measures.append(
+                Measure(
+                    id=self.measure_id,
+                    kind=self.kind,
+                    scale_name=self.scale_name,
+                    scale_min=self.scale_min,
+                    scale_max=self.scale_max,
+                    value=self.value,
+                    measured_on=self.measured_on,
+                    recorded_by=self.actor,
+                )
+            )
+
+    class NoteAdded(Event):
+        subject = "note_id"
+        note_id: str
+        text: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.notes.append(Note(id=self.note_id, text=self.text, written_by=self.actor, written_at=self.timestamp))
+
+    class Closed(Event):
+        outcome: str
+        note: str
+        closed_on: date
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.closing = Closing(outcome=self.outcome, note=self.note, closed_on=self.closed_on, closed_by=self.actor)
+
+    class Reopened(Event):
+        reason: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.closing = None
+
+    def __init__(self) -> None:
+        self.opened_at: datetime
+        self.opened_on: date
+        self.client: Client
+        self.responsibility: Responsibility
+        self.consents: dict[str, Consent] = {}
+        self.needs: dict[str, Need] = {}
+        self.goals: dict[str, Goal] = {}
+        self.members: dict[str, Member] = {}
+        self.steps: dict[str, Step] = {}
+        self.handovers: list[Handover] = []
+        self.measures: list[Measure] = []
+        self.notes: list[Note] = []
+        self.closing: Closing | None = None
+        self.receipts: dict[str, Receipt] = {}
+
+    # ----------------------------------------------------------------- opening
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        client_name: str,
+        segment: str,
+        language: str,
+        referring_party: str,
+        expert_profession: str,
+        expert_contact: str = "",
+        plan_id: uuid.UUID | None = None,
+    ) -> ClientPlan:
+        """Open a plan; the person opening it becomes its named expert.
+
+        Coming to the service, the client consents to the expert's
+        organisation taking part: that first consent is recorded with the
+        opening.
+        """
+        plan_id = plan_id or uuid.uuid5(ITEM_NAMESPACE, f"plan:{as_identifier(command_id, 'command_id')}")
+        expert = Member(
+            id=str(uuid.uuid5(plan_id, f"{command_id}:expert")),
+            person_id=as_identifier(by.person_id, "person_id"),
+            name=required_text(by.name, "name"),
+            profession=required_text(expert_profession, "profession"),
+            organisation_id=as_identifier(by.organisation_id, "organisation_id"),
+            organisation_name=required_text(by.organisation_name, "organisation_name"),
+            contact=optional_text(expert_contact, "contact", 300),
+            part="named expert",
+        )
+        return cls._create(
+            cls.Opened,
+            id=plan_id,
+            timestamp=at,
+            actor=by,
+            command_id=command_id,
+            client_name=required_text(client_name, "client_name"),
+            segment=parse(Segment, segment, "segment").value,
+            language=parse(Language, language, "language").value,
+            referring_party=parse(ReferringParty, referring_party, "referring_party").value,
+            expert={f: getattr(expert, f) for f in expert.__struct_fields__ if f not in ("revision", "changes")},
+            consent_id=str(uuid.uuid5(plan_id, f"{command_id}:consent")),
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closing is not None
+
+    @property
+    def expert(self) -> Member:
+        return self.members[self.responsibility.expert_id]
+
+    @property
+    def counterpart(self) -> Member | None:
+        counterpart_id = self.responsibility.counterpart_id
+        return self.members[counterpart_id] if counterpart_id else None
+
+    @property
+    def pending_handover(self) -> Handover | None:
+        if self.handovers and self.handovers[-1].status == HandoverStatus.PROPOSED:
+            return self.handovers[-1]
+        return None
+
+    def receipt_for(self, command_id: str) -> Receipt | None:
+        return self.receipts.get(command_id)
+
+    def valid_consent_for(self, organisation_id: str, day: date) -> Consent | None:
+        for consent in self.consents.values():
+            if consent.organisation_id == organisation_id and consent.is_valid_on(day):
+                return consent
+        return None
+
+    def member_of_person(self, person_id: str) -> Member | None:
+        for member in self.members.values():
+            if member.person_id == person_id:
+                return member
+        return None
+
+    def handover(self, handover_id: str) -> Handover:
+        for handover in self.handovers:
+            if handover.id == handover_id:
+                return handover
+        raise NotFound("There is no handover %(id)s on this plan.", field="handover_id", id=handover_id)
+
+    # ---------------------------------------------------------------- commands
+
+    def change_client_details(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        seen_revision: int,
+        client_name: str,
+        segment: str,
+        language: str,
+        referring_party: str,
+    ) -> str:
+        self._require_open()
+        self._require_revision(self.client, "client", seen_revision)
+        self._trigger(
+            self.ClientDetailsChanged,
+            by,
+            command_id,
+            at,
+            client_name=required_text(client_name, "client_name"),
+            segment=parse(Segment, segment, "segment").value,
+            language=parse(Language, language, "language").value,
+            referring_party=parse(ReferringParty, referring_party, "referring_party").value,
+        )
+        return self.client.id
+
+    def give_consent(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        organisation_id: str,
+        organisation_name: str,
+        valid_from: date | str,
+    ) -> str:
+        self._require_open()
+        organisation_id = as_identifier(organisation_id, "organisation_id")
+        valid_from = as_date(valid_from, "valid_from")
+        if any(
+            c.organisation_id == organisation_id and c.withdrawn_on is None for c in self.consents.values()
+        ):
+            raise RuleViolation(
+                "The client's consent for %(organisation)s is already recorded.",
+                field="organisation_id",
+                organisation=organisation_name,
+            )
+        consent_id = self._new_id(command_id)
+        self._trigger(
+            self.ConsentGiven,
+            by,
+            command_id,
+            at,
+            consent_id=consent_id,
+            organisation_id=organisation_id,
+            organisation_name=required_text(organisation_name, "organisation_name"),
+            valid_from=valid_from,
+        )
+        return consent_id
+
+    def withdraw_consent(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        consent_id: str,
+        seen_revision: int,
+    ) -> str:
+        self._require_open()
+        consent = self._find(self.consents, consent_id, "consent")
+        self._require_revision(consent, "consent", seen_revision)
+        if consent.withdrawn_on is not None:
+            raise RuleViolation("This consent has already been withdrawn.", field="consent_id")
+        if consent.organisation_id == self.expert.organisation_id:
+            raise RuleViolation(
+                "The named expert works for %(organisation)s: hand responsibility over to the "
+                "counterpart, or close the plan, before the consent for it is withdrawn.",
+                field="consent_id",
+                organisation=consent.organisation_name,
+            )
+        self._trigger(self.ConsentWithdrawn, by, command_id, at, consent_id=consent_id, withdrawn_on=at.date())
+        return consent_id
+
+    def record_need(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        category: str,
+        description: str,
+        financial: str = "",
+    ) -> str:
+        self._require_open()
+        need_id = self._new_id(command_id)
+        self._trigger(
+            self.NeedRecorded,
+            by,
+            command_id,
+            at,
+            need_id=need_id,
+            category=parse(NeedCategory, category, "category").value,
+            description=required_text(description, "description", LONG_TEXT),
+            financial=optional_text(financial, "financial"),
+        )
+        return need_id
+
+    def update_need(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        need_id: str,
+        seen_revision: int,
+        category: str,
+        description: str,
+        financial: str,
+        status: str,
+    ) -> str:
+        self._require_open()
+        need = self._find(self.needs, need_id, "need")
+        self._require_revision(need, "need", seen_revision)
+        self._trigger(
+            self.NeedUpdated,
+            by,
+            command_id,
+            at,
+            need_id=need_id,
+            category=parse(NeedCategory, category, "category").value,
+            description=required_text(description, "description", LONG_TEXT),
+            financial=optional_text(financial, "financial"),
+            status=parse(NeedStatus, status, "status").value,
+        )
+        return need_id
+
+    def set_goal(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        title: str,
+        need_ids: Iterable[str],
+        target_date: date | str,
+    ) -> str:
+        self._require_open()
+        goal_id = self._new_id(command_id)
+        self._trigger(
+            self.GoalSet,
+            by,
+            command_id,
+            at,
+            goal_id=goal_id,
+            title=required_text(title, "title", LONG_TEXT),
+            need_ids=self._known_needs(need_ids),
+            target_date=self._target_date(target_date),
+        )
+        return goal_id
+
+    def revise_goal(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        goal_id: str,
+        seen_revision: int,
+        title: str,
+        need_ids: Iterable[str],
+        target_date: date | str,
+    ) -> str:
+        self._require_open()
+        goal = self._unsettled_goal(goal_id, seen_revision)
+        self._trigger(
+            self.GoalRevised,
+            by,
+            command_id,
+            at,
+            goal_id=goal.id,
+            title=required_text(title, "title", LONG_TEXT),
+            need_ids=self._known_needs(need_ids),
+            target_date=self._target_date(target_date),
+        )
+        return goal_id
+
+    def settle_goal(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        goal_id: str,
+        seen_revision: int,
+        status: str,
+        note: str = "",
+    ) -> str:
+        """Mark a goal achieved or dropped."""
+        self._require_open()
+        goal = self._unsettled_goal(goal_id, seen_revision)
+        settled = parse(GoalStatus, status, "status")
+        if settled not in (GoalStatus.ACHIEVED, GoalStatus.DROPPED):
+            raise InvalidValue("status", "A goal is settled as achieved or dropped.")
+        self._trigger(
+            self.GoalSettled,
+            by,
+            command_id,
+            at,
+            goal_id=goal.id,
+            status=settled.value,
+            settled_on=at.date(),
+            note=optional_text(note, "note"),
+        )
+        return goal_id
+
+    def add_member(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        person_id: str,
+        name: str,
+        profession: str,
+        organisation_id: str,
+        organisation_name: str,
+        contact: str = "",
+        part: str = "",
+    ) -> str:
+        self._require_open()
+        person_id = as_identifier(person_id, "person_id")
+        organisation_id = as_identifier(organisation_id, "organisation_id")
+        organisation_name = required_text(organisation_name, "organisation_name")
+        if self.member_of_person(person_id):
+            raise RuleViolation("%(name)s is already in the network.", field="person_id", name=name)
+        if not self.valid_consent_for(organisation_id, at.date()):
+            raise RuleViolation(
+                "The client has not given a valid consent for %(organisation)s to take part in the network.",
+                field="organisation_id",
+                organisation=organisation_name,
+            )
+        member_id = self._new_id(command_id)
+        self._trigger(
+            self.MemberAdded,
+            by,
+            command_id,
+            at,
+            member_id=member_id,
+            person_id=person_id,
+            name=required_text(name, "name"),
+            profession=required_text(profession, "profession"),
+            organisation_id=organisation_id,
+            organisation_name=organisation_name,
+            contact=optional_text(contact, "contact", 300),
+            part=optional_text(part, "part", LONG_TEXT),
+        )
+        return member_id
+
+    def update_member(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        member_id: str,
+        seen_revision: int,
+        profession: str,
+        contact: str,
+        part: str,
+    ) -> str:
+        self._require_open()
+        member = self._find(self.members, member_id, "network member")
+        self._require_revision(member, "network member", seen_revision)
+        self._trigger(
+            self.MemberUpdated,
+            by,
+            command_id,
+            at,
+            member_id=member_id,
+            profession=required_text(profession, "profession"),
+            contact=optional_text(contact, "contact", 300),
+            part=optional_text(part, "part", LONG_TEXT),
+        )
+        return member_id
+
+    def remove_member(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        member_id: str,
+        seen_revision: int,
+    ) -> str:
+        self._require_open()
+        member = self._find(self.members, member_id, "network member")
+        self._require_revision(member, "network member", seen_revision)
+        if member_id in (self.responsibility.expert_id, self.responsibility.counterpart_id):
+            raise RuleViolation(
+                "%(name)s is the named expert or the counterpart: name someone else first.",
+                field="member_id",
+                name=member.name,
+            )
+        open_steps = [s.title for s in self._open_steps() if s.responsible_member_id == member_id]
+        if open_steps:
+            raise RuleViolation(
+                "%(name)s is responsible for open steps (%(steps)s): give them to someone else first.",
+                field="member_id",
+                name=member.name,
+                steps=", ".join(open_steps),
+            )
+        self._trigger(self.MemberRemoved, by, command_id, at, member_id=member_id)
+        return member_id
+
+    def name_counterpart(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        member_id: str,
+        seen_revision: int,
+    ) -> str:
+        """The named expert names a counterpart from another organisation."""
+        self._require_open()
+        self._require_revision(self.responsibility, "responsibility", seen_revision)
+        self._require_expert(by, "Only the named expert can name the counterpart.")
+        if self.pending_handover:
+            raise RuleViolation("A handover is pending: it must be decided before the counterpart changes.")
+        member = self._find(self.members, member_id, "network member")
+        if member.id == self.responsibility.expert_id:
+            raise RuleViolation("The named expert cannot be their own counterpart.", field="member_id")
+        if member.organisation_id == self.expert.organisation_id:
+            raise RuleViolation(
+                "The counterpart must work in another organisation than the named expert (%(organisation)s).",
+                field="member_id",
+                organisation=self.expert.organisation_name,
+            )
+        self._trigger(self.CounterpartNamed, by, command_id, at, member_id=member_id)
+        return member_id
+
+    def propose_handover(self, *, by: Actor, command_id: str, at: datetime, note: str = "") -> str:
+        """The named expert proposes to hand responsibility to the counterpart."""
+        self._require_open()
+        self._require_expert(by, "Only the named expert can propose a handover.")
+        counterpart = self.counterpart
+        if counterpart is None:
+            raise RuleViolation("Name a counterpart before proposing a handover.")
+        if self.pending_handover:
+            raise RuleViolation("A handover is already pending.")
+        handover_id = self._new_id(command_id)
+        self._trigger(
+            self.HandoverProposed,
+            by,
+            command_id,
+            at,
+            handover_id=handover_id,
+            from_member_id=self.expert.id,
+            to_member_id=counterpart.id,
+            note=optional_text(note, "note"),
+        )
+        return handover_id
+
+    def accept_handover(self, *, by: Actor, command_id: str, at: datetime, handover_id: str, note: str = "") -> str:
+        return self._decide_handover(by, command_id, at, handover_id, HandoverStatus.ACCEPTED, note)
+
+    def decline_handover(self, *, by: Actor, command_id: str, at: datetime, handover_id: str, note: str = "") -> str:
+        return self._decide_handover(by, command_id, at, handover_id, HandoverStatus.DECLINED, note)
+
+    def withdraw_handover(self, *, by: Actor, command_id: str, at: datetime, handover_id: str, note: str = "") -> str:
+        return self._decide_handover(by, command_id, at, handover_id, HandoverStatus.WITHDRAWN, note)
+
+    def plan_step(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        title: str,
+        need_id: str,
+        responsible_member_id: str,
+        planned_start: date | str,
+        planned_end: date | str,
+        service: str = "",
+    ) -> str:
+        self._require_open()
+        self._find(self.needs, need_id, "need")
+        self._find(self.members, responsible_member_id, "network member")
+        start, end = self._period(planned_start, planned_end)
+        step_id = self._new_id(command_id)
+        self._trigger(
+            self.StepPlanned,
+            by,
+            command_id,
+            at,
+            step_id=step_id,
+            title=required_text(title, "title"),
+            need_id=need_id,
+            service=optional_text(service, "service", 300),
+            responsible_member_id=responsible_member_id,
+            planned_start=start,
+            planned_end=end,
+        )
+        return step_id
+
+    def update_step(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        step_id: str,
+        seen_revision: int,
+        title: str,
+        need_id: str,
+        responsible_member_id: str,
+        service: str = "",
+    ) -> str:
+        self._require_open()
+        step = self._open_step(step_id, seen_revision)
+        self._find(self.needs, need_id, "need")
+        self._find(self.members, responsible_member_id, "network member")
+        self._trigger(
+            self.StepUpdated,
+            by,
+            command_id,
+            at,
+            step_id=step.id,
+            title=required_text(title, "title"),
+            need_id=need_id,
+            service=optional_text(service, "service", 300),
+            responsible_member_id=responsible_member_id,
+        )
+        return step_id
+
+    def reschedule_step(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        step_id: str,
+        seen_revision: int,
+        planned_start: date | str,
+        planned_end: date | str,
+        reason: str = "",
+    ) -> str:
+        self._require_open()
+        step = self._open_step(step_id, seen_revision)
+        start, end = self._period(planned_start, planned_end)
+        self._trigger(
+            self.StepRescheduled,
+            by,
+            command_id,
+            at,
+            step_id=step.id,
+            planned_start=start,
+            planned_end=end,
+            reason=optional_text(reason, "reason"),
+        )
+        return step_id
+
+    def progress_step(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        step_id: str,
+        seen_revision: int,
+        status: str,
+        on: date | str,
+        outcome: str = "",
+    ) -> str:
+        """Start, finish or cancel a step, on a day no later than today."""
+        self._require_open()
+        step = self._open_step(step_id, seen_revision)
+        new_status = parse(StepStatus, status, "status")
+        day = as_date(on, "on")
+        allowed = {
+            StepStatus.PLANNED: {StepStatus.STARTED, StepStatus.DONE, StepStatus.CANCELLED},
+            StepStatus.STARTED: {StepStatus.DONE, StepStatus.CANCELLED},
+        }[StepStatus(step.status)]
+        if new_status not in allowed:
+            raise RuleViolation(
+                "A %(current)s step cannot become %(new)s.",
+                field="status",
+                current=step.status,
+                new=new_status.value,
+            )
+        if day > at.date():
+            raise InvalidValue("on", "%(field)s cannot be in the future.", field="on")
+        if step.started_on and day < step.started_on:
+            raise InvalidValue("on", "A step cannot end before it started (%(started)s).", started=step.started_on)
+        self._trigger(
+            self.StepProgressed,
+            by,
+            command_id,
+            at,
+            step_id=step.id,
+            status=new_status.value,
+            on=day,
+            outcome=optional_text(outcome, "outcome"),
+        )
+        return step_id
+
+    def record_step_outcome(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        step_id: str,
+        seen_revision: int,
+        outcome: str,
+    ) -> str:
+        self._require_open()
+        step = self._find(self.steps, step_id, "step")
+        self._require_revision(step, "step", seen_revision)
+        self._trigger(
+            self.StepOutcomeRecorded,
+            by,
+            command_id,
+            at,
+            step_id=step.id,
+            outcome=required_text(outcome, "outcome", LONG_TEXT),
+        )
+        return step_id
+
+    def record_measure(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        kind: str,
+        value: float,
+        measured_on: date | str,
+        scale_name: str = "",
+        scale_min: float | None = None,
+        scale_max: float | None = None,
+    ) -> str:
+        self._require_open()
+        measure_kind = parse(MeasureKind, kind, "kind")
+        number = as_number(value, "value")
+        day = as_date(measured_on, "measured_on")
+        if day > at.date():
+            raise InvalidValue("measured_on", "%(field)s cannot be in the future.", field="measured_on")
+        if measure_kind == MeasureKind.OTHER:
+            name = required_text(scale_name, "scale_name")
+            low = as_number(scale_min, "scale_min")
+            high = as_number(scale_max, "scale_max")
+            if low >= high:
+                raise InvalidValue("scale_max", "The scale's upper bound must be above its lower bound.")
+        else:
+            name, (low, high) = measure_kind.value, ZERO_TO_TEN
+            if number != int(number):
+                raise InvalidValue("value", "The %(scale)s is a whole number.", scale=name)
+        if not low <= number <= high:
+            raise InvalidValue(
+                "value",
+                "The value must be between %(low)s and %(high)s.",
+                low=_plain(low),
+                high=_plain(high),
+            )
+        measure_id = self._new_id(command_id)
+        self._trigger(
+            self.MeasureRecorded,
+            by,
+            command_id,
+            at,
+            measure_id=measure_id,
+            kind=measure_kind.value,
+            scale_name=name,
+            scale_min=low,
+            scale_max=high,
+            value=number,
+            measured_on=day,
+        )
+        return measure_id
+
+    def add_note(self, *, by: Actor, command_id: str, at: datetime, text: str) -> str:
+        self._require_open()
+        note_id = self._new_id(command_id)
+        self._trigger(self.NoteAdded, by, command_id, at, note_id=note_id, text=required_text(text, "text", LONG_TEXT))
+        return note_id
+
+    def close(self, *, by: Actor, command_id: str, at: datetime, outcome: str, note: str = "") -> None:
+        self._require_open()
+        closing_outcome = parse(ClosingOutcome, outcome, "outcome")
+        if self.pending_handover:
+            raise RuleViolation("A handover is pending: it must be decided before the plan is closed.")
+        self._trigger(
+            self.Closed,
+            by,
+            command_id,
+            at,
+            outcome=closing_outcome.value,
+            note=optional_text(note, "note"),
+            closed_on=at.date(),
+        )
+
+    def reopen(self, *, by: Actor, command_id: str, at: datetime, reason: str) -> None:
+        if not self.is_closed:
+            raise RuleViolation("The plan is open already.")
+        self._trigger(self.Reopened, by, command_id, at, reason=required_text(reason, "reason", LONG_TEXT))
+
+    # ------------------------------------------------------- used by the events
+
+    def remember(self, event: ClientPlan.Event) -> None:
+        """Keep the receipt of the command an event answered."""
+        item_id = getattr(event, event.subject) if event.subject else None
+        self.receipts[event.command_id] = Receipt(item_id=item_id, version=event.originator_version)
+        if len(self.receipts) > REMEMBERED_COMMANDS:
+            del self.receipts[next(iter(self.receipts))]
+
+    @staticmethod
+    def update_item(item: Item, event: ClientPlan.Event, **values: Any) -> None:
+        changed = [field for field, value in values.items() if getattr(item, field) != value]
+        for field, value in values.items():
+            setattr(item, field, value)
+        item.record_change(event.actor, event.timestamp, type(event).__name__, changed)
+
+    def detach_member(self, member_id: str, by: Actor, at: datetime) -> None:
+        """Take a member out of the network, with what hangs on them."""
+        del self.members[member_id]
+        for step in self._open_steps():
+            if step.responsible_member_id == member_id:
+                step.responsible_member_id = None
+                step.record_change(by, at, "responsible left the network", ["responsible_member_id"])
+        if self.responsibility.counterpart_id == member_id:
+            self.responsibility.counterpart_id = None
+            self.responsibility.record_change(by, at, "counterpart left the network", ["counterpart_id"])
+        pending = self.pending_handover
+        if pending and member_id in (pending.from_member_id, pending.to_member_id):
+            pending.status = HandoverStatus.WITHDRAWN.value
+            pending.decided_by = by
+            pending.decided_at = at
+            pending.decision_note = "counterpart left the network"
+
+    # ----------------------------------------------------------------- helpers
+
+    def _trigger(self, event_class: type, by: Actor, command_id: str, at: datetime, **fields: Any) -> None:
+        if not isinstance(by, Actor):
+            raise InvalidValue("actor", "A command must say who gives it.")
+        self.trigger_event(
+            event_class,
+            timestamp=at,
+            actor=by,
+            command_id=as_identifier(command_id, "command_id"),
+            **fields,
+        )
+
+    def _new_id(self, command_id: str) -> str:
+        """Item ids follow from the command id, so a retried command names the same item."""
+        return str(uuid.uuid5(self.id, as_identifier(command_id, "command_id")))
+
+    def _require_open(self) -> None:
+        if self.is_closed:
+            raise PlanClosed()
+
+    @staticmethod
+    def _require_revision(item: Item, kind: str, seen_revision: int) -> None:
+        seen = as_revision(seen_revision, "seen_revision")
+        if seen == item.revision:
+            return
+        if seen > item.revision:
+            raise InvalidValue("seen_revision", "There is no revision %(seen)s of this item yet.", seen=seen)
+        raise EditConflict(
+            item_kind=kind,
+            item_id=item.id,
+            seen_revision=seen,
+            current_revision=item.revision,
+            changes=[
+                {
+                    "revision": change.revision,
+                    "by_name": change.by.name,
+                    "by_organisation": change.by.organisation_name,
+                    "at": change.at.isoformat(),
+                    "action": change.action,
+                    "fields": list(change.fields),
+                }
+                for change in item.changes_since(seen)
+            ],
+        )
+
+    def _require_expert(self, by: Actor, message: str) -> None:
+        if by.person_id != self.expert.person_id:
+            raise NotYours(message)
+
+    @staticmethod
+    def _find(items: dict[str, Any], item_id: str, kind: str) -> Any:
+        if not isinstance(item_id, str) or item_id not in items:
+            raise NotFound("There is no %(kind)s %(id)s on this plan.", field=f"{kind}_id", kind=kind, id=item_id)
+        return items[item_id]
+
+    def _known_needs(self, need_ids: Iterable[str]) -> list[str]:
+        if isinstance(need_ids, str) or not isinstance(need_ids, Iterable):
+            raise InvalidValue("need_ids", "need_ids must be a list of needs.")
+        ids = list(dict.fromkeys(need_ids))
+        if not ids:
+            raise InvalidValue("need_ids", "A goal must be linked to at least one need.")
+        for need_id in ids:
+            self._find(self.needs, need_id, "need")
+        return ids
+
+    def _target_date(self, target_date: date | str) -> date:
+        target = as_date(target_date, "target_date")
+        if target < self.opened_on:
+            raise InvalidValue(
+                "target_date",
+                "The target date cannot be before the plan was opened (%(opened)s).",
+                opened=self.opened_on.isoformat(),
+            )
+        return target
+
+    def _unsettled_goal(self, goal_id: str, seen_revision: int) -> Goal:
+        goal = self._find(self.goals, goal_id, "goal")
+        self._require_revision(goal, "goal", seen_revision)
+        if goal.status in (GoalStatus.ACHIEVED, GoalStatus.DROPPED):
+            raise RuleViolation("The goal is %(status)s already; set a new goal instead.", status=goal.status)
+        return goal
+
+    @staticmethod
+    def _period(start: date | str, end: date | str) -> tuple[date, date]:
+        first = as_date(start, "planned_start")
+        last = as_date(end, "planned_end")
+        if last < first:
+            raise InvalidValue("planned_end", "The end date cannot be before the start date.")
+        return first, last
+
+    def _open_steps(self) -> list[Step]:
+        return [s for s in self.steps.values() if s.status in (StepStatus.PLANNED, StepStatus.STARTED)]
+
+    def _open_step(self, step_id: str, seen_revision: int) -> Step:
+        step = self._find(self.steps, step_id, "step")
+        self._require_revision(step, "step", seen_revision)
+        if step.status not in (StepStatus.PLANNED, StepStatus.STARTED):
+            raise RuleViolation("The step is %(status)s: it can no longer be changed.", status=step.status)
+        return step
+
+    def _decide_handover(
+        self, by: Actor, command_id: str, at: datetime, handover_id: str, decision: HandoverStatus, note: str
+    ) -> str:
+        self._require_open()
+        handover = self.handover(handover_id)
+        if handover.status != HandoverStatus.PROPOSED:
+            raise RuleViolation("This handover was %(status)s already.", status=handover.status)
+        decider_id = handover.from_member_id if decision == HandoverStatus.WITHDRAWN else handover.to_member_id
+        if by.person_id != self.members[decider_id].person_id:
+            if decision == HandoverStatus.WITHDRAWN:
+                raise NotYours("Only the expert who proposed the handover can withdraw it.")
+            raise NotYours("This handover was not proposed to you.")
+        self._trigger(
+            self.HandoverDecided,
+            by,
+            command_id,
+            at,
+            handover_id=handover_id,
+            status=decision.value,
+            note=optional_text(note, "note"),
+        )
+        return handover_id
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if number == int(number) else str(number)

@@ -1,0 +1,116 @@
+"""Where the event store and the plan keys live, chosen by configuration.
+
+`StoreSettings.from_environ()` reads the documented POLKU_* variables:
+
+    POLKU_STORE         sqlite (default) or postgres
+    POLKU_DATA_DIR      folder for the SQLite files and the master key file (./data)
+    POLKU_PG_HOST, POLKU_PG_PORT, POLKU_PG_DB, POLKU_PG_USER, POLKU_PG_PASSWORD
+    POLKU_PG_SCHEMA     schema of the event store (default: public); keys go to <schema>_keys
+    POLKU_PG_LOCK_TIMEOUT  seconds to wait for a lock before failing (default 5, never 0)
+    POLKU_MASTER_KEY    base64 of 32 bytes that wraps the per-plan keys
+
+Without POLKU_MASTER_KEY a SQLite store keeps a generated master key in
+`<data dir>/master.key` (mode 0600); a PostgreSQL store refuses to start
+without it, because its keys must not depend on one machine's disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from domain.keys import Keyring, PostgresKeyring, SQLiteKeyring
+
+
+class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
+    kind: Literal["sqlite", "postgres"] = "sqlite"
+    data_dir: str = "data"
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_db: str = "polku"
+    pg_user: str = "postgres"
+    pg_password: str = ""
+    pg_schema: str = ""
+    lock_timeout_s: int = 5
+    master_key_b64: str = ""
+    aggregate_cache_size: int = 500
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> StoreSettings:
+        env = os.environ if environ is None else environ
+        fields = {
+            "kind": env.get("POLKU_STORE"),
+            "data_dir": env.get("POLKU_DATA_DIR"),
+            "pg_host": env.get("POLKU_PG_HOST"),
+            "pg_port": env.get("POLKU_PG_PORT"),
+            "pg_db": env.get("POLKU_PG_DB"),
+            "pg_user": env.get("POLKU_PG_USER"),
+            "pg_password": env.get("POLKU_PG_PASSWORD"),
+            "pg_schema": env.get("POLKU_PG_SCHEMA"),
+            "lock_timeout_s": env.get("POLKU_PG_LOCK_TIMEOUT"),
+            "master_key_b64": env.get("POLKU_MASTER_KEY"),
+        }
+        given = {name: value for name, value in fields.items() if value}
+        try:
+            return msgspec.convert(given, cls, strict=False)
+        except msgspec.ValidationError as error:
+            raise ValueError(f"Invalid store configuration: {error}") from None
+
+    @property
+    def event_store_env(self) -> dict[str, str]:
+        """The settings in the eventsourcing library's own configuration keys."""
+        if self.kind == "sqlite":
+            return {
+                "PERSISTENCE_MODULE": "domain.sqlite",
+                "SQLITE_DBNAME": str(Path(self.data_dir) / "events.sqlite3"),
+                "SQLITE_LOCK_TIMEOUT": str(max(self.lock_timeout_s, 1)),
+                "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
+            }
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": self.pg_db,
+            "POSTGRES_HOST": self.pg_host,
+            "POSTGRES_PORT": str(self.pg_port),
+            "POSTGRES_USER": self.pg_user,
+            "POSTGRES_PASSWORD": self.pg_password,
+            "POSTGRES_SCHEMA": self.pg_schema,
+            "POSTGRES_LOCK_TIMEOUT": str(max(self.lock_timeout_s, 1)),
+            "POSTGRES_POOL_SIZE": "5",
+            "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
+        }
+
+    @property
+    def pg_conninfo(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=self.pg_host,
+            port=self.pg_port,
+            dbname=self.pg_db,
+            user=self.pg_user,
+            password=self.pg_password or None,
+        )
+
+    def open_keyring(self) -> Keyring:
+        if self.kind == "sqlite":
+            Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+            return SQLiteKeyring(str(Path(self.data_dir) / "keys.sqlite3"), self._master_key())
+        schema = f"{self.pg_schema or 'polku'}_keys"
+        return PostgresKeyring(self.pg_conninfo, schema, self._master_key(), max(self.lock_timeout_s, 1))
+
+    def _master_key(self) -> bytes:
+        if self.master_key_b64:
+            return base64.b64decode(self.master_key_b64)
+        if self.kind == "postgres":
+            raise ValueError("POLKU_MASTER_KEY must be set when the store is PostgreSQL.")
+        path = Path(self.data_dir) / "master.key"
+        if not path.exists():
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(base64.b64encode(secrets.token_bytes(32)).decode())
+        return base64.b64decode(path.read_text().strip())
