@@ -127,6 +127,7 @@ class Measure(msgspec.Struct, kw_only=True):
 class Note(msgspec.Struct, kw_only=True):
     id: str
     text: str
+    visibility: str
     written_by: Actor
     written_at: datetime
 

@@ -57,6 +57,7 @@ from domain.values import (
     MeasureKind,
     NeedCategory,
     NeedStatus,
+    NoteVisibility,
     ReferringParty,
     Segment,
     StepStatus,
@@ -481,12 +482,28 @@ class ClientPlan(Aggregate):
             )
 
     class NoteAdded(Event):
+        """A note; version 2 says who may read it (version 1 notes were internal)."""
+
+        class_version = 2
         subject = "note_id"
         note_id: str
         text: str
+        visibility: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["visibility"] = NoteVisibility.PROFESSIONALS.value
 
         def apply(self, plan: ClientPlan) -> None:
-            plan.notes.append(Note(id=self.note_id, text=self.text, written_by=self.actor, written_at=self.timestamp))
+            plan.notes.append(
+                Note(
+                    id=self.note_id,
+                    text=self.text,
+                    visibility=self.visibility,
+                    written_by=self.actor,
+                    written_at=self.timestamp,
+                )
+            )
 
     class Closed(Event):
         outcome: str
@@ -1192,10 +1209,27 @@ class ClientPlan(Aggregate):
         )
         return measure_id
 
-    def add_note(self, *, by: Actor, command_id: str, at: datetime, text: str) -> str:
+    def add_note(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        text: str,
+        visibility: str = NoteVisibility.PROFESSIONALS.value,
+    ) -> str:
+        """Write a note; by default only the professionals of the network read it."""
         self._require_open()
         note_id = self._new_id(command_id)
-        self._trigger(self.NoteAdded, by, command_id, at, note_id=note_id, text=required_text(text, "text", LONG_TEXT))
+        self._trigger(
+            self.NoteAdded,
+            by,
+            command_id,
+            at,
+            note_id=note_id,
+            text=required_text(text, "text", LONG_TEXT),
+            visibility=parse(NoteVisibility, visibility, "visibility").value,
+        )
         return note_id
 
     def close(self, *, by: Actor, command_id: str, at: datetime, outcome: str, note: str = "") -> None:

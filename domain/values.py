@@ -116,6 +116,13 @@ class ClosingOutcome(StrEnum):
     CONTINUATION_SOCIAL_CARE = "continuation_social_care"
 
 
+class NoteVisibility(StrEnum):
+    """Who reads a note: the network's professionals only, or the client too."""
+
+    PROFESSIONALS = "professionals"
+    CLIENT_AND_PROFESSIONALS = "client_and_professionals"
+
+
 class MeasureKind(StrEnum):
     """What a measure measures.
 
