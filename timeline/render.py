@@ -168,10 +168,11 @@ def _day_range(start: date, end: date, locale: str) -> str:
 
 
 def _tick_label(day: date, granularity: str, first: bool, locale: str) -> str:
-    """Short labels: 5.1. for weeks, tammi (with the year in January and on the first
-    label) for months, 1. nelj. 2026 for quarters, 2026 for years."""
+    """Short labels: 5.1. for weeks (the first with its year), tammi for months
+    (with the year in January and on the first label), 1. nelj. 2026 for quarters,
+    2026 for years."""
     if granularity == "week":
-        return format_skeleton("MMMd", day, locale=locale)
+        return format_skeleton("yMMMd" if first else "MMMd", day, locale=locale)
     if granularity == "month":
         skeleton = "yMMM" if first or day.month == 1 else "MMM"
         return format_skeleton(skeleton, day, locale=locale)
