@@ -1,0 +1,271 @@
+"""SQLite persistence for Polku: the library's SQLite module, made durable and followable.
+
+Select it with ``PERSISTENCE_MODULE=domain.sqlite`` and ``SQLITE_DBNAME=<file>``.
+It differs from ``eventsourcing.sqlite`` in three ways only:
+
+* Durability. The library switches a file database to WAL but leaves ``synchronous`` at
+  the build's default. That is FULL in the Python here (SQLite 3.40.1), but builds made
+  with ``SQLITE_DEFAULT_WAL_SYNCHRONOUS=1`` use NORMAL in WAL mode, which may lose the
+  last commits on power failure. Every pooled connection here runs ``PRAGMA
+  synchronous=FULL``, so an acknowledged save is on disk whatever the build.
+* Subscriptions. The library's SQLite application recorder raises on ``subscribe()``,
+  so ``ProjectionRunner`` cannot follow it. Here a save made through any recorder of
+  this module in this process wakes subscribers to the same database file at once, and
+  each subscription also polls every ``SQLITE_POLL_INTERVAL`` seconds (default 0.05)
+  to catch saves made by other processes, which cannot signal us.
+* Closing. The pool waits for connections in use before closing them (see
+  ``DurableSQLiteConnectionPool.close``).
+
+Everything else (tables, tracking, process recorder, other settings) is the library's.
+
+Note: ``InfrastructureFactory.construct`` resolves a module topic by looking for the
+single non-generic ``InfrastructureFactory`` subclass in the module's namespace, so the
+library's ``SQLiteFactory`` must not be imported here by name (it would be a second
+candidate); it is reached through the module object instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from time import monotonic, sleep
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing import sqlite as _lib
+from eventsourcing.persistence import ListenNotifySubscription
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from eventsourcing.persistence import StoredEvent
+    from eventsourcing.utils import Environment, EnvType
+
+DEFAULT_POLL_INTERVAL = 0.05
+"""Seconds between a subscription's checks for saves made by other processes."""
+
+
+class DurableSQLiteConnectionPool(_lib.SQLiteConnectionPool):
+    """The library's pool, plus ``PRAGMA synchronous=FULL`` on each file connection,
+    and a ``close()`` that lets connections in use come back first.
+
+    ``synchronous`` is a per-connection setting (unlike WAL, which is stored in the
+    database file), so it has to be set on every new connection, not once per pool.
+    """
+
+    def _create_connection(self) -> _lib.SQLiteConnection:
+        conn = super()._create_connection()
+        if not self.is_sqlite_memory_mode:
+            with conn.cursor() as c:
+                c.execute("PRAGMA synchronous=FULL;")
+        return conn
+
+    def close(self) -> None:
+        """Wait up to ``pool_timeout`` for connections in use to be returned, then close.
+
+        The library's ``close()`` also closes connections that other threads are using,
+        and closing a sqlite3 connection while another thread executes on it crashed
+        the interpreter (segmentation fault) in our tests. ``Application.close()`` can
+        run while a request thread or a subscription's pull thread is mid-query.
+        """
+        deadline = monotonic() + self.pool_timeout
+        while not self.closed and self.num_in_use and monotonic() < deadline:
+            sleep(0.001)
+        super().close()
+
+
+class DurableSQLiteDatastore(_lib.SQLiteDatastore):
+    """The library's datastore with a durable pool and the subscription poll interval.
+
+    The library builds its pool inline, so it is rebuilt here from the same settings
+    (no connection has been opened yet). The poll interval lives here because, like
+    the library's other per-database settings, it is what the recorders can see.
+    """
+
+    def __init__(
+        self,
+        db_name: str,
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        **kwargs: Any,
+    ):
+        super().__init__(db_name, **kwargs)
+        plain = self.pool
+        self.pool = DurableSQLiteConnectionPool(
+            db_name=plain.db_name,
+            lock_timeout=plain.lock_timeout,
+            pool_size=plain.pool_size,
+            max_overflow=plain.max_overflow,
+            pool_timeout=plain.pool_timeout,
+            max_age=plain.max_age,
+            pre_ping=plain.pre_ping,
+        )
+        plain.close()
+        self.poll_interval = poll_interval
+
+
+def database_key(db_name: str) -> str:
+    """Name one database the same way however it was spelt (relative path, ``file:``
+    URI with query), so that recorders and subscriptions in this process meet."""
+    if _lib.SQLiteConnectionPool.detect_memory_mode(db_name):
+        return db_name
+    path = db_name.removeprefix("file:").split("?", 1)[0]
+    return os.path.realpath(path)
+
+
+class _LocalCommits:
+    """Process-wide registry of subscription wake-up events per database.
+
+    Recorders call ``notify()`` after a commit; every subscription listening on that
+    database then re-reads at once instead of waiting for its next poll.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: defaultdict[str, set[threading.Event]] = defaultdict(set)
+
+    def listen(self, key: str, event: threading.Event) -> None:
+        with self._lock:
+            self._listeners[key].add(event)
+
+    def unlisten(self, key: str, event: threading.Event) -> None:
+        with self._lock:
+            listeners = self._listeners.get(key)
+            if listeners is not None:
+                listeners.discard(event)
+                if not listeners:
+                    del self._listeners[key]
+
+    def notify(self, key: str) -> None:
+        with self._lock:
+            listeners = list(self._listeners.get(key, ()))
+        for event in listeners:
+            event.set()
+
+
+local_commits = _LocalCommits()
+
+
+class SQLiteSubscription(ListenNotifySubscription["SubscribableSQLiteApplicationRecorder"]):
+    """Follows a SQLite application sequence.
+
+    The library's ``ListenNotifySubscription`` runs a pull thread that re-reads
+    notifications after ``gt`` whenever ``_has_been_notified`` is set; it is used as is.
+    What SQLite lacks is someone to set that event. Two sources do it here, in the way
+    ``PostgresSubscription`` sets it from LISTEN: local commits (via ``local_commits``)
+    and a poll thread for other processes. The poll also covers the moment between the
+    pull thread's first read and registering with ``local_commits``.
+    """
+
+    def __init__(
+        self,
+        recorder: SubscribableSQLiteApplicationRecorder,
+        gt: int | None = None,
+        topics: Sequence[str] = (),
+    ) -> None:
+        self._key = recorder.database_key
+        self._poll_interval = recorder.poll_interval
+        self._stop_polling = threading.Event()
+        # This starts the pull thread, which may already stop() us if it fails.
+        super().__init__(recorder=recorder, gt=gt, topics=topics)
+        local_commits.listen(self._key, self._has_been_notified)
+        if self._stop_polling.is_set():  # stop() ran before we listened
+            local_commits.unlisten(self._key, self._has_been_notified)
+        self._poll_thread = threading.Thread(target=self._poll, daemon=True)
+        self._poll_thread.start()
+
+    def _poll(self) -> None:
+        # Waiting on an event (not sleeping) lets stop() end this thread at once.
+        while not self._stop_polling.wait(self._poll_interval):
+            self._has_been_notified.set()
+
+    def stop(self) -> None:
+        """Stops the pull thread (library) and the poll thread; leaves the registry."""
+        self._stop_polling.set()
+        local_commits.unlisten(self._key, self._has_been_notified)
+        super().stop()
+
+    def __exit__(self, *args: object, **kwargs: Any) -> None:
+        try:
+            super().__exit__(*args, **kwargs)
+        finally:
+            self._poll_thread.join()
+
+
+class SubscribableSQLiteApplicationRecorder(_lib.SQLiteApplicationRecorder):
+    """The library's application recorder, plus ``subscribe()``.
+
+    ``insert_events`` announces each commit to this process's subscriptions on the
+    same database file, after the transaction has committed (so the re-read sees it).
+    """
+
+    def __init__(self, datastore: _lib.SQLiteDatastore, **kwargs: Any):
+        super().__init__(datastore, **kwargs)
+        self.database_key = database_key(datastore.pool.db_name)
+        # Also usable via APPLICATION_RECORDER_TOPIC with the library's own datastore.
+        self.poll_interval: float = getattr(
+            datastore, "poll_interval", DEFAULT_POLL_INTERVAL
+        )
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        notification_ids = super().insert_events(stored_events, **kwargs)
+        local_commits.notify(self.database_key)
+        return notification_ids
+
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> SQLiteSubscription:
+        return SQLiteSubscription(recorder=self, gt=gt, topics=topics)
+
+
+class SubscribableSQLiteProcessRecorder(
+    _lib.SQLiteProcessRecorder, SubscribableSQLiteApplicationRecorder
+):
+    """The library's process recorder (events plus tracking in one transaction), whose
+    saves also wake subscribers and which can itself be followed."""
+
+
+class DurableSQLiteFactory(_lib.SQLiteFactory):
+    """The library's SQLite factory with the durable datastore and subscribable
+    recorders. Tracking and aggregate (snapshot) recorders are the library's classes,
+    running on the same durable datastore.
+
+    Extra environment key: ``SQLITE_POLL_INTERVAL`` (seconds, default 0.05).
+    """
+
+    SQLITE_POLL_INTERVAL = "SQLITE_POLL_INTERVAL"
+
+    application_recorder_class = SubscribableSQLiteApplicationRecorder
+    process_recorder_class = SubscribableSQLiteProcessRecorder
+
+    def __init__(self, env: Environment | EnvType | None):
+        super().__init__(env)
+        poll_interval_str = (self.env.get(self.SQLITE_POLL_INTERVAL) or "").strip()
+        try:
+            poll_interval = float(poll_interval_str or DEFAULT_POLL_INTERVAL)
+        except ValueError:
+            msg = (
+                f"SQLite environment value for key '{self.SQLITE_POLL_INTERVAL}' "
+                f"is invalid. If set, a number of seconds is expected: "
+                f"'{poll_interval_str}'"
+            )
+            raise OSError(msg) from None
+        if poll_interval <= 0:
+            msg = f"'{self.SQLITE_POLL_INTERVAL}' must be positive: {poll_interval}"
+            raise OSError(msg)
+        # The library builds its datastore inline from the environment; rebuild it
+        # from the settings it read (no connection has been opened yet).
+        plain = self.datastore
+        self.datastore = DurableSQLiteDatastore(
+            db_name=plain.pool.db_name,
+            lock_timeout=plain.pool.lock_timeout,
+            single_row_tracking=plain.single_row_tracking,
+            originator_id_type=plain.originator_id_type,
+            poll_interval=poll_interval,
+        )
+        plain.close()
+
+
+Factory = DurableSQLiteFactory
