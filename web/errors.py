@@ -1,0 +1,160 @@
+"""Errors, answered in one place, in the user's language, without stack traces.
+
+- Paths under ``/api/`` get JSON:
+  ``{"error": {"code": "validation_failed", "message": "...", "fields": [...]}}``.
+- htmx requests get a small fragment, sent (``HX-Retarget``) into the page's
+  ``#messages`` live region; ``static/polku.js`` lets htmx swap it despite the 4xx/5xx.
+- Other requests get a whole page.
+
+An unexpected exception becomes a generic 500 and is logged with its traceback; the user
+only sees that something went wrong.
+
+A route that wants to re-render its own form with the errors catches the validation itself;
+these handlers are the fallback for everything else.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
+
+from web.i18n import N_, language_of, translations
+from web.security import issue_csrf_cookie
+
+__all__ = ("EXCEPTION_HANDLERS", "MESSAGES_TARGET", "is_api_request", "is_htmx_request")
+
+logger = logging.getLogger(__name__)
+
+#: The element of ``base.html`` that error fragments of htmx requests go into.
+MESSAGES_TARGET: Final = "#messages"
+_CSRF_FAILURE_DETAIL: Final = "CSRF token verification failed"
+
+
+@dataclass(frozen=True, slots=True)
+class _ErrorText:
+    code: str
+    title: str
+    message: str
+
+
+_TEXTS: Final = {
+    400: _ErrorText(
+        "validation_failed",
+        N_("The information could not be accepted"),
+        N_("Some of the information you sent could not be accepted. Please check it and try again."),
+    ),
+    403: _ErrorText(
+        "forbidden",
+        N_("Not allowed"),
+        N_("You do not have permission to do this."),
+    ),
+    404: _ErrorText(
+        "not_found",
+        N_("Page not found"),
+        N_("We could not find the page you were looking for. Check the address or go to the front page."),
+    ),
+    405: _ErrorText(
+        "method_not_allowed",
+        N_("Not allowed"),
+        N_("This address does not accept that kind of request."),
+    ),
+    500: _ErrorText(
+        "internal_error",
+        N_("Something went wrong"),
+        N_("The service could not complete your request. Please try again in a moment."),
+    ),
+}
+_CSRF_TEXT: Final = _ErrorText(
+    "csrf_failed",
+    N_("The page has expired"),
+    N_("For your security, the form could not be sent. Reload the page and try again."),
+)
+_OTHER_CLIENT_ERROR: Final = _ErrorText(
+    "request_failed",
+    N_("The request could not be completed"),
+    N_("The service could not complete your request. Check what you sent and try again."),
+)
+
+
+def is_api_request(request: Request[Any, Any, Any]) -> bool:
+    """Whether ``request`` is for the JSON API (a path under ``/api/``)."""
+    path = request.url.path
+    return path == "/api" or path.startswith("/api/")
+
+
+def is_htmx_request(request: Request[Any, Any, Any]) -> bool:
+    """Whether htmx sent ``request`` to swap a fragment (not to restore history)."""
+    headers = request.headers
+    return headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+
+
+def handle_validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    fields = [
+        {"name": item.get("key"), "source": item.get("source"), "message": item.get("message")}
+        for item in (exc.extra if isinstance(exc.extra, list) else [])
+        if isinstance(item, dict)
+    ]
+    return _error_response(request, exc.status_code, _TEXTS[400], fields=fields)
+
+
+def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code >= HTTP_500_INTERNAL_SERVER_ERROR:
+        return handle_internal_error(request, exc)
+    if exc.status_code == 403 and exc.detail == _CSRF_FAILURE_DETAIL:
+        text = _CSRF_TEXT
+    else:
+        text = _TEXTS.get(exc.status_code, _OTHER_CLIENT_ERROR)
+    return _error_response(request, exc.status_code, text, headers=exc.headers)
+
+
+def handle_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    logger.error("unhandled error for %s %s", request.method, request.url.path, exc_info=exc)
+    return _error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, _TEXTS[500])
+
+
+EXCEPTION_HANDLERS: Final[ExceptionHandlersMap] = {
+    ValidationException: handle_validation_error,
+    HTTPException: handle_http_error,
+    Exception: handle_internal_error,
+}
+
+
+def _error_response(
+    request: Request[Any, Any, Any],
+    status_code: int,
+    text: _ErrorText,
+    *,
+    fields: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    language = language_of(request)
+    _ = translations(language).gettext
+    headers = dict(headers or {})
+    if is_api_request(request):
+        body = {"error": {"code": text.code, "message": _(text.message), "fields": fields or []}}
+        return Response(body, status_code=status_code, media_type=MediaType.JSON, headers=headers)
+    cookie = issue_csrf_cookie(request)
+    fragment = is_htmx_request(request)
+    if fragment:
+        headers |= {"HX-Retarget": MESSAGES_TARGET, "HX-Reswap": "innerHTML"}
+    template = "errors/_message.html" if fragment else "errors/error.html"
+    context = {"request": request, "lang": language, "status_code": status_code,
+               "title": text.title, "message": text.message}
+    try:
+        content = request.app.template_engine.render(template, **context)  # type: ignore[union-attr]
+    except Exception:  # the error page itself failed: still say something, never a traceback
+        logger.exception("could not render %s", template)
+        content = f"<!doctype html><title>{status_code}</title><p>{status_code}</p>"
+    return Response(
+        content,
+        status_code=status_code,
+        media_type=MediaType.HTML,
+        headers=headers,
+        cookies=[cookie] if cookie else None,
+    )
