@@ -1,0 +1,57 @@
+"""Running the web application with uvicorn.
+
+``serve()`` is what the ``polku`` command calls. The same app can be started by uvicorn
+directly (settings from the environment)::
+
+    uvicorn --factory web.server:app_factory --host 127.0.0.1 --port 8000
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+from litestar import Litestar
+
+from web.app import create_app
+from web.settings import Settings
+
+__all__ = ("app_factory", "build_server", "serve")
+
+
+def serve(host: str, port: int, settings: Settings | None = None) -> None:
+    """Serve Polku on ``host:port`` until interrupted (Ctrl-C or SIGTERM)."""
+    build_server(host, port, settings).run()
+
+
+def build_server(
+    host: str,
+    port: int,
+    settings: Settings | None = None,
+    *,
+    app: Litestar | None = None,
+    **config: Any,
+) -> uvicorn.Server:
+    """A uvicorn server for Polku, not yet started.
+
+    It serves ``app`` if given (tests add routes that way), else ``create_app(settings)``,
+    built when the server starts. ``config`` overrides uvicorn options.
+    """
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "server_header": False,  # do not advertise the server software
+        "proxy_headers": True,  # trusts X-Forwarded-* from FORWARDED_ALLOW_IPS (default 127.0.0.1)
+        "lifespan": "on",
+    }
+    options.update(config)
+    if app is not None:
+        return uvicorn.Server(uvicorn.Config(app, **options))
+    return uvicorn.Server(
+        uvicorn.Config(lambda: create_app(settings or Settings.from_env()), factory=True, **options)
+    )
+
+
+def app_factory() -> Litestar:
+    """The app with settings from the environment, for ``uvicorn --factory``."""
+    return create_app(Settings.from_env())
