@@ -1,0 +1,58 @@
+"""Static files (vendored htmx) and the health check."""
+
+from __future__ import annotations
+
+import httpx
+
+from web.app import STATIC_DIR
+
+
+def test_healthz_says_ok(client: httpx.Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {"status": "ok"}
+    assert "set-cookie" not in response.headers
+
+
+def test_htmx_is_served_as_javascript(client: httpx.Client) -> None:
+    response = client.get("/static/vendor/htmx.min.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].split(";")[0] in ("text/javascript", "application/javascript")
+    assert response.content == (STATIC_DIR / "vendor" / "htmx.min.js").read_bytes()
+    assert b'version:"2.0.11"' in response.content
+
+
+def test_ws_extension_and_own_assets_are_served(client: httpx.Client) -> None:
+    ws = client.get("/static/vendor/ws.js")
+    assert ws.status_code == 200 and "javascript" in ws.headers["content-type"]
+    assert b"htmx.defineExtension('ws'" in ws.content
+    css = client.get("/static/polku.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert client.get("/static/polku.js").status_code == 200
+
+
+def test_vendored_libraries_keep_their_licences() -> None:
+    vendor = STATIC_DIR / "vendor"
+    assert "Zero-Clause BSD" in (vendor / "htmx.org.LICENSE").read_text()
+    assert "BSD Zero Clause License" in (vendor / "htmx-ext-ws.LICENSE").read_text()
+    readme = (vendor / "README.md").read_text()
+    assert "htmx.org" in readme and "2.0.11" in readme
+    assert "htmx-ext-ws" in readme and "2.0.4" in readme
+
+
+def test_base_page_loads_the_assets(client: httpx.Client) -> None:
+    html = client.get("/").text
+    for asset in ("/static/vendor/htmx.min.js", "/static/vendor/ws.js", "/static/polku.js", "/static/polku.css"):
+        assert asset in html, asset
+
+
+def test_static_files_do_not_escape_their_folder(client: httpx.Client) -> None:
+    for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert b"create_app" not in response.content
+
+
+def test_missing_static_file_is_not_found(client: httpx.Client) -> None:
+    assert client.get("/static/vendor/nope.js").status_code == 404
