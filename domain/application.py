@@ -12,7 +12,7 @@ sees a conflict when the item they edited really changed (`EditConflict`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from domain.errors import PlanErased, PlanNotFound, StoreBusy
 from domain.history import HistoryEntry, describe
 from domain.plan import ClientPlan
 from domain.storage import StoreSettings
-from domain.transcodings import register_plan_transcodings
+from domain.transcodings import plan_transcoder
 from domain.values import Actor
 
 SAVE_ATTEMPTS = 20
@@ -60,8 +60,15 @@ class PlanService(Application):
     name = "Polku"
     snapshotting_intervals = {ClientPlan: SNAPSHOT_INTERVAL}
 
-    def __init__(self, settings: StoreSettings | None = None, clock: Callable[[], datetime] | None = None):
-        self.settings = settings or StoreSettings.from_environ()
+    def __init__(
+        self,
+        settings: StoreSettings | Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        """`settings` may also be POLKU_* variables, as the projection runner passes them."""
+        if not isinstance(settings, StoreSettings):
+            settings = StoreSettings.from_environ(None if settings is None else dict(settings))
+        self.settings = settings
         self.clock = clock or (lambda: datetime.now(UTC))
         self.keyring = self.settings.open_keyring()
         super().__init__(env=self.settings.event_store_env)
@@ -79,9 +86,8 @@ class PlanService(Application):
     def construct_mapper(self) -> Mapper:
         return PlanKeyMapper(self.construct_transcoder(), self.keyring)
 
-    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
-        super().register_transcodings(transcoder)
-        register_plan_transcodings(transcoder)
+    def construct_transcoder(self) -> JSONTranscoder:
+        return plan_transcoder()
 
     def close(self) -> None:
         super().close()

@@ -54,12 +54,34 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
             "pg_schema": env.get("POLKU_PG_SCHEMA"),
             "lock_timeout_s": env.get("POLKU_PG_LOCK_TIMEOUT"),
             "master_key_b64": env.get("POLKU_MASTER_KEY"),
+            "aggregate_cache_size": env.get("POLKU_AGGREGATE_CACHE_SIZE"),
         }
         given = {name: value for name, value in fields.items() if value}
         try:
             return msgspec.convert(given, cls, strict=False)
         except msgspec.ValidationError as error:
             raise ValueError(f"Invalid store configuration: {error}") from None
+
+    def as_environ(self) -> dict[str, str]:
+        """These settings as the POLKU_* variables that `from_environ` reads."""
+        names = {
+            "kind": "POLKU_STORE",
+            "data_dir": "POLKU_DATA_DIR",
+            "pg_host": "POLKU_PG_HOST",
+            "pg_port": "POLKU_PG_PORT",
+            "pg_db": "POLKU_PG_DB",
+            "pg_user": "POLKU_PG_USER",
+            "pg_password": "POLKU_PG_PASSWORD",
+            "pg_schema": "POLKU_PG_SCHEMA",
+            "lock_timeout_s": "POLKU_PG_LOCK_TIMEOUT",
+            "master_key_b64": "POLKU_MASTER_KEY",
+            "aggregate_cache_size": "POLKU_AGGREGATE_CACHE_SIZE",
+        }
+        return {variable: str(getattr(self, field)) for field, variable in names.items()}
+
+    @property
+    def view_store_path(self) -> str:
+        return str(Path(self.data_dir) / "views.sqlite3")
 
     @property
     def event_store_env(self) -> dict[str, str]:

@@ -6,7 +6,7 @@ from datetime import date
 from typing import Any
 
 import msgspec
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, Transcoding, UUIDAsHex
 
 from domain import items
 from domain.values import Actor
@@ -63,3 +63,12 @@ def register_plan_transcodings(transcoder: JSONTranscoder) -> None:
     transcoder.register(DateAsISO())
     for struct_type in STRUCT_TYPES:
         transcoder.register(StructTranscoding(struct_type))
+
+
+def plan_transcoder() -> JSONTranscoder:
+    """A transcoder for everything a plan's events and snapshots hold."""
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
+        transcoder.register(transcoding)
+    register_plan_transcodings(transcoder)
+    return transcoder

@@ -1,0 +1,247 @@
+"""The plan projection: every plan's current state and its caseload rows.
+
+It folds each plan's events with the domain's own `apply` methods (the same
+code that rebuilds the aggregate), so the read model cannot drift from the
+rules. The folded plan is kept as a snapshot-shaped JSON document in the
+read-model store and, for speed, in a small in-memory cache.
+
+`PlanViews` is what the rest of the system uses: it opens the read-model
+store, follows the event log with the library's projection runner (the
+subscription wakes at once after a local save), and lets a page wait until
+the read model has reached the position of its own edit.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from eventsourcing.domain import Snapshot
+from eventsourcing.persistence import InfrastructureFactory, Tracking
+from eventsourcing.projection import BaseProjectionRunner, Projection
+from eventsourcing.utils import Environment, get_topic
+
+from domain.application import PlanService
+from domain.erasure import ErasureRecord
+from domain.plan import ClientPlan
+from domain.storage import StoreSettings
+from domain.transcodings import plan_transcoder
+from projections.summary import people_of, summarise
+from projections.views import CaseloadEntry, PlanRow, PlanViewTables, PostgresPlanViews, SQLitePlanViews
+
+PLAN_TOPIC = get_topic(ClientPlan)
+CACHED_PLANS = 1000
+
+PositionListener = Callable[[str | None, int], None]
+"""Called after each event is applied: (the plan it changed, or None; position)."""
+
+
+class PlanProjection(Projection[PlanViewTables]):
+    name = "plan_views"
+    topics = ()
+
+    def __init__(self, view: PlanViewTables):
+        super().__init__(view)
+        self.transcoder = plan_transcoder()
+        self._plans: OrderedDict[str, ClientPlan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> str | None:
+        """Apply one event; returns the id of the plan it changed, if any."""
+        if isinstance(domain_event, ClientPlan.Event):
+            return self._fold(domain_event, tracking)
+        if isinstance(domain_event, ErasureRecord.Erased):
+            with self._lock:
+                self._plans.pop(domain_event.plan_id, None)
+            self.view.drop_plan(domain_event.plan_id, tracking)
+            return domain_event.plan_id
+        self.view.skip(tracking)
+        return None
+
+    def load(self, plan_id: str) -> ClientPlan | None:
+        """The plan as the read model has it, or None."""
+        with self._lock:
+            cached = self._plans.get(plan_id)
+        if cached is not None:
+            return cached
+        stored = self.view.plan_state(plan_id)
+        if stored is None:
+            return None
+        version, state = stored
+        plan = Snapshot(
+            originator_id=uuid.UUID(plan_id),
+            originator_version=version,
+            timestamp=datetime.now(UTC),
+            topic=PLAN_TOPIC,
+            state=self.transcoder.decode(state.encode()),
+        ).mutate(None)
+        self._remember(plan_id, plan)
+        return plan
+
+    def _fold(self, event: ClientPlan.Event, tracking: Tracking) -> str:
+        plan_id = str(event.originator_id)
+        plan = None if isinstance(event, ClientPlan.Opened) else self.load(plan_id)
+        if plan is not None and plan.version >= event.originator_version:
+            self.view.skip(tracking)
+            return plan_id
+        try:
+            plan = event.mutate(plan)
+            state = Snapshot.take(plan).state
+            self.view.save_plan(
+                PlanRow(
+                    plan_id=plan_id,
+                    version=plan.version,
+                    position=tracking.notification_id,
+                    search_name=plan.client.name.casefold(),
+                    is_closed=plan.is_closed,
+                    updated_at=event.timestamp.isoformat(),
+                    summary=summarise(plan),
+                    state=self.transcoder.encode(state).decode(),
+                ),
+                people_of(plan),
+                tracking,
+            )
+        except BaseException:
+            with self._lock:
+                self._plans.pop(plan_id, None)
+            raise
+        self._remember(plan_id, plan)
+        return plan_id
+
+    def _remember(self, plan_id: str, plan: ClientPlan) -> None:
+        with self._lock:
+            self._plans[plan_id] = plan
+            self._plans.move_to_end(plan_id)
+            while len(self._plans) > CACHED_PLANS:
+                self._plans.popitem(last=False)
+
+
+class PlanViews:
+    """The plan read model of one process: store, projection and follower."""
+
+    def __init__(self, settings: StoreSettings, *, follow: bool = True):
+        self.settings = settings
+        self.store = open_view_store(settings)
+        self.projection = _NotifyingProjection(self.store, self._advanced)
+        self._position = self.store.max_tracking_id(PlanService.name) or 0
+        self._moved = threading.Condition()
+        self._listeners: list[PositionListener] = []
+        self._runner: BaseProjectionRunner[PlanService] | None = None
+        if follow:
+            self._runner = BaseProjectionRunner(
+                projection=self.projection,
+                application_class=PlanService,
+                tracking_recorder=self.store,
+                topics=(),
+                env=settings.as_environ(),
+            ).__enter__()
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    def add_listener(self, listener: PositionListener) -> None:
+        self._listeners.append(listener)
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> bool:
+        """Block until the read model has applied `position`; False on timeout."""
+        with self._moved:
+            return self._moved.wait_for(lambda: self._position >= position, timeout=timeout)
+
+    def plan(self, plan_id: str) -> ClientPlan | None:
+        return self.projection.load(plan_id)
+
+    def caseload(self, **query: Any) -> list[CaseloadEntry]:
+        return self.store.caseload(**query)
+
+    def mark_seen(self, person_id: str, plan_id: str, version: int) -> None:
+        self.store.mark_seen(person_id, plan_id, version, datetime.now(UTC).isoformat())
+
+    def check_running(self) -> None:
+        """Raise the follower's error, if it stopped with one."""
+        if self._runner is not None:
+            self._runner.run_forever(timeout=0)
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.__exit__(None, None, None)
+        self.store.datastore.close()
+
+    def _advanced(self, plan_id: str | None, position: int) -> None:
+        with self._moved:
+            self._position = max(self._position, position)
+            self._moved.notify_all()
+        for listener in self._listeners:
+            listener(plan_id, position)
+
+
+def rebuild(settings: StoreSettings, progress: Callable[[int, int], None] | None = None) -> int:
+    """Rebuild the plan read model from the start of the event log.
+
+    Runs while no follower of the same store is running. Returns the number of
+    events applied.
+    """
+    service = PlanService(settings)
+    store = open_view_store(settings)
+    try:
+        store.clear(service.name)
+        projection = PlanProjection(store)
+        total = service.recorder.max_notification_id() or 0
+        applied = 0
+        for notification in _notifications(service):
+            projection.process_event(
+                service.mapper.to_domain_event(notification),
+                Tracking(application_name=service.name, notification_id=notification.id),
+            )
+            applied += 1
+            if progress:
+                progress(notification.id, total)
+        return applied
+    finally:
+        store.datastore.close()
+        service.close()
+
+
+def open_view_store(settings: StoreSettings) -> PlanViewTables:
+    """The read-model store: a SQLite file of its own, or a PostgreSQL schema of its own."""
+    if settings.kind == "sqlite":
+        env = {
+            "PERSISTENCE_MODULE": "domain.sqlite",
+            "SQLITE_DBNAME": settings.view_store_path,
+            "SQLITE_LOCK_TIMEOUT": str(max(settings.lock_timeout_s, 1)),
+        }
+        view_class: type[Any] = SQLitePlanViews
+    else:
+        env = {
+            **settings.event_store_env,
+            "POSTGRES_SCHEMA": f"{settings.pg_schema or 'polku'}_views",
+        }
+        view_class = PostgresPlanViews
+    factory = InfrastructureFactory.construct(Environment("views", env))
+    return factory.tracking_recorder(view_class)
+
+
+class _NotifyingProjection(PlanProjection):
+    def __init__(self, view: PlanViewTables, advanced: PositionListener):
+        super().__init__(view)
+        self._advanced = advanced
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> str | None:
+        plan_id = super().process_event(domain_event, tracking)
+        self._advanced(plan_id, tracking.notification_id)
+        return plan_id
+
+
+def _notifications(service: PlanService, page: int = 500) -> Iterator[Any]:
+    start = 1
+    while True:
+        batch = service.recorder.select_notifications(start=start, limit=page)
+        yield from batch
+        if len(batch) < page:
+            return
+        start = batch[-1].id + 1
+
