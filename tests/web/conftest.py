@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 from litestar import Litestar, get, post
 from litestar.params import JSONBody
+from litestar.response import Template
 
 from web.app import create_app
 from web.i18n import ensure_compiled
@@ -41,7 +42,7 @@ def compiled_catalogues() -> None:
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The app with two test-only routes, served by uvicorn in a background thread."""
     settings = Settings(secret_key=TEST_SECRET_KEY, data_dir=tmp_path_factory.mktemp("data"))
-    app = create_app(settings, route_handlers=[explode, explode_in_api, echo_in_api])
+    app = create_app(settings, route_handlers=[explode, explode_in_api, echo_in_api, htmx_playground])
     with running(app) as base_url:
         yield LiveServer(base_url=base_url, settings=settings)
 
@@ -117,6 +118,20 @@ class Echo(msgspec.Struct):
 @post("/api/test/echo", sync_to_thread=False)
 def echo_in_api(data: JSONBody[Echo]) -> Echo:
     return data
+
+
+_PLAYGROUND = """{% extends "base.html" %}
+{% block content %}
+<button id="missing" class="button" hx-get="/no/such/page" hx-target="#result">404</button>
+<button id="post" class="button" hx-post="/api/test/echo" hx-target="#result">POST</button>
+<div id="result"></div>
+{% endblock %}"""
+
+
+@get("/test/htmx", sync_to_thread=False)
+def htmx_playground() -> Template:
+    """A page with htmx buttons, for the browser tests."""
+    return Template(template_str=_PLAYGROUND)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
