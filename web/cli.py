@@ -4,6 +4,7 @@
     polku demo [--if-empty]             load the demo plans (safe to repeat)
     polku plans                         list the plans
     polku plan ID                       print a plan and its history
+    polku projections rebuild           rebuild the read models from the event log
 
 The store is chosen by the POLKU_* environment variables (see README.md).
 """
@@ -31,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("plans", help="list the plans")
     show = commands.add_parser("plan", help="print a plan and its history")
     show.add_argument("plan_id")
+    projections = commands.add_parser("projections", help="manage the read models")
+    projections.add_argument("action", choices=["rebuild"])
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -38,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_server(args.host, args.port)
         return 0
+    if args.command == "projections":
+        return _rebuild_projections()
     service = PlanService()
     try:
         return _COMMANDS[args.command](service, args)
@@ -74,6 +79,24 @@ def _plan(service: PlanService, args: argparse.Namespace) -> int:
     print("\nHistory:")
     for entry in service.history(plan.id):
         print(f"  {entry.version:>4}  {entry.at:%d.%m.%Y %H:%M}  {entry.by_name} ({entry.by_organisation}): {entry.text}")
+    return 0
+
+
+def _rebuild_projections() -> int:
+    """Rebuild with a progress bar; stop `polku serve` first."""
+    from tqdm import tqdm
+
+    from domain.storage import StoreSettings
+    from projections.plans import rebuild
+
+    with tqdm(unit="event", desc="plan views") as bar:
+
+        def progress(position: int, total: int) -> None:
+            bar.total = total
+            bar.update(position - bar.n)
+
+        applied = rebuild(StoreSettings.from_environ(), progress)
+    print(f"Rebuilt the plan views from {applied} events.")
     return 0
 
 
