@@ -13,8 +13,8 @@ from typing import Any
 import uvicorn
 from litestar import Litestar
 
-from web.app import create_app
 from web.settings import Settings
+from web.wiring import build_app
 
 __all__ = ("app_factory", "build_server", "serve")
 
@@ -34,7 +34,8 @@ def build_server(
 ) -> uvicorn.Server:
     """A uvicorn server for Polku, not yet started.
 
-    It serves ``app`` if given (tests add routes that way), else ``create_app(settings)``,
+    It serves ``app`` if given (tests add routes that way), else ``build_app(settings)``
+    (:mod:`web.wiring`: the base pages, the plan pages, the plan service and read model),
     built when the server starts. ``config`` overrides uvicorn options.
     """
     options: dict[str, Any] = {
@@ -48,10 +49,10 @@ def build_server(
     if app is not None:
         return uvicorn.Server(uvicorn.Config(app, **options))
     return uvicorn.Server(
-        uvicorn.Config(lambda: create_app(settings or Settings.from_env()), factory=True, **options)
+        uvicorn.Config(lambda: build_app(settings or Settings.from_env()), factory=True, **options)
     )
 
 
 def app_factory() -> Litestar:
-    """The app with settings from the environment, for ``uvicorn --factory``."""
-    return create_app(Settings.from_env())
+    """The whole app with settings from the environment, for ``uvicorn --factory``."""
+    return build_app(Settings.from_env())
