@@ -83,6 +83,9 @@ def store_settings_for(web_settings: Settings, environ: dict[str, str] | None = 
 # ----------------------------------------------------------------------------------------
 def extra_route_handlers() -> list[ControllerRouterHandler]:
     handlers: list[ControllerRouterHandler] = []
+    from web import live
+
+    handlers += live.route_handlers
     return handlers
 
 
@@ -94,6 +97,9 @@ def extra_route_handlers() -> list[ControllerRouterHandler]:
 # ----------------------------------------------------------------------------------------
 def lifespan_hooks() -> list[LifespanHook]:
     hooks: list[LifespanHook] = []
+    from web import live
+
+    hooks += live.lifespan_hooks
     return hooks
 
 

@@ -1,0 +1,421 @@
+"""The live hub: pushes a changed plan to every browser that has it open.
+
+How an edit reaches the browsers (``shared/DESIGN.md``, "The way one edit travels")::
+
+    projection thread: PlanViews applied an event of plan P at position N
+      -> LiveHub._applied(P, N)  (a notice only: loop.call_soon_threadsafe, no rendering here)
+    event loop: LiveHub._changed(P, N)  -> remembers the latest N for P, starts one flusher for P
+      -> flusher: load P from the read model once (in a worker thread); drop viewers who may no
+         longer see it; render P's fragments once per language among the viewers who are
+         behind (in a worker thread; a burst of events is rendered once, at the latest state)
+      -> the same text to every viewer of that language, through each one's outbox
+
+Each connection has an outbox (a bounded queue) and one writer task, so a slow browser never
+holds up the others: when its outbox is full it is closed with 1013 and, on reconnecting,
+gets the current plan. A browser says which plan version it shows when it connects
+(``?version=N``); it gets the whole plan at once if it is behind, nothing if it is not.
+
+Across processes only small notices travel (a later issue: PostgreSQL LISTEN/NOTIFY wakes the
+read model of every instance, whose listener is this hub's path); every instance renders for
+its own browsers. Presence is per instance for now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+
+from web.live.access import Viewer, may_view, signed_in_account
+from web.live.messages import (
+    MAX_CLIENT_MESSAGE,
+    POLICY,
+    RESTART,
+    TOO_BIG,
+    TRY_AGAIN,
+    Editing,
+    Resync,
+    decode_client_message,
+    version_marker,
+)
+from web.live.presence import Presence, render_presence
+
+if TYPE_CHECKING:
+    from litestar import WebSocket
+
+    from domain.plan import ClientPlan
+    from projections.plans import PlanViews
+
+__all__ = ("LiveConnection", "LiveHub", "Renderer", "render_plan_fragments")
+
+logger = logging.getLogger(__name__)
+
+Renderer = Callable[[Any, "ClientPlan", str], str]
+"""``render(engine, plan, language) -> html``: every panel of the plan as top-level
+elements with stable ids and ``hx-swap-oob`` (``web.plan_page.render_plan_fragments``)."""
+
+OUTBOX_SIZE = 64
+SEND_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 5.0
+MESSAGES_PER_WINDOW = 30
+MESSAGE_WINDOW_S = 10.0
+INTERNAL_ERROR = 1011
+
+
+def render_plan_fragments(engine: Any, plan: ClientPlan, language: str) -> str:
+    """The plan pages' renderer, imported when first used (the hub starts without it)."""
+    from web.plan_page import render_plan_fragments as render
+
+    return render(engine, plan, language)
+
+
+class LiveConnection:
+    """One browser tab's socket on one plan."""
+
+    def __init__(self, socket: WebSocket, plan_id: str, account: Viewer, language: str, outbox_size: int) -> None:
+        self.socket = socket
+        self.plan_id = plan_id
+        self.account = account
+        self.language = language
+        self.version = 0
+        """The plan version this browser shows (what it said on connecting, then what it was sent)."""
+        self.editing: str | None = None
+        self.finished = asyncio.Event()
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=outbox_size)
+        self._closing: tuple[int, str] | None = None
+        self._received: deque[float] = deque()
+
+    @property
+    def presence(self) -> Presence:
+        actor = self.account.actor
+        return Presence(
+            person_id=self.account.person_id,
+            name=actor.name,
+            organisation=actor.organisation_name,
+            editing=self.editing,
+        )
+
+    @property
+    def is_closing(self) -> bool:
+        return self._closing is not None
+
+    def send(self, text: str) -> None:
+        """Queue ``text`` for this browser; one that has fallen this far behind is closed (1013)."""
+        if self._closing is not None:
+            return
+        try:
+            self._outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            self.close(TRY_AGAIN, "too far behind")
+
+    def send_plan(self, version: int, text: str) -> None:
+        """Queue a plan update unless this browser already shows that version or a later one."""
+        if version <= self.version or self._closing is not None:
+            return
+        self.version = version
+        self.send(text)
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close the socket with ``code`` after what is queued (or at once, if the outbox is full)."""
+        if self._closing is not None:
+            return
+        self._closing = (code, reason)
+        while True:
+            try:
+                self._outbox.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self._outbox.get_nowait()
+
+    def allow_message(self) -> bool:
+        """At most MESSAGES_PER_WINDOW messages from the browser per MESSAGE_WINDOW_S."""
+        now = time.monotonic()
+        while self._received and now - self._received[0] > MESSAGE_WINDOW_S:
+            self._received.popleft()
+        self._received.append(now)
+        return len(self._received) <= MESSAGES_PER_WINDOW
+
+    async def run(self, on_message: Callable[[LiveConnection, str], Awaitable[None]]) -> None:
+        """Send the outbox and receive messages until either side closes."""
+        writer = asyncio.create_task(self._write(), name=f"live-writer-{self.plan_id}")
+        reader = asyncio.create_task(self._read(on_message), name=f"live-reader-{self.plan_id}")
+        try:
+            await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (writer, reader):
+                task.cancel()
+            for outcome in await asyncio.gather(writer, reader, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    logger.error("live socket of plan %s failed", self.plan_id, exc_info=outcome)
+            self.finished.set()
+
+    async def _write(self) -> None:
+        while True:
+            text = await self._outbox.get()
+            if text is None:
+                code, reason = self._closing or (RESTART, "")
+                await _quietly(self.socket.close(code=code, reason=reason))
+                return
+            try:
+                await asyncio.wait_for(self.socket.send_text(text), SEND_TIMEOUT_S)
+            except TimeoutError:
+                logger.info("live socket of plan %s stopped reading; closing it", self.plan_id)
+                await _quietly(asyncio.wait_for(self.socket.close(code=TRY_AGAIN), 1.0))
+                return
+            except Exception:  # the browser went away while we were sending
+                return
+
+    async def _read(self, on_message: Callable[[LiveConnection, str], Awaitable[None]]) -> None:
+        while True:
+            event = await self.socket.receive()
+            if event["type"] == "websocket.disconnect":
+                return
+            if event["type"] != "websocket.receive" or self._closing is not None:
+                continue
+            text = event.get("text")
+            if text is None:
+                continue  # binary frames mean nothing here
+            if len(text) > MAX_CLIENT_MESSAGE:
+                self.close(TOO_BIG, "message too big")
+                continue
+            await on_message(self, text)
+
+
+class LiveHub:
+    """Every live socket of this process, by plan; started and stopped with the app."""
+
+    def __init__(
+        self,
+        views: PlanViews,
+        engine: Any,
+        *,
+        render: Renderer | None = None,
+        outbox_size: int = OUTBOX_SIZE,
+    ) -> None:
+        self.views = views
+        self.engine = engine
+        self.render: Renderer = render or render_plan_fragments
+        """Read at every render: a test may wrap it to count calls."""
+        self.outbox_size = outbox_size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._viewers: dict[str, set[LiveConnection]] = {}
+        self._watched: frozenset[str] = frozenset()  # read by the projection thread
+        self._pending: dict[str, int] = {}
+        self._flushers: dict[str, asyncio.Task[None]] = {}
+        self._messages: dict[tuple[str, str], tuple[int, asyncio.Future[str]]] = {}
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Listen to the read model (from the event loop that serves the sockets)."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self.views.add_listener(self._applied)
+
+    async def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
+        """Close every socket with 1012 (htmx reconnects) and wait for them to finish."""
+        self._stopping = True
+        connections = self.connections()
+        for connection in connections:
+            connection.close(RESTART, "server restarting")
+        if connections:
+            waiters = [asyncio.create_task(connection.finished.wait()) for connection in connections]
+            _done, late = await asyncio.wait(waiters, timeout=timeout)
+            for waiter in late:
+                waiter.cancel()
+            if late:
+                logger.warning("%d live sockets did not close within %.0f s", len(late), timeout)
+        for flusher in list(self._flushers.values()):
+            flusher.cancel()
+        await asyncio.gather(*self._flushers.values(), return_exceptions=True)
+        self._loop = None
+
+    def connections(self, plan_id: str | None = None) -> list[LiveConnection]:
+        if plan_id is not None:
+            return list(self._viewers.get(plan_id, ()))
+        return [connection for viewers in self._viewers.values() for connection in viewers]
+
+    @property
+    def accepting(self) -> bool:
+        return self._loop is not None and not self._stopping
+
+    # ------------------------------------------------------------------ one socket
+
+    async def load(self, plan_id: str) -> ClientPlan | None:
+        """The plan as the read model has it (read in a worker thread), or None."""
+        return await anyio.to_thread.run_sync(self.views.plan, plan_id)
+
+    async def serve(
+        self, socket: WebSocket, plan_id: str, account: Viewer, language: str, known_version: int | None
+    ) -> None:
+        """Serve one accepted socket until it closes.
+
+        ``known_version`` is the plan version the browser shows (None: unknown); a browser
+        that is behind gets the whole current plan first.
+        """
+        connection = LiveConnection(socket, plan_id, account, language, self.outbox_size)
+        if known_version is not None:
+            connection.version = known_version
+        self._join(connection)  # before reading the plan: no event can fall between the two
+        try:
+            if not self.accepting:
+                connection.close(RESTART, "server restarting")
+            else:
+                await self._catch_up(connection)
+            await connection.run(self._received)
+        finally:
+            self._leave(connection)
+
+    async def _catch_up(self, connection: LiveConnection) -> None:
+        try:
+            plan = await self.load(connection.plan_id)
+            if not may_view(connection.account, plan):
+                connection.close(POLICY, "not allowed")
+                return
+            assert plan is not None
+            if connection.version < plan.version:
+                version, text = await self._message(connection.plan_id, connection.language, plan)
+                connection.send_plan(version, text)
+        except Exception:
+            logger.exception("could not catch up a live socket of plan %s", connection.plan_id)
+            connection.close(INTERNAL_ERROR, "internal error")
+            return
+        self._broadcast_presence(connection.plan_id)
+
+    async def _received(self, connection: LiveConnection, text: str) -> None:
+        """A message from the browser: who sends it, and may they still see the plan?"""
+        if not connection.allow_message():
+            connection.close(POLICY, "too many messages")
+            return
+        message = decode_client_message(text)
+        if message is None:
+            return
+        account = signed_in_account(connection.socket)
+        plan = await self.load(connection.plan_id)
+        if account is None or account.person_id != connection.account.person_id or not may_view(account, plan):
+            connection.close(POLICY, "not allowed")
+            return
+        assert plan is not None
+        connection.account = account
+        if isinstance(message, Editing):
+            if message.item != connection.editing:
+                connection.editing = message.item
+                self._broadcast_presence(connection.plan_id)
+        elif isinstance(message, Resync):
+            version, text = await self._message(connection.plan_id, connection.language, plan)
+            connection.version = 0
+            connection.send_plan(version, text)
+
+    def _join(self, connection: LiveConnection) -> None:
+        self._viewers.setdefault(connection.plan_id, set()).add(connection)
+        self._watched = frozenset(self._viewers)
+
+    def _leave(self, connection: LiveConnection) -> None:
+        plan_id = connection.plan_id
+        viewers = self._viewers.get(plan_id)
+        if viewers is None:
+            return
+        viewers.discard(connection)
+        if viewers:
+            self._broadcast_presence(plan_id)
+            return
+        del self._viewers[plan_id]
+        self._watched = frozenset(self._viewers)
+        self._pending.pop(plan_id, None)
+        for key in [key for key in self._messages if key[0] == plan_id]:
+            del self._messages[key]
+
+    def _broadcast_presence(self, plan_id: str) -> None:
+        viewers = [connection for connection in self._viewers.get(plan_id, ()) if not connection.is_closing]
+        people = [connection.presence for connection in viewers]
+        for connection in viewers:
+            connection.send(render_presence(people, connection.language, me=connection.account.person_id))
+
+    # ------------------------------------------------------------------ fan-out
+
+    def _applied(self, plan_id: str | None, position: int) -> None:
+        """PlanViews' listener, in the projection thread: hand a notice to the loop, no more."""
+        loop = self._loop
+        if plan_id is None or loop is None or self._stopping or plan_id not in self._watched:
+            return
+        try:
+            loop.call_soon_threadsafe(self._changed, plan_id, position)
+        except RuntimeError:  # the loop has closed: the app is shutting down
+            pass
+
+    def _changed(self, plan_id: str, position: int) -> None:
+        if self._stopping or plan_id not in self._viewers:
+            return
+        self._pending[plan_id] = max(position, self._pending.get(plan_id, 0))
+        if plan_id not in self._flushers:
+            self._flushers[plan_id] = asyncio.create_task(self._flush(plan_id), name=f"live-flush-{plan_id}")
+
+    async def _flush(self, plan_id: str) -> None:
+        """Publish plan_id until no notice is pending: a burst becomes one render."""
+        try:
+            while self._pending.pop(plan_id, None) is not None and plan_id in self._viewers:
+                try:
+                    await self._publish(plan_id)
+                except Exception:
+                    logger.exception("could not publish plan %s to its live sockets", plan_id)
+        finally:
+            self._flushers.pop(plan_id, None)
+
+    async def _publish(self, plan_id: str) -> None:
+        plan = await self.load(plan_id)
+        allowed = []
+        for connection in self.connections(plan_id):
+            if may_view(connection.account, plan):
+                allowed.append(connection)
+            else:
+                connection.close(POLICY, "not allowed")
+        if plan is None or not allowed:
+            return
+        languages = sorted({c.language for c in allowed if c.version < plan.version and not c.is_closing})
+        rendered = await asyncio.gather(*(self._message(plan_id, language, plan) for language in languages))
+        messages = dict(zip(languages, rendered, strict=True))
+        for connection in allowed:
+            if connection.language in messages:
+                connection.send_plan(*messages[connection.language])
+
+    async def _message(self, plan_id: str, language: str, plan: ClientPlan) -> tuple[int, str]:
+        """The plan update for ``language`` at ``plan``'s version: rendered once, however many ask.
+
+        Returns (version, text); the text is the version marker and the plan's fragments.
+        """
+        version = plan.version
+        key = (plan_id, language)
+        known = self._messages.get(key)
+        if known is not None and known[0] >= version:
+            return known[0], await asyncio.shield(known[1])
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._messages[key] = (version, future)
+        try:
+            text = await anyio.to_thread.run_sync(self._render, plan, version, language)
+        except BaseException as error:
+            if self._messages.get(key, (0, None))[1] is future:
+                del self._messages[key]
+            if isinstance(error, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(error)
+                future.exception()  # retrieved: the caller re-raises it
+            raise
+        future.set_result(text)
+        return version, text
+
+    def _render(self, plan: ClientPlan, version: int, language: str) -> str:
+        return version_marker(version) + self.render(self.engine, plan, language)
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception:  # noqa: S110 - the socket is going away anyway
+        pass

@@ -1,0 +1,83 @@
+"""``/plans/{plan_id}/live``: the websocket a plan page connects to (htmx ws extension).
+
+The handshake is refused (HTTP 403: the socket is closed before it is accepted) unless the
+``Origin`` is this site, the session is signed in, and the account may view the plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, WebSocket, websocket
+from litestar.params import FromPath
+
+from web.i18n import language_of
+from web.live.access import may_view, same_origin, signed_in_account
+from web.live.hub import LiveHub
+from web.live.messages import POLICY, TRY_AGAIN
+
+__all__ = ("LIVE_PATH", "live_hub_lifespan", "live_path", "plan_live")
+
+LIVE_PATH = "/plans/{plan_id:str}/live"
+_MAX_VERSION_DIGITS = 12
+
+logger = logging.getLogger(__name__)
+
+
+def live_path(plan_id: str, version: int) -> str:
+    """The ``ws-connect`` of a plan page that shows ``version`` of the plan."""
+    return f"/plans/{plan_id}/live?version={int(version)}"
+
+
+@websocket(LIVE_PATH, name="plan:live")
+async def plan_live(socket: WebSocket, plan_id: FromPath[str]) -> None:
+    hub: LiveHub | None = getattr(socket.app.state, "live_hub", None)
+    if hub is None or not hub.accepting:
+        await _refuse(socket, TRY_AGAIN, "not serving live updates now")
+        return
+    if not same_origin(socket):
+        await _refuse(socket, POLICY, "foreign origin")
+        return
+    account = signed_in_account(socket)
+    if account is None:
+        await _refuse(socket, POLICY, "not signed in")
+        return
+    try:
+        plan_id = str(uuid.UUID(plan_id))
+    except ValueError:
+        await _refuse(socket, POLICY, "no such plan")
+        return
+    plan = await hub.load(plan_id)
+    if not may_view(account, plan):
+        await _refuse(socket, POLICY, "not allowed")
+        return
+    await socket.accept()
+    await hub.serve(socket, plan_id, account, language_of(socket), _version_of(socket))
+
+
+@asynccontextmanager
+async def live_hub_lifespan(app: Litestar) -> AsyncIterator[LiveHub]:
+    """Start the hub with the app (``app.state.live_hub``) and drain its sockets on shutdown."""
+    hub = LiveHub(app.state.views, app.template_engine)
+    await hub.start()
+    app.state.live_hub = hub
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+
+
+async def _refuse(socket: WebSocket, code: int, why: str) -> None:
+    """Refuse the handshake: a close before accepting is answered with HTTP 403."""
+    logger.info("live socket refused (%s): %s", why, socket.url.path)
+    await socket.close(code=code, reason=why)
+
+
+def _version_of(socket: WebSocket) -> int | None:
+    value = socket.query_params.get("version", "")
+    if value.isdigit() and len(value) <= _MAX_VERSION_DIGITS:
+        return int(value)
+    return None
