@@ -4,7 +4,8 @@ Three checks, each one function, so that later issues change one place:
 
 - :func:`same_origin` — the handshake comes from a page of this site (the browser sends
   ``Origin``; websockets are not covered by the CSRF middleware);
-- :func:`signed_in_account` — the session's account (``web.identity.account_of``), or None;
+- :func:`signed_in_account` — the session's account (``web.identity.account_of``), or None,
+  and :func:`still_signed_in` — whether that session is still alive (sign-out, expiry);
 - :func:`may_view` — whether that account may see that plan. It is asked on the handshake,
   on every message the browser sends, and before every fragment the hub sends (so a
   member taken out of the network stops receiving the plan at once).
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from domain.plan import ClientPlan
     from domain.values import Actor
 
-__all__ = ("Viewer", "may_view", "same_origin", "signed_in_account")
+__all__ = ("Viewer", "may_view", "same_origin", "signed_in_account", "still_signed_in")
 
 PROFESSIONAL = "professional"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -37,12 +38,17 @@ class Viewer(Protocol):
 
 
 def signed_in_account(connection: ASGIConnection[Any, Any, Any, Any]) -> Viewer | None:
-    """The signed-in account of ``connection`` (its session cookie), or None."""
-    try:
-        from web.identity import account_of
-    except ImportError:  # sign-in not installed: nobody is signed in
-        return None
+    """The signed-in account of ``connection`` (its session, read on the handshake), or None."""
+    from web.identity import account_of
+
     return account_of(connection)
+
+
+async def still_signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """Whether the session the socket was opened with is still alive (read from the store)."""
+    from web.identity import still_signed_in as alive
+
+    return await alive(connection)
 
 
 def may_view(account: Viewer | None, plan: ClientPlan | None) -> bool:

@@ -23,6 +23,7 @@ its own browsers. Presence is per instance for now.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections import deque
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from web.live.access import Viewer, may_view, signed_in_account
+from web.live.access import Viewer, may_view, signed_in_account, still_signed_in
 from web.live.messages import (
     MAX_CLIENT_MESSAGE,
     POLICY,
@@ -64,6 +65,7 @@ SEND_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 5.0
 MESSAGES_PER_WINDOW = 30
 MESSAGE_WINDOW_S = 10.0
+SESSION_CHECK_S = 60.0
 INTERNAL_ERROR = 1011
 
 
@@ -85,6 +87,7 @@ class LiveConnection:
         self.version = 0
         """The plan version this browser shows (what it said on connecting, then what it was sent)."""
         self.editing: str | None = None
+        self.session_checked = time.monotonic()
         self.finished = asyncio.Event()
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=outbox_size)
         self._closing: tuple[int, str] | None = None
@@ -247,8 +250,14 @@ class LiveHub:
 
     # ------------------------------------------------------------------ one socket
 
-    async def load(self, plan_id: str) -> ClientPlan | None:
-        """The plan as the read model has it (read in a worker thread), or None."""
+    async def load(self, plan_id: str, *, stable: bool = True) -> ClientPlan | None:
+        """The plan as the read model has it (read in a worker thread), or None.
+
+        ``stable``: a private copy, safe to render while the read model folds new events
+        into the plan object it hands out (from its own thread).
+        """
+        if stable:
+            return await anyio.to_thread.run_sync(_stable_plan, self.views, plan_id)
         return await anyio.to_thread.run_sync(self.views.plan, plan_id)
 
     async def serve(
@@ -298,11 +307,17 @@ class LiveHub:
             return
         account = signed_in_account(connection.socket)
         plan = await self.load(connection.plan_id)
-        if account is None or account.person_id != connection.account.person_id or not may_view(account, plan):
+        if (
+            account is None
+            or account.person_id != connection.account.person_id
+            or not may_view(account, plan)
+            or not await still_signed_in(connection.socket)
+        ):
             connection.close(POLICY, "not allowed")
             return
         assert plan is not None
         connection.account = account
+        connection.session_checked = time.monotonic()
         if isinstance(message, Editing):
             if message.item != connection.editing:
                 connection.editing = message.item
@@ -377,12 +392,28 @@ class LiveHub:
                 connection.close(POLICY, "not allowed")
         if plan is None or not allowed:
             return
+        allowed = await self._signed_in(allowed)
         languages = sorted({c.language for c in allowed if c.version < plan.version and not c.is_closing})
         rendered = await asyncio.gather(*(self._message(plan_id, language, plan) for language in languages))
         messages = dict(zip(languages, rendered, strict=True))
         for connection in allowed:
             if connection.language in messages:
                 connection.send_plan(*messages[connection.language])
+
+    async def _signed_in(self, connections: list[LiveConnection]) -> list[LiveConnection]:
+        """Those whose session is still alive (asked at most every SESSION_CHECK_S); closes the others."""
+        now = time.monotonic()
+        due = [c for c in connections if now - c.session_checked > SESSION_CHECK_S]
+        if not due:
+            return connections
+        answers = await asyncio.gather(*(still_signed_in(c.socket) for c in due), return_exceptions=True)
+        ended = set()
+        for connection, answer in zip(due, answers, strict=True):
+            connection.session_checked = now
+            if answer is not True:
+                ended.add(connection)
+                connection.close(POLICY, "signed out")
+        return [c for c in connections if c not in ended]
 
     async def _message(self, plan_id: str, language: str, plan: ClientPlan) -> tuple[int, str]:
         """The plan update for ``language`` at ``plan``'s version: rendered once, however many ask.
@@ -412,6 +443,18 @@ class LiveHub:
 
     def _render(self, plan: ClientPlan, version: int, language: str) -> str:
         return version_marker(version) + self.render(self.engine, plan, language)
+
+
+def _stable_plan(views: PlanViews, plan_id: str) -> ClientPlan | None:
+    plan = views.plan(plan_id)
+    if plan is None:
+        return None
+    for _attempt in range(5):
+        try:
+            return copy.deepcopy(plan)
+        except RuntimeError:  # changed while copied ("dictionary changed size during iteration")
+            continue
+    return copy.deepcopy(plan)
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
