@@ -123,10 +123,11 @@ class PlanService(Application):
         self.get_plan(identifier, version=1)
         entries = []
         plan = None
+        member_names: dict[str, str] = {}
         for event in self.events.get(identifier):
-            before = plan
             plan = event.mutate(plan)
-            entries.append(describe(event, before, plan))
+            member_names.update((member.id, member.name) for member in plan.members.values())
+            entries.append(describe(event, plan, member_names))
         return entries
 
     def plan_ids(self) -> Iterator[uuid.UUID]:

@@ -17,9 +17,9 @@ class DomainError(Exception):
 
     def __init__(self, template: str, *, field: str | None = None, **params: Any):
         self.template = template
-        self.params = params
         self.field = field
-        super().__init__(template % params if params else template)
+        self.params = {"field": field, **params} if field is not None else params
+        super().__init__(template % self.params if "%(" in template else template)
 
     @property
     def message(self) -> str:
@@ -27,7 +27,7 @@ class DomainError(Exception):
 
 
 class InvalidValue(DomainError):
-    """An input is malformed or out of range."""
+    """An input is malformed or out of range; `%(field)s` in the template names it."""
 
     code = "invalid_value"
 

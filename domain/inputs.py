@@ -19,7 +19,7 @@ LONG_TEXT = 4000
 def required_text(value: object, field: str, limit: int = SHORT_TEXT) -> str:
     text = optional_text(value, field, limit)
     if not text:
-        raise InvalidValue(field, "%(field)s must not be empty.", field=field)
+        raise InvalidValue(field, "%(field)s must not be empty.")
     return text
 
 
@@ -27,15 +27,14 @@ def optional_text(value: object, field: str, limit: int = LONG_TEXT) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise InvalidValue(field, "%(field)s must be text.", field=field)
+        raise InvalidValue(field, "%(field)s must be text.")
     text = value.strip()
     if "\x00" in text:
-        raise InvalidValue(field, "%(field)s contains a forbidden character.", field=field)
+        raise InvalidValue(field, "%(field)s contains a forbidden character.")
     if len(text) > limit:
         raise InvalidValue(
             field,
             "%(field)s is too long: at most %(limit)s characters.",
-            field=field,
             limit=limit,
         )
     return text
@@ -50,24 +49,33 @@ def as_date(value: object, field: str) -> date:
             return date.fromisoformat(value.strip())
         except ValueError:
             pass
-    raise InvalidValue(field, "%(field)s must be a date (YYYY-MM-DD).", field=field)
+    raise InvalidValue(field, "%(field)s must be a date (YYYY-MM-DD).")
 
 
 def as_number(value: object, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidValue(field, "%(field)s must be a number.", field=field)
+        raise InvalidValue(field, "%(field)s must be a number.")
     if not math.isfinite(value):
-        raise InvalidValue(field, "%(field)s must be a finite number.", field=field)
+        raise InvalidValue(field, "%(field)s must be a finite number.")
     return float(value)
 
 
 def as_revision(value: object, field: str = "revision") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidValue(field, "%(field)s must be a whole number of 0 or more.", field=field)
+        raise InvalidValue(field, "%(field)s must be a whole number of 0 or more.")
     return value
 
 
 def as_identifier(value: object, field: str) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > SHORT_TEXT:
-        raise InvalidValue(field, "%(field)s must be a non-empty identifier.", field=field)
+        raise InvalidValue(field, "%(field)s must be a non-empty identifier.")
     return value.strip()
+
+
+def as_command_id(value: object) -> str:
+    """A sender's command id, taken exactly as given: it is how a repeat is recognised."""
+    if not isinstance(value, str) or not value or len(value) > SHORT_TEXT or value != value.strip():
+        raise InvalidValue(
+            "command_id", "%(field)s must be a non-empty identifier without surrounding spaces."
+        )
+    return value

@@ -107,6 +107,7 @@ class SQLiteKeyring(Keyring):
         with self._db_lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS plan_keys ("
                 " plan_id TEXT PRIMARY KEY, wrapped_key BLOB, created_at TEXT NOT NULL, erased_at TEXT)"
@@ -125,11 +126,14 @@ class SQLiteKeyring(Keyring):
         return (row is not None, row[0] if row else None)
 
     def _tombstone(self, plan_id: str, erased_at: str) -> None:
+        """Overwrite the key on disk: secure_delete zeroes the freed page content, and the
+        checkpoint moves the change out of the write-ahead log and truncates it."""
         with self._db_lock:
             self._db.execute(
                 "UPDATE plan_keys SET wrapped_key = NULL, erased_at = ? WHERE plan_id = ?",
                 (erased_at, plan_id),
             )
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._db_lock:

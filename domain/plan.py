@@ -26,6 +26,7 @@ from domain.errors import EditConflict, InvalidValue, NotFound, NotYours, PlanCl
 from domain.inputs import (
     LONG_TEXT,
     as_date,
+    as_command_id,
     as_identifier,
     as_number,
     as_revision,
@@ -86,6 +87,11 @@ class ClientPlan(Aggregate):
         subject: ClassVar[str | None] = None
         """The name of the attribute holding the id of the item the event is about."""
 
+        @property
+        def item_id(self) -> str | None:
+            """The id of the item the event is about, as its command returned it."""
+            return getattr(self, self.subject) if self.subject else None
+
         def mutate(self, aggregate: Any) -> Any:
             plan = super().mutate(aggregate)
             plan.remember(self)
@@ -125,6 +131,10 @@ class ClientPlan(Aggregate):
             plan.responsibility = Responsibility(id="responsibility", expert_id=expert.id)
 
     class ClientDetailsChanged(Event):
+        @property
+        def item_id(self) -> str:
+            return "client"
+
         client_name: str
         segment: str
         language: str
@@ -558,7 +568,8 @@ class ClientPlan(Aggregate):
         organisation taking part: that first consent is recorded with the
         opening.
         """
-        plan_id = plan_id or uuid.uuid5(ITEM_NAMESPACE, f"plan:{as_identifier(command_id, 'command_id')}")
+        _check_sender(by, command_id)
+        plan_id = plan_id or uuid.uuid5(ITEM_NAMESPACE, f"plan:{command_id}")
         expert = Member(
             id=str(uuid.uuid5(plan_id, f"{command_id}:expert")),
             person_id=as_identifier(by.person_id, "person_id"),
@@ -639,7 +650,7 @@ class ClientPlan(Aggregate):
         language: str,
         referring_party: str,
     ) -> str:
-        self._require_open()
+        self._start(by, command_id)
         self._require_revision(self.client, "client", seen_revision)
         self._trigger(
             self.ClientDetailsChanged,
@@ -663,7 +674,7 @@ class ClientPlan(Aggregate):
         organisation_name: str,
         valid_from: date | str,
     ) -> str:
-        self._require_open()
+        self._start(by, command_id)
         organisation_id = as_identifier(organisation_id, "organisation_id")
         valid_from = as_date(valid_from, "valid_from")
         if any(
@@ -696,8 +707,8 @@ class ClientPlan(Aggregate):
         consent_id: str,
         seen_revision: int,
     ) -> str:
-        self._require_open()
-        consent = self._find(self.consents, consent_id, "consent")
+        self._start(by, command_id)
+        consent = self._find(self.consents, consent_id, "consent", "consent_id")
         self._require_revision(consent, "consent", seen_revision)
         if consent.withdrawn_on is not None:
             raise RuleViolation("This consent has already been withdrawn.", field="consent_id")
@@ -721,7 +732,7 @@ class ClientPlan(Aggregate):
         description: str,
         financial: str = "",
     ) -> str:
-        self._require_open()
+        self._start(by, command_id)
         need_id = self._new_id(command_id)
         self._trigger(
             self.NeedRecorded,
@@ -748,8 +759,8 @@ class ClientPlan(Aggregate):
         financial: str,
         status: str,
     ) -> str:
-        self._require_open()
-        need = self._find(self.needs, need_id, "need")
+        self._start(by, command_id)
+        need = self._find(self.needs, need_id, "need", "need_id")
         self._require_revision(need, "need", seen_revision)
         self._trigger(
             self.NeedUpdated,
@@ -774,7 +785,7 @@ class ClientPlan(Aggregate):
         need_ids: Iterable[str],
         target_date: date | str,
     ) -> str:
-        self._require_open()
+        self._start(by, command_id)
         goal_id = self._new_id(command_id)
         self._trigger(
             self.GoalSet,
@@ -800,7 +811,7 @@ class ClientPlan(Aggregate):
         need_ids: Iterable[str],
         target_date: date | str,
     ) -> str:
-        self._require_open()
+        self._start(by, command_id)
         goal = self._unsettled_goal(goal_id, seen_revision)
         self._trigger(
             self.GoalRevised,
@@ -826,7 +837,7 @@ class ClientPlan(Aggregate):
         note: str = "",
     ) -> str:
         """Mark a goal achieved or dropped."""
-        self._require_open()
+        self._start(by, command_id)
         goal = self._unsettled_goal(goal_id, seen_revision)
         settled = parse(GoalStatus, status, "status")
         if settled not in (GoalStatus.ACHIEVED, GoalStatus.DROPPED):
@@ -857,7 +868,7 @@ class ClientPlan(Aggregate):
         contact: str = "",
         part: str = "",
     ) -> str:
-        self._require_open()
+        self._start(by, command_id)
         person_id = as_identifier(person_id, "person_id")
         organisation_id = as_identifier(organisation_id, "organisation_id")
         organisation_name = required_text(organisation_name, "organisation_name")
@@ -898,8 +909,8 @@ class ClientPlan(Aggregate):
         contact: str,
         part: str,
     ) -> str:
-        self._require_open()
-        member = self._find(self.members, member_id, "network member")
+        self._start(by, command_id)
+        member = self._find(self.members, member_id, "network member", "member_id")
         self._require_revision(member, "network member", seen_revision)
         self._trigger(
             self.MemberUpdated,
@@ -922,8 +933,8 @@ class ClientPlan(Aggregate):
         member_id: str,
         seen_revision: int,
     ) -> str:
-        self._require_open()
-        member = self._find(self.members, member_id, "network member")
+        self._start(by, command_id)
+        member = self._find(self.members, member_id, "network member", "member_id")
         self._require_revision(member, "network member", seen_revision)
         if member_id in (self.responsibility.expert_id, self.responsibility.counterpart_id):
             raise RuleViolation(
@@ -952,12 +963,12 @@ class ClientPlan(Aggregate):
         seen_revision: int,
     ) -> str:
         """The named expert names a counterpart from another organisation."""
-        self._require_open()
+        self._start(by, command_id)
         self._require_revision(self.responsibility, "responsibility", seen_revision)
         self._require_expert(by, "Only the named expert can name the counterpart.")
         if self.pending_handover:
             raise RuleViolation("A handover is pending: it must be decided before the counterpart changes.")
-        member = self._find(self.members, member_id, "network member")
+        member = self._find(self.members, member_id, "network member", "member_id")
         if member.id == self.responsibility.expert_id:
             raise RuleViolation("The named expert cannot be their own counterpart.", field="member_id")
         if member.organisation_id == self.expert.organisation_id:
@@ -971,7 +982,7 @@ class ClientPlan(Aggregate):
 
     def propose_handover(self, *, by: Actor, command_id: str, at: datetime, note: str = "") -> str:
         """The named expert proposes to hand responsibility to the counterpart."""
-        self._require_open()
+        self._start(by, command_id)
         self._require_expert(by, "Only the named expert can propose a handover.")
         counterpart = self.counterpart
         if counterpart is None:
@@ -1013,9 +1024,9 @@ class ClientPlan(Aggregate):
         planned_end: date | str,
         service: str = "",
     ) -> str:
-        self._require_open()
-        self._find(self.needs, need_id, "need")
-        self._find(self.members, responsible_member_id, "network member")
+        self._start(by, command_id)
+        self._find(self.needs, need_id, "need", "need_id")
+        self._find(self.members, responsible_member_id, "network member", "responsible_member_id")
         start, end = self._period(planned_start, planned_end)
         step_id = self._new_id(command_id)
         self._trigger(
@@ -1046,10 +1057,10 @@ class ClientPlan(Aggregate):
         responsible_member_id: str,
         service: str = "",
     ) -> str:
-        self._require_open()
+        self._start(by, command_id)
         step = self._open_step(step_id, seen_revision)
-        self._find(self.needs, need_id, "need")
-        self._find(self.members, responsible_member_id, "network member")
+        self._find(self.needs, need_id, "need", "need_id")
+        self._find(self.members, responsible_member_id, "network member", "responsible_member_id")
         self._trigger(
             self.StepUpdated,
             by,
@@ -1075,7 +1086,7 @@ class ClientPlan(Aggregate):
         planned_end: date | str,
         reason: str = "",
     ) -> str:
-        self._require_open()
+        self._start(by, command_id)
         step = self._open_step(step_id, seen_revision)
         start, end = self._period(planned_start, planned_end)
         self._trigger(
@@ -1103,7 +1114,7 @@ class ClientPlan(Aggregate):
         outcome: str = "",
     ) -> str:
         """Start, finish or cancel a step, on a day no later than today."""
-        self._require_open()
+        self._start(by, command_id)
         step = self._open_step(step_id, seen_revision)
         new_status = parse(StepStatus, status, "status")
         day = as_date(on, "on")
@@ -1119,7 +1130,7 @@ class ClientPlan(Aggregate):
                 new=new_status.value,
             )
         if day > at.date():
-            raise InvalidValue("on", "%(field)s cannot be in the future.", field="on")
+            raise InvalidValue("on", "%(field)s cannot be in the future.")
         if step.started_on and day < step.started_on:
             raise InvalidValue("on", "A step cannot end before it started (%(started)s).", started=step.started_on)
         self._trigger(
@@ -1144,8 +1155,8 @@ class ClientPlan(Aggregate):
         seen_revision: int,
         outcome: str,
     ) -> str:
-        self._require_open()
-        step = self._find(self.steps, step_id, "step")
+        self._start(by, command_id)
+        step = self._find(self.steps, step_id, "step", "step_id")
         self._require_revision(step, "step", seen_revision)
         self._trigger(
             self.StepOutcomeRecorded,
@@ -1170,12 +1181,12 @@ class ClientPlan(Aggregate):
         scale_min: float | None = None,
         scale_max: float | None = None,
     ) -> str:
-        self._require_open()
+        self._start(by, command_id)
         measure_kind = parse(MeasureKind, kind, "kind")
         number = as_number(value, "value")
         day = as_date(measured_on, "measured_on")
         if day > at.date():
-            raise InvalidValue("measured_on", "%(field)s cannot be in the future.", field="measured_on")
+            raise InvalidValue("measured_on", "%(field)s cannot be in the future.")
         if measure_kind == MeasureKind.OTHER:
             name = required_text(scale_name, "scale_name")
             low = as_number(scale_min, "scale_min")
@@ -1219,7 +1230,7 @@ class ClientPlan(Aggregate):
         visibility: str = NoteVisibility.PROFESSIONALS.value,
     ) -> str:
         """Write a note; by default only the professionals of the network read it."""
-        self._require_open()
+        self._start(by, command_id)
         note_id = self._new_id(command_id)
         self._trigger(
             self.NoteAdded,
@@ -1233,7 +1244,7 @@ class ClientPlan(Aggregate):
         return note_id
 
     def close(self, *, by: Actor, command_id: str, at: datetime, outcome: str, note: str = "") -> None:
-        self._require_open()
+        self._start(by, command_id)
         closing_outcome = parse(ClosingOutcome, outcome, "outcome")
         if self.pending_handover:
             raise RuleViolation("A handover is pending: it must be decided before the plan is closed.")
@@ -1248,6 +1259,7 @@ class ClientPlan(Aggregate):
         )
 
     def reopen(self, *, by: Actor, command_id: str, at: datetime, reason: str) -> None:
+        _check_sender(by, command_id)
         if not self.is_closed:
             raise RuleViolation("The plan is open already.")
         self._trigger(self.Reopened, by, command_id, at, reason=required_text(reason, "reason", LONG_TEXT))
@@ -1256,8 +1268,7 @@ class ClientPlan(Aggregate):
 
     def remember(self, event: ClientPlan.Event) -> None:
         """Keep the receipt of the command an event answered."""
-        item_id = getattr(event, event.subject) if event.subject else None
-        self.receipts[event.command_id] = Receipt(item_id=item_id, version=event.originator_version)
+        self.receipts[event.command_id] = Receipt(item_id=event.item_id, version=event.originator_version)
         if len(self.receipts) > REMEMBERED_COMMANDS:
             del self.receipts[next(iter(self.receipts))]
 
@@ -1288,21 +1299,15 @@ class ClientPlan(Aggregate):
     # ----------------------------------------------------------------- helpers
 
     def _trigger(self, event_class: type, by: Actor, command_id: str, at: datetime, **fields: Any) -> None:
-        if not isinstance(by, Actor):
-            raise InvalidValue("actor", "A command must say who gives it.")
-        self.trigger_event(
-            event_class,
-            timestamp=at,
-            actor=by,
-            command_id=as_identifier(command_id, "command_id"),
-            **fields,
-        )
+        self.trigger_event(event_class, timestamp=at, actor=by, command_id=command_id, **fields)
 
     def _new_id(self, command_id: str) -> str:
         """Item ids follow from the command id, so a retried command names the same item."""
-        return str(uuid.uuid5(self.id, as_identifier(command_id, "command_id")))
+        return str(uuid.uuid5(self.id, command_id))
 
-    def _require_open(self) -> None:
+    def _start(self, by: Actor, command_id: str) -> None:
+        """Check the sender and the command id, then that the plan is open."""
+        _check_sender(by, command_id)
         if self.is_closed:
             raise PlanClosed()
 
@@ -1336,9 +1341,10 @@ class ClientPlan(Aggregate):
             raise NotYours(message)
 
     @staticmethod
-    def _find(items: dict[str, Any], item_id: str, kind: str) -> Any:
+    def _find(items: dict[str, Any], item_id: str, kind: str, field: str) -> Any:
+        """The item named by the input `field`, or a refusal that names that input."""
         if not isinstance(item_id, str) or item_id not in items:
-            raise NotFound("There is no %(kind)s %(id)s on this plan.", field=f"{kind}_id", kind=kind, id=item_id)
+            raise NotFound("There is no %(kind)s %(id)s on this plan.", field=field, kind=kind, id=item_id)
         return items[item_id]
 
     def _known_needs(self, need_ids: Iterable[str]) -> list[str]:
@@ -1348,7 +1354,7 @@ class ClientPlan(Aggregate):
         if not ids:
             raise InvalidValue("need_ids", "A goal must be linked to at least one need.")
         for need_id in ids:
-            self._find(self.needs, need_id, "need")
+            self._find(self.needs, need_id, "need", "need_ids")
         return ids
 
     def _target_date(self, target_date: date | str) -> date:
@@ -1362,7 +1368,7 @@ class ClientPlan(Aggregate):
         return target
 
     def _unsettled_goal(self, goal_id: str, seen_revision: int) -> Goal:
-        goal = self._find(self.goals, goal_id, "goal")
+        goal = self._find(self.goals, goal_id, "goal", "goal_id")
         self._require_revision(goal, "goal", seen_revision)
         if goal.status in (GoalStatus.ACHIEVED, GoalStatus.DROPPED):
             raise RuleViolation("The goal is %(status)s already; set a new goal instead.", status=goal.status)
@@ -1380,7 +1386,7 @@ class ClientPlan(Aggregate):
         return [s for s in self.steps.values() if s.status in (StepStatus.PLANNED, StepStatus.STARTED)]
 
     def _open_step(self, step_id: str, seen_revision: int) -> Step:
-        step = self._find(self.steps, step_id, "step")
+        step = self._find(self.steps, step_id, "step", "step_id")
         self._require_revision(step, "step", seen_revision)
         if step.status not in (StepStatus.PLANNED, StepStatus.STARTED):
             raise RuleViolation("The step is %(status)s: it can no longer be changed.", status=step.status)
@@ -1389,7 +1395,7 @@ class ClientPlan(Aggregate):
     def _decide_handover(
         self, by: Actor, command_id: str, at: datetime, handover_id: str, decision: HandoverStatus, note: str
     ) -> str:
-        self._require_open()
+        self._start(by, command_id)
         handover = self.handover(handover_id)
         if handover.status != HandoverStatus.PROPOSED:
             raise RuleViolation("This handover was %(status)s already.", status=handover.status)
@@ -1408,6 +1414,12 @@ class ClientPlan(Aggregate):
             note=optional_text(note, "note"),
         )
         return handover_id
+
+
+def _check_sender(by: object, command_id: object) -> None:
+    if not isinstance(by, Actor):
+        raise InvalidValue("actor", "A command must say who gives it.")
+    as_command_id(command_id)
 
 
 def _plain(number: float) -> str:

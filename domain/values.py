@@ -27,7 +27,6 @@ def parse(vocabulary: type[E], value: object, field: str) -> E:
         raise InvalidValue(
             field,
             "%(field)s must be one of: %(allowed)s (got %(value)s).",
-            field=field,
             allowed=allowed,
             value=repr(value),
         ) from None
