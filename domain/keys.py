@@ -176,11 +176,14 @@ class PostgresKeyring(Keyring):
         return (row is not None, bytes(row[0]) if row and row[0] is not None else None)
 
     def _tombstone(self, plan_id: str, erased_at: str) -> None:
+        """Erasures are rare (end of retention), so the small key table is rewritten
+        at once to leave no dead copy of the key in its data files."""
         with self._pool.connection() as conn:
             conn.execute(
                 f"UPDATE {self._table} SET wrapped_key = NULL, erased_at = %s WHERE plan_id = %s",
                 (erased_at, plan_id),
             )
+            conn.execute(f"VACUUM FULL {self._table}")
 
     def close(self) -> None:
         self._pool.close()
