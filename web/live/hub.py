@@ -245,6 +245,11 @@ class LiveHub:
         return [connection for viewers in self._viewers.values() for connection in viewers]
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the hub serves its sockets on (None when stopped)."""
+        return self._loop
+
+    @property
     def accepting(self) -> bool:
         return self._loop is not None and not self._stopping
 

@@ -1,0 +1,631 @@
+"""The live hub (web/live): a real uvicorn server, real websocket clients, real sign-in.
+
+The people (accounts in the account store, with passwords, signed in through ``/signin``):
+
+- Aino Virtanen, Pirkanmaan hyvinvointialue: opens the plans, so she is their named expert;
+- Bert Berg, Kela: a member of each plan's network (the client consented to Kela);
+- Carla Koski, Pirkanmaan hyvinvointialue: not in the network, but in the expert's
+  organisation, so she may view the plan; she reads Swedish;
+- Dan Dahl, Tampereen työllisyyspalvelut: neither, so he may not.
+
+Every test opens a plan of its own. Edits go through the app's own PlanService (the same
+path a plan page's POST takes); the hub sees them through the read model's listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from markupsafe import escape
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from domain.storage import StoreSettings
+from domain.values import Actor
+from tests.web.conftest import TEST_SECRET_KEY, csrf_token_in, running
+from tests.web.identity_fixtures import FAST_HASHER, add_account, with_identity
+from tests.web.identity_fixtures import sign_in as identity_sign_in
+from web import identity
+from web.accounts import AccountStore
+from web.live import LiveHub, may_view, same_origin
+from web.live.messages import VERSION_MARKER_ID, decode_client_message, Editing, Resync
+from web.live.presence import Presence, render_presence
+from web.settings import Settings
+from web.wiring import build_app
+
+WITHIN = 1.0  # seconds: an edit reaches the other browsers within this
+QUIET = 0.3  # seconds: how long "nothing more arrives" is watched, after a barrier
+
+
+@dataclass(frozen=True)
+class Person:
+    username: str
+    name: str
+    organisation_id: str
+    organisation_name: str
+    language: str
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(
+            person_id=self.username,
+            name=self.name,
+            organisation_id=self.organisation_id,
+            organisation_name=self.organisation_name,
+        )
+
+
+AINO = Person("aino", "Aino Virtanen", "pirha", "Pirkanmaan hyvinvointialue", "fi")
+BERT = Person("bert", "Bert Berg", "kela", "Kela", "fi")
+CARLA = Person("carla", "Carla Koski", "pirha", "Pirkanmaan hyvinvointialue", "sv")
+DAN = Person("dan", "Dan Dahl", "te", "Tampereen työllisyyspalvelut", "fi")
+PEOPLE = (AINO, BERT, CARLA, DAN)
+
+
+# ---------------------------------------------------------------------------- the renderer
+
+
+def tiny_fragments(_engine: Any, plan: Any, lang: str) -> str:
+    """A stand-in for web.plan_page.render_plan_fragments: needs and network, replace by id."""
+    needs = "".join(f'<li id="need-{n.id}">{escape(n.description)}</li>' for n in plan.needs.values())
+    members = "".join(f'<li id="member-{m.id}">{escape(m.name)}</li>' for m in plan.members.values())
+    return (
+        f'<section id="panel-needs" hx-swap-oob="true" lang="{lang}"><ul>{needs}</ul></section>'
+        f'<section id="panel-network" hx-swap-oob="true" lang="{lang}"><ul>{members}</ul></section>'
+    )
+
+
+class CountingRenderer:
+    """Wraps the hub's renderer: counts renders by (plan id, version, language); can hold them."""
+
+    def __init__(self, render: Callable[[Any, Any, str], str]) -> None:
+        self.render = render
+        self.calls: Counter[tuple[str, int, str]] = Counter()
+        self.lock = threading.Lock()
+        self.hold: threading.Event | None = None
+        self.entered = threading.Event()
+
+    def __call__(self, engine: Any, plan: Any, lang: str) -> str:
+        with self.lock:
+            self.calls[(str(plan.id), plan.version, lang)] += 1
+        hold = self.hold
+        if hold is not None:
+            self.entered.set()
+            assert hold.wait(5), "the test never released the renderer"
+        return self.render(engine, plan, lang)
+
+    def of_plan(self, plan_id: str) -> Counter[tuple[int, str]]:
+        with self.lock:
+            return Counter({(v, lang): n for (p, v, lang), n in self.calls.items() if p == plan_id})
+
+
+# ---------------------------------------------------------------------------- the server
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    app: Any
+    renderer: CountingRenderer
+    cookies: dict[str, str]
+
+    @property
+    def hub(self) -> LiveHub:
+        return self.app.state.live_hub
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.base_url.removeprefix("http")
+
+    def open_plan(self) -> str:
+        plans = self.app.state.plans
+        outcome = plans.open_plan(
+            by=AINO.actor,
+            command_id=str(uuid.uuid4()),
+            client_name="Matti Meikäläinen",
+            segment="unemployed",
+            language="fi",
+            referring_party="self_referral",
+            expert_profession="sairaanhoitaja",
+        )
+        plan_id = outcome.plan_id
+        plans.give_consent(
+            plan_id, by=AINO.actor, command_id=str(uuid.uuid4()),
+            organisation_id=BERT.organisation_id, organisation_name=BERT.organisation_name,
+            valid_from="2026-11-01",
+        )
+        last = plans.add_member(
+            plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), person_id=BERT.username, name=BERT.name,
+            profession="etuuskäsittelijä", organisation_id=BERT.organisation_id,
+            organisation_name=BERT.organisation_name,
+        )
+        self.caught_up(last.position)
+        return plan_id
+
+    def record_need(self, plan_id: str, description: str, by: Person = AINO) -> Any:
+        outcome = self.app.state.plans.record_need(
+            plan_id, by=by.actor, command_id=str(uuid.uuid4()), category="health", description=description
+        )
+        return outcome
+
+    def version_of(self, plan_id: str) -> int:
+        return self.app.state.views.plan(plan_id).version
+
+    def caught_up(self, position: int) -> None:
+        assert self.app.state.views.wait_for(position, timeout=5), "the read model did not catch up"
+
+    async def socket(
+        self, plan_id: str, person: Person | None, *, version: int | None = None, origin: str | None = None
+    ) -> ClientConnection:
+        query = "" if version is None else f"?version={version}"
+        headers = {}
+        if person is not None:
+            cookies = {**self.cookies_of(person), "lang": person.language}
+            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in cookies.items())
+        return await connect(
+            f"{self.ws_url}/plans/{plan_id}/live{query}",
+            origin=origin or self.base_url,  # type: ignore[arg-type]
+            additional_headers=headers,
+            open_timeout=5,
+            close_timeout=2,
+        )
+
+    def cookies_of(self, person: Person) -> dict[str, str]:
+        if person.username not in self.cookies:
+            self.cookies[person.username] = sign_in(self.base_url, person)
+        return {"polku_session": self.cookies[person.username]}
+
+
+def sign_in(base_url: str, person: Person) -> str:
+    """Sign in through the sign-in form; returns the session cookie."""
+    with httpx.Client(timeout=10) as http:
+        identity_sign_in(http, base_url, person.username)
+        return http.cookies["polku_session"]
+
+
+@contextmanager
+def serving(data_dir: Path) -> Iterator[LiveServer]:
+    """The whole Polku app over a fresh store in ``data_dir``, with the people, served by uvicorn.
+
+    The hub renders with :func:`tiny_fragments` through a :class:`CountingRenderer`.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    accounts = AccountStore.sqlite(data_dir / "accounts.sqlite3", hasher=FAST_HASHER)
+    try:
+        for person in PEOPLE:
+            add_account(
+                accounts, person.username, name=person.name, profession="asiantuntija",
+                organisation=(person.organisation_id, person.organisation_name, "other"),
+            )
+        app = build_app(Settings(secret_key=TEST_SECRET_KEY, data_dir=data_dir), StoreSettings(data_dir=str(data_dir)))
+        with_identity(app, accounts)
+        if not any(route.path == "/signin" for route in app.routes):  # until web.wiring has them
+            for handler in identity.route_handlers:
+                app.register(handler)
+        with running(app) as base_url:
+            renderer = CountingRenderer(tiny_fragments)
+            app.state.live_hub.render = renderer
+            yield LiveServer(base_url=base_url, app=app, renderer=renderer, cookies={})
+    finally:
+        accounts.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with serving(tmp_path_factory.mktemp("live")) as server:
+        yield server
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+async def receive(socket: ClientConnection, wanted: Callable[[str], bool], timeout: float = WITHIN) -> str:
+    """The first message that is ``wanted`` (others are skipped), within ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await socket.recv()
+            assert isinstance(message, str)
+            if wanted(message):
+                return message
+
+
+def is_plan_update(message: str) -> bool:
+    return f'id="{VERSION_MARKER_ID}"' in message
+
+
+def is_presence(message: str) -> bool:
+    return message.startswith('<div id="presence"')
+
+
+def version_in(message: str) -> int:
+    match = re.search(r'data-version="(\d+)"', message)
+    assert match, message
+    return int(match.group(1))
+
+
+def containing(text: str) -> Callable[[str], bool]:
+    return lambda message: is_plan_update(message) and str(escape(text)) in message
+
+
+async def closed_with(socket: ClientConnection, timeout: float = WITHIN) -> int | None:
+    """The close code the server closed ``socket`` with (messages before it are skipped)."""
+    async with asyncio.timeout(timeout):
+        try:
+            while True:
+                await socket.recv()
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[list[ClientConnection]]:
+    """Sockets a test opened (append them): closed after the test."""
+    opened: list[ClientConnection] = []
+    yield opened
+    for socket in opened:
+        await socket.close()
+
+
+async def joined(socket: ClientConnection) -> list[str]:
+    """What ``socket`` receives on connecting, up to and including its first presence fragment.
+
+    The hub queues a browser's catch-up (if it is behind) before the presence it sends
+    everyone when someone joins.
+    """
+    messages = []
+    async with asyncio.timeout(WITHIN):
+        while True:
+            message = await socket.recv()
+            assert isinstance(message, str)
+            messages.append(message)
+            if is_presence(message):
+                return messages
+
+
+# ---------------------------------------------------------------------------- fan-out
+
+
+async def test_an_edit_reaches_every_viewer_rendered_once_per_language(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    plan_id = live.open_plan()
+    version = live.version_of(plan_id)
+    aino, bert, carla = [await live.socket(plan_id, p, version=version) for p in (AINO, BERT, CARLA)]
+    sockets += [aino, bert, carla]
+    for socket in (aino, bert, carla):
+        assert not any(is_plan_update(m) for m in await joined(socket))
+
+    outcome = live.record_need(plan_id, "Selkäkipu haittaa työnhakua")
+
+    received = await asyncio.gather(
+        *(receive(s, containing("Selkäkipu haittaa työnhakua")) for s in (aino, bert, carla))
+    )
+    assert {version_in(m) for m in received} == {outcome.version}
+    assert received[0] == received[1], "viewers of one language get the same bytes"
+    assert 'lang="sv"' in received[2] and 'lang="fi"' in received[0]
+    assert live.renderer.of_plan(plan_id)[(outcome.version, "fi")] == 1
+    assert live.renderer.of_plan(plan_id)[(outcome.version, "sv")] == 1
+
+
+async def test_a_burst_of_edits_is_rendered_once_at_the_latest_state(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    plan_id = live.open_plan()
+    bert = await live.socket(plan_id, BERT, version=live.version_of(plan_id))
+    sockets.append(bert)
+    await joined(bert)
+    applied = threading.Event()
+    target = {"position": 0}
+    loop = live.hub.loop
+    assert loop is not None
+
+    def after_the_hub(changed: str | None, position: int) -> None:
+        # Called after the hub's listener, in the projection thread; the callback below runs
+        # on the hub's loop after the hub's own notice for the same position.
+        if changed == plan_id and position >= target["position"] > 0:
+            loop.call_soon_threadsafe(applied.set)
+
+    live.app.state.views.add_listener(after_the_hub)
+    release = threading.Event()
+    live.renderer.entered.clear()
+    live.renderer.hold = release
+    try:
+        first = live.record_need(plan_id, "Ensimmäinen tarve")
+        assert await asyncio.to_thread(live.renderer.entered.wait, 5), "the hub did not start rendering"
+        # While the first change is being rendered, three more arrive.
+        for description in ("Toinen tarve", "Kolmas tarve"):
+            live.record_need(plan_id, description)
+        last = live.record_need(plan_id, "Neljäs tarve")
+        target["position"] = last.position
+        live.caught_up(last.position)
+        assert await asyncio.to_thread(applied.wait, 5)
+    finally:
+        live.renderer.hold = None
+        release.set()
+
+    update = await receive(bert, containing("Neljäs tarve"))
+    assert version_in(update) == last.version
+    assert all(text in update for text in ("Ensimmäinen tarve", "Toinen tarve", "Kolmas tarve"))
+    renders = live.renderer.of_plan(plan_id)
+    assert renders == Counter({(first.version, "fi"): 1, (last.version, "fi"): 1}), renders
+
+
+async def test_a_browser_with_an_old_version_gets_the_current_plan_on_connecting(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    plan_id = live.open_plan()
+    old_version = live.version_of(plan_id)
+    live.record_need(plan_id, "Univaikeudet")
+    outcome = live.record_need(plan_id, "Velkaantuminen")
+    live.caught_up(outcome.position)
+
+    bert = await live.socket(plan_id, BERT, version=old_version)
+    sockets.append(bert)
+    messages = await joined(bert)
+
+    updates = [m for m in messages if is_plan_update(m)]
+    assert len(updates) == 1
+    assert version_in(updates[0]) == outcome.version
+    assert "Univaikeudet" in updates[0] and "Velkaantuminen" in updates[0]
+    assert 'hx-swap-oob="true"' in updates[0] and "beforeend" not in updates[0]
+
+
+async def test_a_browser_with_the_current_version_gets_nothing_extra(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    plan_id = live.open_plan()
+    outcome = live.record_need(plan_id, "Univaikeudet")
+    live.caught_up(outcome.position)
+    renders_before = live.renderer.of_plan(plan_id)
+
+    bert = await live.socket(plan_id, BERT, version=outcome.version)
+    sockets.append(bert)
+    assert [is_presence(m) for m in await joined(bert)] == [True]
+    # Someone else joins: Bert is told, and nothing else was sent to him before that.
+    aino = await live.socket(plan_id, AINO, version=outcome.version)
+    sockets.append(aino)
+    await joined(aino)
+    next_message = await receive(bert, lambda message: True)
+    assert is_presence(next_message) and AINO.name in next_message
+    assert live.renderer.of_plan(plan_id) == renders_before
+
+
+async def test_a_browser_without_a_version_gets_the_current_plan(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    plan_id = live.open_plan()
+    bert = await live.socket(plan_id, BERT)
+    sockets.append(bert)
+    messages = await joined(bert)
+    assert is_plan_update(messages[0]) and version_in(messages[0]) == live.version_of(plan_id)
+
+
+# ---------------------------------------------------------------------------- presence
+
+
+async def test_presence_tells_the_others_who_is_here_and_what_they_edit(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    plan_id = live.open_plan()
+    version = live.version_of(plan_id)
+    bert = await live.socket(plan_id, BERT, version=version)
+    sockets.append(bert)
+    alone = (await joined(bert))[-1]
+    assert BERT.name not in alone and "<ul" not in alone
+
+    aino = await live.socket(plan_id, AINO, version=version)
+    sockets.append(aino)
+    aino_sees = (await joined(aino))[-1]
+    assert BERT.name in aino_sees and "Kela" in aino_sees and AINO.name not in aino_sees
+    assert AINO.name in await receive(bert, is_presence)
+
+    await aino.send('{"type": "editing", "item": "need-1234"}')
+    editing = await receive(bert, lambda m: is_presence(m) and 'data-editing="need-1234"' in m)
+    assert f"{AINO.name} ({AINO.organisation_name})" in editing
+
+    carla = await live.socket(plan_id, CARLA, version=version)
+    sockets.append(carla)
+    in_swedish = (await joined(carla))[-1]
+    assert 'data-editing="need-1234"' in in_swedish and AINO.name in in_swedish and BERT.name in in_swedish
+
+    await aino.send('{"type": "editing", "item": null}')
+    stopped = await receive(bert, lambda m: is_presence(m) and "data-editing" not in m)
+    assert AINO.name in stopped
+
+    await aino.close()
+    gone = await receive(bert, lambda m: is_presence(m) and AINO.name not in m)
+    assert CARLA.name in gone
+
+
+async def test_messages_that_are_not_ours_are_ignored(live: LiveServer, sockets: list[ClientConnection]) -> None:
+    plan_id = live.open_plan()
+    version = live.version_of(plan_id)
+    bert = await live.socket(plan_id, BERT, version=version)
+    aino = await live.socket(plan_id, AINO, version=version)
+    sockets += [bert, aino]
+    await joined(bert)
+    await joined(aino)
+    await receive(bert, lambda m: is_presence(m) and AINO.name in m)
+    for nonsense in ("hello", "{}", '{"type": "editing", "item": "<script>"}', '{"type": "shout"}'):
+        await aino.send(nonsense)
+    await aino.send('{"type": "editing", "item": "goal-1"}')
+    # The first thing Bert hears of Aino after the nonsense is the real message.
+    assert 'data-editing="goal-1"' in await receive(bert, is_presence)
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+async def test_a_foreign_origin_is_refused(live: LiveServer) -> None:
+    plan_id = live.open_plan()
+    for origin in ("http://evil.example", live.base_url.replace("127.0.0.1", "localhost"), "null"):
+        with pytest.raises(InvalidStatus) as refused:
+            await live.socket(plan_id, AINO, origin=origin)
+        assert refused.value.response.status_code == 403
+
+
+async def test_a_socket_without_a_session_is_refused(live: LiveServer) -> None:
+    plan_id = live.open_plan()
+    with pytest.raises((InvalidStatus, ConnectionClosed)) as refused:
+        socket = await live.socket(plan_id, None)
+        await socket.recv()  # a server may also accept and close at once (4401)
+    if isinstance(refused.value, InvalidStatus):
+        assert refused.value.response.status_code in (401, 403)
+    else:
+        assert refused.value.rcvd is not None and refused.value.rcvd.code in (1008, 4401)
+
+
+async def test_someone_outside_the_plan_is_refused(live: LiveServer) -> None:
+    plan_id = live.open_plan()
+    with pytest.raises(InvalidStatus) as refused:
+        await live.socket(plan_id, DAN)
+    assert refused.value.response.status_code == 403
+    with pytest.raises(InvalidStatus):
+        await live.socket(str(uuid.uuid4()), AINO)  # no such plan
+    with pytest.raises(InvalidStatus):
+        await live.socket("not-a-plan-id", AINO)
+
+
+async def test_a_member_taken_out_of_the_network_is_disconnected(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    plan_id = live.open_plan()
+    version = live.version_of(plan_id)
+    bert = await live.socket(plan_id, BERT, version=version)
+    aino = await live.socket(plan_id, AINO, version=version)
+    sockets += [bert, aino]
+    await joined(bert)
+    await joined(aino)
+    plan = live.app.state.views.plan(plan_id)
+    member = plan.member_of_person(BERT.username)
+    live.app.state.plans.remove_member(
+        plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), member_id=member.id, seen_revision=member.revision
+    )
+    assert await closed_with(bert) == 1008  # htmx does not reconnect on 1008
+    update = await receive(aino, is_plan_update)
+    assert f'id="member-{member.id}"' not in update
+
+
+async def test_a_signed_out_session_may_not_send_or_receive(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    plan_id = live.open_plan()
+    session = sign_in(live.base_url, CARLA)
+    headers = {"Cookie": f"polku_session={session}; lang=sv"}
+    carla = await connect(
+        f"{live.ws_url}/plans/{plan_id}/live?version={live.version_of(plan_id)}",
+        origin=live.base_url,  # type: ignore[arg-type]
+        additional_headers=headers,
+        open_timeout=5,
+    )
+    sockets.append(carla)
+    await joined(carla)
+    with httpx.Client(base_url=live.base_url, cookies={"polku_session": session}) as http:
+        token = csrf_token_in(http.get("/").text)
+        assert http.post("/signout", data={"_csrf_token": token}).status_code == 303
+    await carla.send('{"type": "editing", "item": "need-1"}')
+    assert await closed_with(carla) == 1008
+
+
+# ---------------------------------------------------------------------------- shutdown
+
+
+async def test_shutdown_closes_every_socket_with_1012_and_drains(tmp_path: Path) -> None:
+    with serving(tmp_path / "data") as server:
+        plan_id = server.open_plan()
+        bert = await server.socket(plan_id, BERT, version=server.version_of(plan_id))
+        await joined(bert)
+        hub = server.hub
+        assert hub.loop is not None
+        stopping = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(hub.stop(), hub.loop))
+        assert await closed_with(bert) == 1012  # htmx reconnects on 1012
+        await asyncio.wait_for(stopping, 5)
+        assert hub.connections() == []
+        with pytest.raises(InvalidStatus):  # a stopped hub takes no new sockets
+            await server.socket(plan_id, BERT)
+
+
+# ---------------------------------------------------------------------------- the parts
+
+
+class _Connection:
+    def __init__(self, headers: dict[str, str], scheme: str = "ws") -> None:
+        self.headers = headers
+        self.scope = {"scheme": scheme}
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "scheme", "same"),
+    [
+        ("http://polku.example", "polku.example", "ws", True),
+        ("https://polku.example", "polku.example", "wss", True),
+        ("https://polku.example:443", "polku.example", "wss", True),
+        ("http://POLKU.example", "polku.example", "ws", True),
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", "ws", True),
+        ("http://127.0.0.1:8001", "127.0.0.1:8000", "ws", False),
+        ("https://polku.example", "polku.example", "ws", False),
+        ("http://polku.example", "polku.example", "wss", False),
+        ("http://polku.example.evil", "polku.example", "ws", False),
+        ("http://evil.example", "polku.example", "ws", False),
+        ("null", "polku.example", "ws", False),
+        ("", "polku.example", "ws", False),
+        ("http://user@polku.example", "polku.example", "ws", False),
+        ("http://polku.example:99999", "polku.example", "ws", False),
+    ],
+)
+def test_same_origin(origin: str, host: str, scheme: str, same: bool) -> None:
+    headers = {"host": host, **({"origin": origin} if origin else {})}
+    assert same_origin(_Connection(headers, scheme)) is same  # type: ignore[arg-type]
+
+
+def test_who_may_view_a_plan(live: LiveServer) -> None:
+    from web.identity import Account
+
+    plan = live.app.state.views.plan(live.open_plan())
+
+    def account(person: Person, kind: str = "professional") -> Account:
+        return Account(
+            account_id=person.username, kind=kind, name=person.name,  # type: ignore[arg-type]
+            person_id=person.username, organisation_id=person.organisation_id,
+            organisation_name=person.organisation_name,
+        )
+
+    assert may_view(account(AINO), plan)  # the named expert
+    assert may_view(account(BERT), plan)  # a network member
+    assert may_view(account(CARLA), plan)  # the expert's organisation
+    assert not may_view(account(DAN), plan)
+    assert not may_view(account(CARLA, kind="admin"), plan)
+    assert not may_view(None, plan)
+    assert not may_view(account(AINO), None)
+
+
+def test_client_messages() -> None:
+    assert decode_client_message('{"type": "editing", "item": "need-4f1c-9a"}') == Editing(item="need-4f1c-9a")
+    assert decode_client_message('{"type": "editing", "item": null}') == Editing(item=None)
+    assert decode_client_message('{"type": "resync"}') == Resync()
+    for nonsense in ('{"type": "editing", "item": "need"}', '{"type": "editing", "item": "x-<b>"}', "[]", "no"):
+        assert decode_client_message(nonsense) is None
+
+
+def test_presence_leaves_out_the_viewer_and_escapes_names() -> None:
+    people = [
+        Presence(person_id="a", name="Aino <b>", organisation="Pirha & co", editing="need-1"),
+        Presence(person_id="a", name="Aino <b>", organisation="Pirha & co"),  # her second tab
+        Presence(person_id="b", name="Bert", organisation="Kela"),
+    ]
+    html = render_presence(people, "en", me="b")
+    assert html.count("<li") == 1
+    assert "Aino &lt;b&gt; (Pirha &amp; co) is editing a need." in html
+    assert 'hx-swap-oob="true"' in html and html.startswith('<div id="presence"')
+    assert "No one else" in render_presence(people[2:], "en", me="b")
