@@ -83,7 +83,9 @@ def store_settings_for(web_settings: Settings, environ: dict[str, str] | None = 
 # ----------------------------------------------------------------------------------------
 def extra_route_handlers() -> list[ControllerRouterHandler]:
     handlers: list[ControllerRouterHandler] = []
-    from web import live
+    from web import identity, live
+
+    handlers += identity.route_handlers
 
     handlers += live.route_handlers
     return handlers
@@ -97,7 +99,9 @@ def extra_route_handlers() -> list[ControllerRouterHandler]:
 # ----------------------------------------------------------------------------------------
 def lifespan_hooks() -> list[LifespanHook]:
     hooks: list[LifespanHook] = []
-    from web import live
+    from web import identity, live
+
+    hooks += [identity.lifespan_hook]  # first: the sign-in wall and the account store
 
     hooks += live.lifespan_hooks
     return hooks

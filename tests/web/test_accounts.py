@@ -1,0 +1,244 @@
+"""The account store: organisations, argon2id passwords, lock-out, first sign-in links, sessions.
+
+The core behaviour runs on SQLite and on PostgreSQL (same SQL); the rest on SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from domain.storage import StoreSettings
+from tests.web.identity_fixtures import FAST_HASHER, TEST_PASSWORD, FakeClock, add_account
+from tests.web.identity_fixtures import accounts as accounts  # noqa: F401 - fixture
+from tests.web.identity_fixtures import fake_clock as fake_clock  # noqa: F401 - fixture
+from web.accounts import (
+    LINK_LIFETIME,
+    LOCK_DURATION,
+    MAX_FAILED_ATTEMPTS,
+    AccountError,
+    AccountStore,
+    PasswordRejected,
+    accounts_schema,
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, fake_clock: FakeClock) -> Iterator[AccountStore]:  # noqa: F811
+    """An account store on SQLite, then on PostgreSQL (its own schema, dropped after)."""
+    if request.param == "sqlite":
+        opened = AccountStore.open(StoreSettings(data_dir=str(tmp_path)), clock=fake_clock, hasher=FAST_HASHER)
+        yield opened
+        opened.close()
+        return
+    env = request.getfixturevalue("postgres_env")
+    schema = request.getfixturevalue("pg_schema")
+    settings = StoreSettings.from_environ({**env, "POLKU_PG_SCHEMA": schema})
+    opened = AccountStore.open(settings, clock=fake_clock, hasher=FAST_HASHER)
+    try:
+        yield opened
+    finally:
+        opened.close()
+        with psycopg.connect(settings.pg_conninfo, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(accounts_schema(settings)))
+            )
+
+
+# --- passwords and lock-out (SQLite and PostgreSQL) -----------------------------------------
+
+
+def test_right_password_signs_in_and_wrong_or_unknown_give_the_same_refusal(store: AccountStore) -> None:
+    created = add_account(store, "aino.virtanen")
+    assert store.verify_password("Aino.Virtanen ", TEST_PASSWORD).account == created
+    wrong = store.verify_password("aino.virtanen", "not the password")
+    unknown = store.verify_password("nobody.here", TEST_PASSWORD)
+    assert wrong.account is None and unknown.account is None
+    assert wrong == unknown  # nothing tells the two apart
+
+
+def test_five_failures_lock_the_username_for_fifteen_minutes(store: AccountStore, fake_clock: FakeClock) -> None:  # noqa: F811
+    add_account(store, "aino.virtanen")
+    for attempt in range(1, MAX_FAILED_ATTEMPTS + 1):
+        result = store.verify_password("aino.virtanen", f"wrong {attempt}")
+        assert result.account is None
+        assert (result.locked_until is not None) == (attempt == MAX_FAILED_ATTEMPTS)
+    locked = store.verify_password("aino.virtanen", TEST_PASSWORD)
+    assert locked.account is None, "the right password must not open a locked account"
+    assert locked.locked_until == pytest.approx(fake_clock() + LOCK_DURATION)
+
+    fake_clock.advance(LOCK_DURATION - 1)
+    assert store.verify_password("aino.virtanen", TEST_PASSWORD).locked_until is not None
+    fake_clock.advance(1)
+    assert store.verify_password("aino.virtanen", TEST_PASSWORD).ok
+    # The counter starts again after the lock and after a success.
+    for _ in range(MAX_FAILED_ATTEMPTS - 1):
+        assert store.verify_password("aino.virtanen", "wrong").locked_until is None
+    assert store.verify_password("aino.virtanen", TEST_PASSWORD).ok
+
+
+def test_unknown_usernames_are_locked_exactly_like_known_ones(store: AccountStore, fake_clock: FakeClock) -> None:  # noqa: F811
+    add_account(store, "aino.virtanen")
+    known = [store.verify_password("aino.virtanen", "wrong") for _ in range(MAX_FAILED_ATTEMPTS + 1)]
+    unknown = [store.verify_password("no.such.person", "wrong") for _ in range(MAX_FAILED_ATTEMPTS + 1)]
+    assert known == unknown
+    assert unknown[-1].locked_until is not None
+    fake_clock.advance(LOCK_DURATION)
+    assert store.verify_password("no.such.person", "wrong").locked_until is None
+
+
+def test_failures_are_forgotten_after_a_day(store: AccountStore, fake_clock: FakeClock) -> None:  # noqa: F811
+    add_account(store, "aino.virtanen")
+    for _ in range(MAX_FAILED_ATTEMPTS - 1):
+        store.verify_password("aino.virtanen", "wrong")
+    fake_clock.advance(24 * 60 * 60 + 1)
+    assert store.verify_password("aino.virtanen", "wrong").locked_until is None
+
+
+def test_the_stored_hash_is_argon2id(store: AccountStore) -> None:
+    add_account(store, "aino.virtanen")
+    password_hash = store.password_hash_of("aino.virtanen")
+    assert password_hash is not None and password_hash.startswith("$argon2id$")
+    assert TEST_PASSWORD not in password_hash
+
+
+def test_the_default_hasher_is_argon2id_with_the_recommended_cost(tmp_path: Path) -> None:
+    store = AccountStore.sqlite(tmp_path / "a.sqlite3")
+    try:
+        assert store.hasher.type.name == "ID"
+        assert store.hasher.memory_cost >= 19 * 1024 and store.hasher.time_cost >= 2
+    finally:
+        store.close()
+
+
+# --- first sign-in links (SQLite and PostgreSQL) --------------------------------------------
+
+
+def test_a_link_sets_the_password_once(store: AccountStore) -> None:
+    created = add_account(store, "aino.virtanen", password=None)
+    assert not store.verify_password("aino.virtanen", "").ok  # no password yet
+    token = store.issue_link("aino.virtanen")
+    assert store.account_for_link(token) == created
+    assert store.account_for_link(token) == created  # looking does not use it up
+    assert store.set_password_with_link(token, "a brand new password") == created
+    assert store.verify_password("aino.virtanen", "a brand new password").ok
+    assert store.account_for_link(token) is None
+    assert store.set_password_with_link(token, "another new password") is None
+    assert store.verify_password("aino.virtanen", "a brand new password").ok
+
+
+def test_an_expired_link_is_refused(store: AccountStore, fake_clock: FakeClock) -> None:  # noqa: F811
+    add_account(store, "aino.virtanen", password=None)
+    token = store.issue_link("aino.virtanen")
+    fake_clock.advance(LINK_LIFETIME - 1)
+    assert store.account_for_link(token) is not None
+    fake_clock.advance(1)
+    assert store.account_for_link(token) is None
+    assert store.set_password_with_link(token, "a brand new password") is None
+    assert not store.verify_password("aino.virtanen", "a brand new password").ok
+
+
+def test_a_new_link_replaces_the_old_one(store: AccountStore) -> None:
+    add_account(store, "aino.virtanen", password=None)
+    old = store.issue_link("aino.virtanen")
+    new = store.issue_link("aino.virtanen")
+    assert store.account_for_link(old) is None
+    assert store.account_for_link(new) is not None
+
+
+def test_a_short_password_is_refused_and_the_link_stays_valid(store: AccountStore) -> None:
+    add_account(store, "aino.virtanen", password=None)
+    token = store.issue_link("aino.virtanen")
+    with pytest.raises(PasswordRejected):
+        store.set_password_with_link(token, "short")
+    with pytest.raises(PasswordRejected):
+        store.set_password_with_link(token, "x" * 300)
+    assert store.account_for_link(token) is not None
+
+
+def test_a_new_password_ends_the_accounts_sessions(store: AccountStore) -> None:
+    created = add_account(store, "aino.virtanen")
+    store.session_set("s" * 43, b'{"account_id": "%s"}' % created.account_id.encode(), expires_in=60,
+                      account_id=created.account_id)
+    assert store.session_get("s" * 43, None) is not None
+    token = store.issue_link("aino.virtanen")
+    store.set_password_with_link(token, "a brand new password")
+    assert store.session_get("s" * 43, None) is None
+
+
+# --- sessions (SQLite and PostgreSQL) -------------------------------------------------------
+
+
+def test_sessions_expire_when_idle_unless_renewed_and_at_the_absolute_limit(
+    store: AccountStore, fake_clock: FakeClock  # noqa: F811
+) -> None:
+    store.session_set("a" * 43, b"{}", expires_in=1800, absolute_lifetime=12 * 3600)
+    fake_clock.advance(1799)
+    assert store.session_get("a" * 43, 1800) == b"{}"  # renewed for 30 min from now
+    fake_clock.advance(1799)
+    assert store.session_get("a" * 43, None) == b"{}"
+    fake_clock.advance(2)
+    assert store.session_get("a" * 43, None) is None
+
+    store.session_set("b" * 43, b"{}", expires_in=1800, absolute_lifetime=12 * 3600)
+    for _ in range(24):  # 24 x 1790 s = 11 h 56 min, never idle for long
+        fake_clock.advance(1790)
+        assert store.session_get("b" * 43, 1800) is not None
+    fake_clock.advance(300)  # past 12 h since it began, though active
+    assert store.session_get("b" * 43, 1800) is None
+
+
+def test_session_ids_are_stored_hashed(tmp_path: Path, fake_clock: FakeClock) -> None:  # noqa: F811
+    store = AccountStore.open(StoreSettings(data_dir=str(tmp_path)), clock=fake_clock, hasher=FAST_HASHER)
+    session_id = "the-session-id-" + "x" * 30
+    store.session_set(session_id, b"{}", expires_in=60)
+    store.close()
+    with sqlite3.connect(tmp_path / "accounts.sqlite3") as connection:
+        keys = [row[0] for row in connection.execute("SELECT session_hash FROM sessions")]
+    assert keys and session_id not in keys[0]
+
+
+# --- administration ---------------------------------------------------------------------
+
+
+def test_organisations_and_accounts_are_checked(accounts: AccountStore) -> None:  # noqa: F811
+    with pytest.raises(AccountError, match="organisation"):
+        accounts.add_account("aino.virtanen", name="Aino Virtanen", organisation_id="nowhere")
+    with pytest.raises(AccountError, match="type"):
+        accounts.add_organisation("pirha", "Pirha", "ministry")
+    accounts.add_organisation("pirha", "Pirha", "wellbeing_services_county")
+    accounts.add_organisation("pirha", "Pirkanmaan hyvinvointialue", "wellbeing_services_county")  # repeatable
+    assert accounts.organisation("pirha").name == "Pirkanmaan hyvinvointialue"
+    created = accounts.add_account("Aino.Virtanen", name="Aino Virtanen", organisation_id="pirha",
+                                   profession="kuntoutusohjaaja")
+    assert created.person_id == "aino.virtanen" and created.organisation_name == "Pirkanmaan hyvinvointialue"
+    assert created.actor.organisation_id == "pirha"
+    with pytest.raises(AccountError, match="taken"):
+        accounts.add_account("aino.virtanen", name="Another", organisation_id="pirha")
+    with pytest.raises(AccountError, match="username"):
+        accounts.add_account("Aino Virtanen", name="Aino Virtanen", organisation_id="pirha")
+    with pytest.raises(AccountError, match="plan"):
+        accounts.add_account("client.one", name="Client One", kind="client")
+    client = accounts.add_account("client.one", name="Client One", kind="client", plan_id="p-1")
+    assert client.kind == "client" and client.plan_id == "p-1" and client.organisation_id == ""
+
+
+def test_no_password_or_link_token_is_kept_in_plain_text(tmp_path: Path, fake_clock: FakeClock) -> None:  # noqa: F811
+    store = AccountStore.open(StoreSettings(data_dir=str(tmp_path)), clock=fake_clock, hasher=FAST_HASHER)
+    add_account(store, "aino.virtanen", password="plain text secret one")
+    add_account(store, "mikko.laine", name="Mikko Laine", password=None)
+    token = store.issue_link("mikko.laine")
+    store.set_password_with_link(token, "plain text secret two")
+    later = store.issue_link("mikko.laine")
+    store.verify_password("aino.virtanen", "plain text secret three")  # a failed attempt
+    store.close()
+    files = [path for path in tmp_path.iterdir() if path.name.startswith("accounts.sqlite3")]
+    content = b"".join(path.read_bytes() for path in files)
+    assert b"$argon2id$" in content
+    for secret in ("plain text secret one", "plain text secret two", "plain text secret three", token, later):
+        assert secret.encode() not in content, secret
