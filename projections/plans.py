@@ -3,7 +3,8 @@
 It folds each plan's events with the domain's own `apply` methods (the same
 code that rebuilds the aggregate), so the read model cannot drift from the
 rules. The folded plan is kept as a snapshot-shaped JSON document in the
-read-model store and, for speed, in a small in-memory cache.
+read-model store; the follower keeps its working copies of recently changed
+plans in memory, which nothing else sees.
 
 `PlanViews` is what the rest of the system uses: it opens the read-model
 store, follows the event log with the library's projection runner (the
@@ -63,28 +64,27 @@ class PlanProjection(Projection[PlanViewTables]):
         return None
 
     def load(self, plan_id: str) -> ClientPlan | None:
-        """The plan as the read model has it, or None."""
-        with self._lock:
-            cached = self._plans.get(plan_id)
-        if cached is not None:
-            return cached
+        """The plan as the read model has it, or None: a fresh object for the caller.
+
+        Pages get their own copy decoded from the stored row, never the
+        follower's working copy, so a plan cannot change under a page that is
+        rendering it, and a stale or erased plan cannot creep into the cache.
+        """
         stored = self.view.plan_state(plan_id)
         if stored is None:
             return None
         version, state = stored
-        plan = Snapshot(
+        return Snapshot(
             originator_id=uuid.UUID(plan_id),
             originator_version=version,
             timestamp=datetime.now(UTC),
             topic=PLAN_TOPIC,
             state=self.transcoder.decode(state.encode()),
         ).mutate(None)
-        self._remember(plan_id, plan)
-        return plan
 
     def _fold(self, event: ClientPlan.Event, tracking: Tracking) -> str:
         plan_id = str(event.originator_id)
-        plan = None if isinstance(event, ClientPlan.Opened) else self.load(plan_id)
+        plan = None if isinstance(event, ClientPlan.Opened) else self._working_copy(plan_id)
         if plan is not None and plan.version >= event.originator_version:
             self.view.skip(tracking)
             return plan_id
@@ -111,6 +111,12 @@ class PlanProjection(Projection[PlanViewTables]):
             raise
         self._remember(plan_id, plan)
         return plan_id
+
+    def _working_copy(self, plan_id: str) -> ClientPlan | None:
+        """The follower's own copy of a plan, which only the follower changes."""
+        with self._lock:
+            cached = self._plans.get(plan_id)
+        return cached if cached is not None else self.load(plan_id)
 
     def _remember(self, plan_id: str, plan: ClientPlan) -> None:
         with self._lock:

@@ -243,6 +243,8 @@ class PostgresPlanViews(PlanViewTables, PostgresTrackingRecorder):
         super().__init__(datastore, **kwargs)
         from psycopg.sql import SQL
 
+        schema = self.datastore.schema or "public"
+        self.sql_create_statements.insert(0, SQL(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))  # type: ignore[arg-type]
         self.sql_create_statements.extend(SQL(statement) for statement in self._table_statements())  # type: ignore[arg-type]
 
     def _qualified(self, table: str) -> str:

@@ -53,8 +53,6 @@ def store_env(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[dict[s
     postgres_env = request.getfixturevalue("postgres_env")
     schema = request.getfixturevalue("pg_schema")
     extra = [f"{schema}_views", f"{schema}_keys"]
-    with _pg_connect(postgres_env) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(extra[0])))
     try:
         yield {**postgres_store_env(postgres_env, schema), "POLKU_DATA_DIR": str(data_dir)}
     finally:

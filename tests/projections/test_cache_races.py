@@ -94,13 +94,6 @@ def test_the_gate_itself_lets_a_quiet_read_through(service: PlanService, open_vi
     assert views.plan(plan_id).version == service.get_plan(plan_id).version
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG projections/plans.py PlanProjection.load(): a page thread caches the row it read "
-    "after the follower has folded and cached a newer version, so the read model goes back in time "
-    "(and the next event of the plan stops the follower with a version error)",
-)
 def test_a_page_reading_a_plan_while_the_follower_folds_it_leaves_no_stale_plan_behind(
     service: PlanService, open_views: Callable[..., PlanViews]
 ) -> None:
@@ -116,12 +109,6 @@ def test_a_page_reading_a_plan_while_the_follower_folds_it_leaves_no_stale_plan_
     assert views.plan(plan_id).version == outcome.version
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG projections/plans.py PlanProjection.load(): a page thread that read an erased plan's row "
-    "just before the follower dropped it puts the plan back into the cache, and plan() serves it on",
-)
 def test_a_page_reading_a_plan_while_it_is_erased_does_not_bring_it_back(
     service: PlanService, open_views: Callable[..., PlanViews]
 ) -> None:
@@ -137,12 +124,6 @@ def test_a_page_reading_a_plan_while_it_is_erased_does_not_bring_it_back(
     assert views.plan(plan_id) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG projections/plans.py PlanProjection._fold(): the follower mutates the cached ClientPlan "
-    "in place, the same object plan() handed to page threads, so a page sees it change while it renders",
-)
 def test_a_plan_handed_to_a_page_does_not_change_under_it(
     service: PlanService, open_views: Callable[..., PlanViews]
 ) -> None:

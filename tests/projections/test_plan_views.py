@@ -348,12 +348,6 @@ def test_cli_projections_rebuild_rebuilds_and_prints_the_count(
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProgrammingError,
-    reason="BUG projections/plans.py open_view_store() does not create the <schema>_views schema on PostgreSQL, "
-    "so PlanViews and rebuild fail on a database nobody prepared by hand",
-)
 def test_postgres_view_schema_is_created_by_polku(postgres_env: dict[str, str], pg_schema: str) -> None:
     settings = StoreSettings.from_environ(postgres_store_env(postgres_env, pg_schema))
     try:
