@@ -17,19 +17,25 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from litestar import Request, get
+from litestar.params import FromPath
+from litestar.response import Template
 from markupsafe import escape
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection as SyncClientConnection
+from websockets.sync.client import connect as sync_connect
 
 from domain.storage import StoreSettings
 from domain.values import Actor
@@ -78,7 +84,9 @@ PEOPLE = (AINO, BERT, CARLA, DAN)
 
 def tiny_fragments(_engine: Any, plan: Any, lang: str) -> str:
     """A stand-in for web.plan_page.render_plan_fragments: needs and network, replace by id."""
-    needs = "".join(f'<li id="need-{n.id}">{escape(n.description)}</li>' for n in plan.needs.values())
+    needs = "".join(
+        f'<li id="need-{n.id}" data-revision="{n.revision}">{escape(n.description)}</li>' for n in plan.needs.values()
+    )
     members = "".join(f'<li id="member-{m.id}">{escape(m.name)}</li>' for m in plan.members.values())
     return (
         f'<section id="panel-needs" hx-swap-oob="true" lang="{lang}"><ul>{needs}</ul></section>'
@@ -210,6 +218,7 @@ def serving(data_dir: Path) -> Iterator[LiveServer]:
             )
         app = build_app(Settings(secret_key=TEST_SECRET_KEY, data_dir=data_dir), StoreSettings(data_dir=str(data_dir)))
         with_identity(app, accounts)
+        app.register(live_test_page)
         if not any(route.path == "/signin" for route in app.routes):  # until web.wiring has them
             for handler in identity.route_handlers:
                 app.register(handler)
@@ -629,3 +638,140 @@ def test_presence_leaves_out_the_viewer_and_escapes_names() -> None:
     assert "Aino &lt;b&gt; (Pirha &amp; co) is editing a need." in html
     assert 'hx-swap-oob="true"' in html and html.startswith('<div id="presence"')
     assert "No one else" in render_presence(people[2:], "en", me="b")
+
+
+# ---------------------------------------------------------------------------- in a browser
+# live.js in a real Chromium, on a test page with the same live markup as plans/show.html.
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+_LIVE_PAGE = """{% extends "base.html" %}
+{% block content %}
+<div class="plan" hx-ext="ws" ws-connect="/plans/{{ plan.id }}/live?version={{ plan.version }}">
+  <div id="live-status" class="messages" role="status" aria-live="polite"
+       data-lost="LOST" data-still-lost="STILL LOST" data-back="BACK" data-stopped="STOPPED"
+       data-draft-kept="DRAFT KEPT"></div>
+  <div id="live-version" data-version="{{ plan.version }}" hidden></div>
+  <div id="presence"></div>
+  <section id="panel-needs"><ul>
+    {% for need in plan.needs.values() %}
+    <li id="need-{{ need.id }}" data-revision="{{ need.revision }}">{{ need.description }}
+      <form method="post" action="#" data-item-form>
+        <input type="hidden" name="seen_revision" value="{{ need.revision }}">
+        <textarea name="description"></textarea>
+      </form>
+    </li>
+    {% endfor %}
+  </ul></section>
+  <section id="panel-network"></section>
+</div>
+<script src="{{ url_for('static', file_path='/live.js') }}" defer></script>
+{% endblock %}"""
+
+
+@get("/test/live/{plan_id:str}", sync_to_thread=False)
+def live_test_page(request: Request[Any, Any, Any], plan_id: FromPath[str]) -> Template:
+    return Template(template_str=_LIVE_PAGE, context={"plan": request.app.state.views.plan(plan_id)})
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (scripts/ensure-chromium.sh installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def sync_receive(socket: SyncClientConnection, wanted: Callable[[str], bool], timeout: float = WITHIN) -> str:
+    """:func:`receive` for a blocking client (the browser test is not async)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = socket.recv(timeout=max(deadline - time.monotonic(), 0))
+        assert isinstance(message, str)
+        if wanted(message):
+            return message
+
+
+def run_on(loop: asyncio.AbstractEventLoop, coroutine: Any) -> Any:
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=10)
+
+
+@pytest.mark.browser
+def test_live_js_keeps_drafts_shows_the_connection_and_catches_up(live: LiveServer, chromium: Any) -> None:
+    plan_id = live.open_plan()
+    first = live.record_need(plan_id, "Alkuperäinen kuvaus")
+    live.caught_up(first.position)
+    need_id = first.item_id
+    context = chromium.new_context(base_url=live.base_url, locale="fi-FI")
+    context.add_cookies([
+        {"name": "polku_session", "value": live.cookies_of(AINO)["polku_session"], "url": live.base_url},
+        {"name": "lang", "value": "fi", "url": live.base_url},
+    ])
+    stack = ExitStack()
+    stack.callback(context.close)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    try:
+        page.goto(f"/test/live/{plan_id}")
+        page.wait_for_selector("#presence p", timeout=5000)  # connected: the hub sent presence
+        bert = stack.enter_context(sync_connect(
+            f"{live.ws_url}/plans/{plan_id}/live?version={first.version}",
+            origin=live.base_url,  # type: ignore[arg-type]
+            additional_headers={"Cookie": f"polku_session={live.cookies_of(BERT)['polku_session']}"},
+            open_timeout=5,
+        ))
+        # The first need's form is open on Aino's page: Bert is told she is editing it.
+        editing = sync_receive(bert, lambda m: is_presence(m) and AINO.name in m)
+        assert f'data-editing="need-{need_id}"' in editing
+
+        # She types into it.
+        page.fill(f"#need-{need_id} textarea", "Aino kirjoittaa luonnosta")
+
+        # Bert records another need: the panel is replaced by id, her item and draft are kept.
+        second = live.record_need(plan_id, "Toinen tarve", by=BERT)
+        page.wait_for_selector("#panel-needs >> text=Toinen tarve", timeout=int(WITHIN * 1000))
+        assert page.get_attribute("#live-version", "data-version") == str(second.version)
+        assert page.get_attribute("#panel-needs", "lang") == "fi"  # the panel is the new one
+        assert page.input_value(f"#need-{need_id} textarea") == "Aino kirjoittaa luonnosta"
+        assert page.evaluate("document.activeElement.name") == "description"
+        assert page.query_selector(f"#need-{need_id} [data-live-notice]") is None  # her need is as it was
+
+        # Bert changes that very need: her draft is still kept, and she is told.
+        plan = live.app.state.views.plan(plan_id)
+        changed = live.app.state.plans.update_need(
+            plan_id, by=BERT.actor, command_id=str(uuid.uuid4()), need_id=need_id,
+            category="health", description="Bertin uusi kuvaus", financial="", status="open",
+            seen_revision=plan.needs[need_id].revision,
+        )
+        page.wait_for_selector(f"#need-{need_id} [data-live-notice]", timeout=int(WITHIN * 1000))
+        assert page.get_attribute("#live-version", "data-version") == str(changed.version)
+        assert page.input_value(f"#need-{need_id} textarea") == "Aino kirjoittaa luonnosta"
+        assert page.evaluate("document.activeElement.name") == "description"
+        assert "Bertin uusi kuvaus" not in page.inner_text(f"#need-{need_id}")
+        assert page.inner_text("#live-status") == "DRAFT KEPT"
+
+        # She closes the form: the others are told, and the page fetches what it held back.
+        page.evaluate(f"document.querySelector('#need-{need_id} form').remove()")
+        page.wait_for_selector(f"#need-{need_id} >> text=Bertin uusi kuvaus", timeout=int(WITHIN * 1000))
+        sync_receive(bert, lambda m: is_presence(m) and AINO.name in m and "data-editing" not in m)
+
+        # The connection drops (the server restarts): said, retried, and caught up afterwards.
+        loop = live.hub.loop
+        assert loop is not None
+        run_on(loop, live.hub.stop())
+        page.wait_for_selector("#live-status >> text=LOST", timeout=5000)
+        missed = live.record_need(plan_id, "Tauon aikana kirjattu", by=BERT)
+        live.caught_up(missed.position)
+        run_on(loop, live.hub.start())
+        page.wait_for_selector("#panel-needs >> text=Tauon aikana kirjattu", timeout=15000)
+        page.wait_for_selector("#live-status >> text=BACK", timeout=5000)
+        assert page.get_attribute("#live-version", "data-version") == str(missed.version)
+    finally:
+        stack.close()
+    unexpected = [p for p in problems if "WebSocket" not in p]  # refused reconnects while stopped
+    assert unexpected == []

@@ -207,6 +207,7 @@ class LiveHub:
         self.outbox_size = outbox_size
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._listening = False
         self._viewers: dict[str, set[LiveConnection]] = {}
         self._watched: frozenset[str] = frozenset()  # read by the projection thread
         self._pending: dict[str, int] = {}
@@ -219,7 +220,9 @@ class LiveHub:
         """Listen to the read model (from the event loop that serves the sockets)."""
         self._loop = asyncio.get_running_loop()
         self._stopping = False
-        self.views.add_listener(self._applied)
+        if not self._listening:  # PlanViews cannot forget a listener: add it once
+            self.views.add_listener(self._applied)
+            self._listening = True
 
     async def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
         """Close every socket with 1012 (htmx reconnects) and wait for them to finish."""

@@ -12,8 +12,10 @@
    - tells the others what this person is editing ({"type":"editing","item":"need-ID"|null});
    - shows and announces the connection's state in #live-status.
 
-   An edit form is a form marked data-edit-form, or any form with the focus in it or typed
-   into. Its item is data-edit-item, else the nearest enclosing id of the form "kind-ID".
+   A draft is an open item form (data-item-form, as the plan page renders them, or
+   data-edit-form), or a posting form typed into or holding the focus. Its item is
+   data-edit-item, else the nearest enclosing id of the form "kind-ID". The notice is shown
+   when the update's data-revision of the item differs from the form's seen_revision.
    The texts come from the server, in the page's language: data-* attributes of #live-status.
    No inline script or style: the Content-Security-Policy forbids them. */
 (function () {
@@ -97,12 +99,29 @@
 
   // ---------------------------------------------------------------- drafts
 
+  // A form that edits the plan: the plan page's item forms (data-item-form), forms marked
+  // data-edit-form, and any form that posts. Not the small GET forms of "Edit" buttons.
+  function isEditForm(form) {
+    return (
+      form.hasAttribute("data-item-form") ||
+      form.hasAttribute("data-edit-form") ||
+      form.hasAttribute("hx-post") ||
+      (form.getAttribute("method") || "").toLowerCase() === "post"
+    );
+  }
+
+  // A draft: an open item form (it exists only while open), or an edit form typed into or
+  // holding the focus.
   function isDraft(form) {
-    if (form.hasAttribute("data-edit-form") || form.hasAttribute("data-live-dirty")) {
+    if (
+      form.hasAttribute("data-item-form") ||
+      form.hasAttribute("data-edit-form") ||
+      form.hasAttribute("data-live-dirty")
+    ) {
       return true;
     }
     var active = document.activeElement;
-    return Boolean(active && active !== document.body && form.contains(active));
+    return isEditForm(form) && Boolean(active && active !== document.body && form.contains(active));
   }
 
   function draftsIn(element) {
@@ -132,6 +151,22 @@
     return null;
   }
 
+  // Whether the item under a kept draft changed: the update's revision of the item
+  // (data-revision on it or an ancestor) against the revision the form was opened at
+  // (its seen_revision field). An item missing from the update has changed (or gone).
+  // Without both numbers (an "add" form) there is nothing to compare: no notice.
+  function changedUnder(form, replacement) {
+    if (!replacement) {
+      return true;
+    }
+    var seen = form.querySelector("input[name=seen_revision]");
+    var holder = replacement.closest("[data-revision]");
+    if (!seen || !holder) {
+      return false;
+    }
+    return seen.value !== holder.getAttribute("data-revision");
+  }
+
   function markChanged(form) {
     if (isSaving(form)) {
       return; // most likely this person's own save coming back: no notice
@@ -155,7 +190,9 @@
     var around = target.parentElement && target.parentElement.closest("form");
     if (around && isDraft(around)) {
       event.detail.shouldSwap = false; // the element is part of a draft: keep it whole
-      markChanged(around);
+      if (changedUnder(around, null)) {
+        markChanged(around);
+      }
       heldBack = true;
       return;
     }
@@ -166,13 +203,17 @@
     var keepAll = false;
     drafts.forEach(function (form) {
       var kept = keptElement(form, target, fragment);
+      var replacement = null;
       if (kept) {
         // htmx moves the page's element with this id into the new content (hx-preserve).
-        fragment.querySelector("#" + CSS.escape(kept.id)).setAttribute("hx-preserve", "true");
+        replacement = fragment.querySelector("#" + CSS.escape(kept.id));
+        replacement.setAttribute("hx-preserve", "true");
       } else {
         keepAll = true;
       }
-      markChanged(form);
+      if (changedUnder(form, replacement)) {
+        markChanged(form);
+      }
     });
     if (keepAll) {
       event.detail.shouldSwap = false;
@@ -183,7 +224,7 @@
   // Typing makes a form a draft until it is replaced (saved, or closed by the page).
   function markDirty(event) {
     var form = event.target && (event.target.form || (event.target.closest && event.target.closest("form")));
-    if (form && !form.hasAttribute("data-live-dirty")) {
+    if (form && isEditForm(form) && !form.hasAttribute("data-live-dirty")) {
       form.setAttribute("data-live-dirty", "");
     }
     editingChanged();
