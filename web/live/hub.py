@@ -23,7 +23,6 @@ its own browsers. Presence is per instance for now.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections import deque
@@ -258,14 +257,8 @@ class LiveHub:
 
     # ------------------------------------------------------------------ one socket
 
-    async def load(self, plan_id: str, *, stable: bool = True) -> ClientPlan | None:
-        """The plan as the read model has it (read in a worker thread), or None.
-
-        ``stable``: a private copy, safe to render while the read model folds new events
-        into the plan object it hands out (from its own thread).
-        """
-        if stable:
-            return await anyio.to_thread.run_sync(_stable_plan, self.views, plan_id)
+    async def load(self, plan_id: str) -> ClientPlan | None:
+        """The plan as the read model has it, or None: a copy of our own (read in a worker thread)."""
         return await anyio.to_thread.run_sync(self.views.plan, plan_id)
 
     async def serve(
@@ -451,18 +444,6 @@ class LiveHub:
 
     def _render(self, plan: ClientPlan, version: int, language: str) -> str:
         return version_marker(version) + self.render(self.engine, plan, language)
-
-
-def _stable_plan(views: PlanViews, plan_id: str) -> ClientPlan | None:
-    plan = views.plan(plan_id)
-    if plan is None:
-        return None
-    for _attempt in range(5):
-        try:
-            return copy.deepcopy(plan)
-        except RuntimeError:  # changed while copied ("dictionary changed size during iteration")
-            continue
-    return copy.deepcopy(plan)
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
