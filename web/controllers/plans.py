@@ -1,7 +1,674 @@
-"""The plan pages (``/plans/{id}``): the plan, its panels, editing in place, history."""
+"""The plan pages: ``/plans/{id}``, editing every item in place, and the plan's history.
+
+Routes (``{kind}`` is ``client``, ``needs``, ``goals``, ``members``, ``consents``,
+``handovers``, ``steps``, ``measures`` or ``notes``; ``{item}`` an item's id, ``details``
+for the client, or ``new`` for the block that adds one):
+
+=====================================  =============================================
+``GET  /plans/{id}``                   the plan page (marks the plan seen)
+``GET  /plans/{id}/history?at=``       the plan as it was at a version or a moment
+``GET  /plans/{id}/{kind}/{item}``     the item as shown (htmx; else back to the page)
+``GET  /plans/{id}/{kind}/{item}/{f}``  the item with its form ``f`` open
+``POST /plans/{id}/{kind}/{item}/{f}``  the form: runs the command
+=====================================  =============================================
+
+A form works with and without JavaScript. htmx gets fragments: the saved item (or its
+panel, when the change moves things around in it) with every other fragment of the page
+out of band and a status message for ``#messages``; a plain POST is redirected (303) back
+to the page at the item.
+
+A refused command records nothing and comes back as the same form with the draft kept and
+the message next to its field (``aria-invalid``, ``aria-describedby``), translated:
+status 422, or 409 for an edit conflict, whose form shows who changed the item, when, and
+which fields, with the saved values beside the draft, to save again or discard. The
+response always says where it goes (``HX-Retarget``/``HX-Reswap``), and ``polku.js`` lets
+htmx swap these two statuses. A plain POST gets the whole page with the form open, with
+the same status.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, MediaType, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect
+from litestar.status_codes import HTTP_303_SEE_OTHER, HTTP_409_CONFLICT, HTTP_422_UNPROCESSABLE_ENTITY
 from litestar.types import ControllerRouterHandler
 
-PLAN_ROUTE_HANDLERS: tuple[ControllerRouterHandler, ...] = ()
+from domain.application import PlanService
+from domain.errors import DomainError, EditConflict, NotFound
+from domain.plan import ClientPlan
+from projections.plans import PlanViews
+from web import forms as f
+from web.domain_messages import ITEM_KINDS, field_label, translate_message, vocabulary_label
+from web.errors import is_htmx_request
+from web.i18n import N_, language_of, translations
+from web.plan_page import (
+    FINLAND,
+    PANEL_IDS,
+    FormState,
+    PlanView,
+    conflict_view,
+    page_context,
+    stable_copy,
+    today_in_finland,
+)
+
+__all__ = ("PLAN_ROUTE_HANDLERS", "PlanController", "signed_in_professional", "may_see")
+
+logger = logging.getLogger(__name__)
+
+SAVED = N_("Saved: %(what)s.")
+"""The status message after a save (``what`` is the item's kind)."""
+_BAD_MOMENT = N_("Choose a version or a date and time of the plan's history.")
+
+
+def signed_in_professional(request: Request[Any, Any, Any]) -> Any:
+    """The signed-in professional (``request.user``, a ``web.identity.Account``), or refuse.
+
+    The sign-in wall keeps strangers out before routing; this refuses clients and
+    administrators, whose pages are elsewhere.
+    """
+    account = request.scope.get("user")
+    if account is None:
+        raise NotAuthorizedException()
+    if getattr(account, "kind", None) != "professional":
+        raise PermissionDeniedException()
+    return account
+
+
+def may_see(plan: ClientPlan, account: Any) -> bool:
+    """A professional sees the plans whose network has them, or someone of their organisation."""
+    return any(
+        member.person_id == account.person_id or member.organisation_id == account.organisation_id
+        for member in plan.members.values()
+    )
+
+
+# ------------------------------------------------------------------------ the actions
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of item: its URL segment, its id prefix on the page, where it lives."""
+
+    segment: str
+    singular: str
+    panel: str
+    find: Callable[[ClientPlan, str], Any]
+
+
+def _find_in(attribute: str) -> Callable[[ClientPlan, str], Any]:
+    def find(plan: ClientPlan, item_id: str) -> Any:
+        item = getattr(plan, attribute).get(item_id)
+        if item is None:
+            raise NotFoundException()
+        return item
+
+    return find
+
+
+def _find_handover(plan: ClientPlan, item_id: str) -> Any:
+    try:
+        return plan.handover(item_id)
+    except NotFound:
+        raise NotFoundException() from None
+
+
+def _find_client(plan: ClientPlan, item_id: str) -> Any:
+    if item_id != "details":
+        raise NotFoundException()
+    return plan.client
+
+
+KINDS = {
+    kind.segment: kind
+    for kind in (
+        Kind("client", "client", "panel-client", _find_client),
+        Kind("needs", "need", "panel-needs", _find_in("needs")),
+        Kind("goals", "goal", "panel-goals", _find_in("goals")),
+        Kind("members", "member", "panel-network", _find_in("members")),
+        Kind("consents", "consent", "panel-network", _find_in("consents")),
+        Kind("handovers", "handover", "panel-network", _find_handover),
+        Kind("steps", "step", "panel-steps", _find_in("steps")),
+        Kind("measures", "measure", "panel-measures", lambda plan, item_id: _no_item()),
+        Kind("notes", "note", "panel-notes", lambda plan, item_id: _no_item()),
+    )
+}
+
+_PANEL_TEMPLATES = {
+    "plan-header": "plans/_header.html",
+    "panel-timeline": "plans/_timeline.html",
+    "panel-client": "plans/_client.html",
+    "panel-needs": "plans/_needs.html",
+    "panel-goals": "plans/_goals.html",
+    "panel-network": "plans/_network.html",
+    "panel-steps": "plans/_steps.html",
+    "panel-measures": "plans/_measures.html",
+    "panel-notes": "plans/_notes.html",
+    "panel-history": "plans/_history.html",
+}
+
+
+def _no_item() -> Any:
+    raise NotFoundException()
+
+
+@dataclass(frozen=True)
+class Action:
+    """One form of one kind of item, and the command it gives.
+
+    ``prefill(plan, item)`` gives the form's first values (the item's current ones);
+    ``command_fields(plan, form, item_id)`` the command's fields, by default the form's
+    own plus ``id_field``; ``target`` is what a save re-renders: the ``item`` or its
+    ``panel`` (when the change moves things around in it).
+    """
+
+    kind: str
+    form: str
+    struct: type[f.Form]
+    command: str
+    target: str = "item"
+    id_field: str | None = None
+    prefill: Callable[[ClientPlan, Any], dict[str, Any]] = lambda plan, item: {}
+    revision: Callable[[ClientPlan, Any], int] | None = None
+    command_fields: Callable[[ClientPlan, Any, str], dict[str, Any]] | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+def _iso(day: date | None) -> str:
+    return day.isoformat() if day else ""
+
+
+def _member_fields(plan: ClientPlan, form: f.MemberForm, item_id: str) -> dict[str, Any]:
+    names = {c.organisation_id: c.organisation_name for c in plan.consents.values()}
+    return {**form.fields(), "organisation_name": names.get(form.organisation_id, form.organisation_id)}
+
+
+def _counterpart_fields(plan: ClientPlan, form: f.CounterpartForm, item_id: str) -> dict[str, Any]:
+    return {"member_id": item_id, "seen_revision": form.seen_revision}
+
+
+_MEMBER_ALIASES = {"network member_id": "responsible_member_id", "responsible_member_id": "responsible_member_id"}
+
+ACTIONS = {
+    (action.kind, action.form): action
+    for action in (
+        Action("client", "edit", f.ClientDetailsForm, "change_client_details", target="panel",
+               prefill=lambda plan, c: {"client_name": c.name, "segment": c.segment, "language": c.language,
+                                        "referring_party": c.referring_party},
+               revision=lambda plan, c: c.revision),
+        Action("client", "close", f.CloseForm, "close_plan", target="panel"),
+        Action("client", "reopen", f.ReopenForm, "reopen_plan", target="panel"),
+        Action("needs", "add", f.NeedForm, "record_need", target="panel"),
+        Action("needs", "edit", f.NeedUpdateForm, "update_need", target="panel", id_field="need_id",
+               prefill=lambda plan, n: {"category": n.category, "description": n.description,
+                                        "financial": n.financial, "status": n.status},
+               revision=lambda plan, n: n.revision),
+        Action("goals", "add", f.GoalForm, "set_goal", target="panel"),
+        Action("goals", "revise", f.GoalRevisionForm, "revise_goal", id_field="goal_id",
+               prefill=lambda plan, g: {"title": g.title, "need_ids": list(g.need_ids), "target_date": _iso(g.target_date)},
+               revision=lambda plan, g: g.revision),
+        Action("goals", "settle", f.GoalSettlementForm, "settle_goal", id_field="goal_id",
+               revision=lambda plan, g: g.revision),
+        Action("members", "add", f.MemberForm, "add_member", target="panel", command_fields=_member_fields,
+               aliases={"organisation_name": "organisation_id"}),
+        Action("members", "edit", f.MemberUpdateForm, "update_member", id_field="member_id",
+               prefill=lambda plan, m: {"profession": m.profession, "contact": m.contact, "part": m.part},
+               revision=lambda plan, m: m.revision),
+        Action("members", "remove", f.MemberRemovalForm, "remove_member", target="panel", id_field="member_id",
+               revision=lambda plan, m: m.revision),
+        Action("members", "counterpart", f.CounterpartForm, "name_counterpart", target="panel",
+               command_fields=_counterpart_fields, revision=lambda plan, m: plan.responsibility.revision),
+        Action("consents", "add", f.ConsentForm, "give_consent", target="panel",
+               prefill=lambda plan, item: {"valid_from": today_in_finland().isoformat()}),
+        Action("consents", "withdraw", f.WithdrawConsentForm, "withdraw_consent", target="panel",
+               id_field="consent_id", revision=lambda plan, c: c.revision),
+        Action("handovers", "propose", f.HandoverProposalForm, "propose_handover", target="panel"),
+        Action("handovers", "accept", f.HandoverDecisionForm, "accept_handover", target="panel", id_field="handover_id"),
+        Action("handovers", "decline", f.HandoverDecisionForm, "decline_handover", target="panel", id_field="handover_id"),
+        Action("handovers", "withdraw", f.HandoverDecisionForm, "withdraw_handover", target="panel", id_field="handover_id"),
+        Action("steps", "add", f.StepForm, "plan_step", target="panel", aliases=_MEMBER_ALIASES),
+        Action("steps", "edit", f.StepUpdateForm, "update_step", id_field="step_id", aliases=_MEMBER_ALIASES,
+               prefill=lambda plan, s: {"title": s.title, "need_id": s.need_id,
+                                        "responsible_member_id": s.responsible_member_id or "", "service": s.service},
+               revision=lambda plan, s: s.revision),
+        Action("steps", "reschedule", f.StepRescheduleForm, "reschedule_step", target="panel", id_field="step_id",
+               prefill=lambda plan, s: {"planned_start": _iso(s.planned_start), "planned_end": _iso(s.planned_end)},
+               revision=lambda plan, s: s.revision),
+        Action("steps", "progress", f.StepProgressForm, "progress_step", id_field="step_id",
+               prefill=lambda plan, s: {"on": today_in_finland().isoformat()},
+               revision=lambda plan, s: s.revision),
+        Action("steps", "outcome", f.StepOutcomeForm, "record_step_outcome", id_field="step_id",
+               prefill=lambda plan, s: {"outcome": s.outcome},
+               revision=lambda plan, s: s.revision),
+        Action("measures", "add", f.MeasureForm, "record_measure", target="panel",
+               prefill=lambda plan, item: {"kind": "work_ability_score", "measured_on": today_in_finland().isoformat()}),
+        Action("notes", "add", f.NoteForm, "add_note", target="panel",
+               prefill=lambda plan, item: {"visibility": "professionals"}),
+    )
+}
+
+
+# ------------------------------------------------------------------------- controller
+
+
+class PlanController(Controller):
+    path = "/plans"
+
+    @get("/{plan_id:str}", name="plan:show")
+    async def show(
+        self, request: Request[Any, Any, Any], plan_id: FromPath[str], views: NamedDependency[PlanViews]
+    ) -> Response[str]:
+        account = signed_in_professional(request)
+        plan = await _visible_plan(views, plan_id, account)
+        await anyio.to_thread.run_sync(views.mark_seen, account.person_id, plan_id, plan.version)
+        return _page(request, plan)
+
+    @get("/{plan_id:str}/history", name="plan:history")
+    async def history(
+        self,
+        request: Request[Any, Any, Any],
+        plan_id: FromPath[str],
+        plans: NamedDependency[PlanService],
+        views: NamedDependency[PlanViews],
+        at: FromQuery[str] = "",
+    ) -> Response[str]:
+        account = signed_in_professional(request)
+        latest = await _visible_plan(views, plan_id, account)
+        lang = language_of(request)
+        _ = translations(lang).gettext
+        entries = await anyio.to_thread.run_sync(plans.history, plan_id)
+        last_version = max(latest.version, entries[-1].version if entries else 1)
+        version, message = _chosen_version(at, entries, last_version)
+        then = await anyio.to_thread.run_sync(lambda: plans.get_plan(plan_id, version=version))
+        chosen = next((e for e in entries if e.version == version), None)
+        moment = chosen.at if chosen else None
+        today = moment.astimezone(FINLAND).date() if moment else today_in_finland()
+        context = page_context(then, lang, today=today, readonly=True)
+        view = context["view"]
+        context.update(
+            request=request,
+            version=version,
+            last_version=last_version,
+            moment=moment,
+            moment_by=chosen.by_name if chosen else "",
+            moment_value=moment.astimezone(FINLAND).strftime("%Y-%m-%dT%H:%M") if moment else "",
+            message=_(message) if message else "",
+            entries=[
+                {
+                    "version": e.version,
+                    "at": e.at,
+                    "when": view.moment(e.at),
+                    "by_name": e.by_name,
+                    "by_organisation": e.by_organisation,
+                    "text": translate_message(e.template, e.values, _, lang),
+                }
+                for e in reversed(entries)
+            ],
+        )
+        return _html(request, "plans/history.html", context)
+
+    @get("/{plan_id:str}/{kind:str}/{item_id:str}", name="plan:item")
+    async def item(
+        self,
+        request: Request[Any, Any, Any],
+        plan_id: FromPath[str],
+        kind: FromPath[str],
+        item_id: FromPath[str],
+        views: NamedDependency[PlanViews],
+    ) -> Response[Any]:
+        """The item as shown (a form's Cancel). Without htmx: back to the page, at the item."""
+        account = signed_in_professional(request)
+        item_kind = _kind(kind)
+        plan = await _visible_plan(views, plan_id, account)
+        item = None if item_id == "new" else item_kind.find(plan, item_id)
+        dom_id = _dom_id(item_kind, item_id)
+        if not is_htmx_request(request):
+            return Redirect(f"/plans/{plan_id}#{dom_id}", status_code=HTTP_303_SEE_OTHER)
+        return _fragment(request, plan, item_kind, item, dom_id, None)
+
+    @get("/{plan_id:str}/{kind:str}/{item_id:str}/{form:str}", name="plan:form")
+    async def open_form(
+        self,
+        request: Request[Any, Any, Any],
+        plan_id: FromPath[str],
+        kind: FromPath[str],
+        item_id: FromPath[str],
+        form: FromPath[str],
+        views: NamedDependency[PlanViews],
+    ) -> Response[str]:
+        """The item with the form open: a fragment for htmx, else the whole page."""
+        account = signed_in_professional(request)
+        action = _action(kind, item_id, form)
+        item_kind = KINDS[kind]
+        plan = await _visible_plan(views, plan_id, account)
+        item = None if item_id == "new" else item_kind.find(plan, item_id)
+        state = FormState(
+            form=form,
+            values=action.prefill(plan, item),
+            seen_revision=action.revision(plan, item) if action.revision else None,
+        )
+        dom_id = _dom_id(item_kind, item_id)
+        if is_htmx_request(request):
+            return _fragment(request, plan, item_kind, item, dom_id, state)
+        return _page(request, plan, editing={dom_id: state})
+
+    @post("/{plan_id:str}/{kind:str}/{item_id:str}/{form:str}", name="plan:submit", status_code=200)
+    async def submit(
+        self,
+        request: Request[Any, Any, Any],
+        plan_id: FromPath[str],
+        kind: FromPath[str],
+        item_id: FromPath[str],
+        form: FromPath[str],
+        plans: NamedDependency[PlanService],
+        views: NamedDependency[PlanViews],
+    ) -> Response[Any]:
+        account = signed_in_professional(request)
+        action = _action(kind, item_id, form)
+        item_kind = KINDS[kind]
+        plan = await _visible_plan(views, plan_id, account)
+        item = None if item_id == "new" else item_kind.find(plan, item_id)
+        dom_id = _dom_id(item_kind, item_id)
+        posted = await request.form()
+        lang = language_of(request)
+        _ = translations(lang).gettext
+        draft = _draft(posted, action.struct)
+        try:
+            data = f.decode_form(posted, action.struct)
+            fields = (action.command_fields or _default_fields(action))(plan, data, item_id)
+            command = getattr(plans, action.command)
+            outcome = await anyio.to_thread.run_sync(
+                lambda: command(plan_id, by=account.actor, command_id=data.command_id, **fields)
+            )
+        except f.FormInvalid as invalid:
+            state = FormState(form=form, values=draft, command_id=str(draft.get("command_id") or ""),
+                              seen_revision=_int_or_none(draft.get("seen_revision")))
+            for name, (template, params) in invalid.errors.items():
+                _place_error(state, action, name, translate_message(template, params, _, lang))
+            return _refused(request, plan, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
+        except EditConflict as conflict:
+            position = await anyio.to_thread.run_sync(plans.recorder.max_notification_id)
+            fresh = await _fresh_plan(views, plan_id, position or 0)
+            fresh_item = item_kind.find(fresh, item_id) if item is not None else None
+            rows = _compare(action, fresh, fresh_item, draft, PlanView(fresh, _, lang))
+            state = FormState(form=form, values=draft, seen_revision=conflict.current_revision,
+                              conflict=conflict_view(conflict, rows, _))
+            return _refused(request, fresh, item_kind, fresh_item, dom_id, state, HTTP_409_CONFLICT)
+        except DomainError as error:
+            state = FormState(form=form, values=draft, command_id=str(draft.get("command_id") or ""),
+                              seen_revision=_int_or_none(draft.get("seen_revision")))
+            _place_error(state, action, error.field, translate_message(error.template, error.params, _, lang))
+            return _refused(request, plan, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
+
+        fresh = await _fresh_plan(views, plan_id, outcome.position)
+        await anyio.to_thread.run_sync(views.mark_seen, account.person_id, plan_id, fresh.version)
+        focus = _focus_after(item_kind, item_id, outcome.item_id, fresh)
+        if not is_htmx_request(request):
+            return Redirect(f"/plans/{plan_id}#{focus}", status_code=HTTP_303_SEE_OTHER)
+        what = ITEM_KINDS[{"member": "network member"}.get(item_kind.singular, item_kind.singular)]
+        message = _(SAVED) % {"what": _(what)}
+        return _saved(request, fresh, item_kind, action, dom_id, focus, message)
+
+
+PLAN_ROUTE_HANDLERS: tuple[ControllerRouterHandler, ...] = (PlanController,)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _kind(segment: str) -> Kind:
+    kind = KINDS.get(segment)
+    if kind is None:
+        raise NotFoundException()
+    return kind
+
+
+def _action(segment: str, item_id: str, form: str) -> Action:
+    action = ACTIONS.get((segment, form))
+    if action is None:
+        raise NotFoundException()
+    if (item_id == "new") != (form in ("add", "propose")):
+        raise NotFoundException()
+    return action
+
+
+def _dom_id(kind: Kind, item_id: str) -> str:
+    if kind.segment == "client":
+        return "client-details"
+    return f"{kind.singular}-{item_id}"
+
+
+def _default_fields(action: Action) -> Callable[[ClientPlan, Any, str], dict[str, Any]]:
+    def fields(plan: ClientPlan, form: Any, item_id: str) -> dict[str, Any]:
+        values = form.fields()
+        if action.id_field:
+            values[action.id_field] = item_id
+        return values
+
+    return fields
+
+
+async def _visible_plan(views: PlanViews, plan_id: str, account: Any) -> ClientPlan:
+    plan = await anyio.to_thread.run_sync(views.plan, plan_id)
+    if plan is None:
+        raise NotFoundException()
+    plan = await anyio.to_thread.run_sync(stable_copy, plan)
+    if not may_see(plan, account):
+        raise PermissionDeniedException()
+    return plan
+
+
+async def _fresh_plan(views: PlanViews, plan_id: str, position: int) -> ClientPlan:
+    """The plan from the read model once it has reached ``position`` (our own write)."""
+    reached = await anyio.to_thread.run_sync(views.wait_for, position)
+    if not reached:
+        logger.warning("the plan views did not reach position %s in time; showing what they have", position)
+    plan = await anyio.to_thread.run_sync(views.plan, plan_id)
+    if plan is None:
+        raise NotFoundException()
+    return await anyio.to_thread.run_sync(stable_copy, plan)
+
+
+def _draft(posted: Any, struct: type[msgspec.Struct]) -> dict[str, Any]:
+    """What the editor typed, as typed (to put back into the form)."""
+    draft: dict[str, Any] = {}
+    for field_info in msgspec.inspect.type_info(struct).fields:  # type: ignore[attr-defined]
+        if isinstance(field_info.type, msgspec.inspect.ListType):
+            draft[field_info.name] = posted.getall(field_info.name, [])
+        else:
+            draft[field_info.name] = posted.get(field_info.name, "")
+    return draft
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _place_error(state: FormState, action: Action, field_name: str | None, message: str) -> None:
+    """Put the message next to its field, or above the form when no field of it is at fault."""
+    name = action.aliases.get(field_name or "", field_name)
+    shown = {n for n in action.struct.__struct_fields__ if n not in ("command_id", "seen_revision")}
+    if name in shown:
+        state.errors[name] = message
+    else:
+        state.message = message
+
+
+def _compare(action: Action, plan: ClientPlan, item: Any, draft: dict[str, Any], view: PlanView) -> list[tuple[str, str, str]]:
+    """(label, saved value, drafted value) for each field of the form, as words."""
+    current = action.prefill(plan, item) if item is not None else {}
+    rows = []
+    for name in action.struct.__struct_fields__:
+        if name in ("command_id", "seen_revision"):
+            continue
+        rows.append((field_label(name, view.gettext), _shown(name, current.get(name, ""), view),
+                     _shown(name, draft.get(name, ""), view)))
+    return rows
+
+
+def _shown(name: str, value: Any, view: PlanView) -> str:
+    gettext = view.gettext
+    if name == "need_ids":
+        return "; ".join(view.need_title(v) for v in value or [])
+    if name == "need_id":
+        return view.need_title(value) if value else ""
+    if name == "responsible_member_id":
+        return view.member_name(value)
+    vocabulary = {"category": "category", "segment": "segment", "language": "language",
+                  "referring_party": "referring_party"}.get(name)
+    if vocabulary:
+        return vocabulary_label(vocabulary, str(value), gettext)
+    if name == "status":
+        for vocabulary in ("need_status", "goal_status", "step_status"):
+            label = vocabulary_label(vocabulary, str(value), gettext)
+            if label != value:
+                return label
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return view.day(date.fromisoformat(value))
+    return "" if value is None else str(value)
+
+
+def _focus_after(kind: Kind, item_id: str, new_item_id: str | None, plan: ClientPlan) -> str:
+    if kind.segment == "client":
+        return "client-details"
+    if item_id == "new" and new_item_id:
+        return f"{kind.singular}-{new_item_id}"
+    if item_id == "new":
+        return kind.panel
+    exists = {
+        "need": plan.needs, "goal": plan.goals, "member": plan.members, "consent": plan.consents,
+        "step": plan.steps,
+    }.get(kind.singular)
+    if exists is not None and item_id not in exists:
+        return kind.panel
+    return f"{kind.singular}-{item_id}"
+
+
+def _item_template(kind: Kind, item_id_is_new: bool) -> str:
+    return f"plans/items/{kind.singular}{'_new' if item_id_is_new else ''}.html"
+
+
+def _context(request: Request[Any, Any, Any], plan: ClientPlan, **options: Any) -> dict[str, Any]:
+    context = page_context(plan, language_of(request), **options)
+    context["request"] = request
+    return context
+
+
+def _page(
+    request: Request[Any, Any, Any],
+    plan: ClientPlan,
+    *,
+    editing: dict[str, FormState] | None = None,
+    status_code: int = 200,
+) -> Response[str]:
+    return _html(request, "plans/show.html", _context(request, plan, editing=editing), status_code)
+
+
+def _fragment(
+    request: Request[Any, Any, Any],
+    plan: ClientPlan,
+    kind: Kind,
+    item: Any,
+    dom_id: str,
+    state: FormState | None,
+    *,
+    status_code: int = 200,
+) -> Response[str]:
+    context = _context(request, plan, editing={dom_id: state} if state else None)
+    context.update(item=item, state=state)
+    template = _item_template(kind, item is None and kind.segment != "client")
+    return _html(request, template, context, status_code,
+                 headers={"HX-Retarget": f"#{dom_id}", "HX-Reswap": "outerHTML"})
+
+
+def _refused(
+    request: Request[Any, Any, Any],
+    plan: ClientPlan,
+    kind: Kind,
+    item: Any,
+    dom_id: str,
+    state: FormState,
+    status_code: int,
+) -> Response[str]:
+    if is_htmx_request(request):
+        return _fragment(request, plan, kind, item, dom_id, state, status_code=status_code)
+    return _page(request, plan, editing={dom_id: state}, status_code=status_code)
+
+
+def _saved(
+    request: Request[Any, Any, Any],
+    plan: ClientPlan,
+    kind: Kind,
+    action: Action,
+    dom_id: str,
+    focus: str,
+    message: str,
+) -> Response[str]:
+    """The saved item or panel, every other fragment out of band, and the status message."""
+    engine = request.app.template_engine
+    target_is_item = action.target == "item" and focus == dom_id
+    main_id = dom_id if target_is_item else kind.panel
+    context = _context(request, plan, focus=focus)
+    parts = []
+    if target_is_item:
+        context.update(item=kind.find(plan, dom_id.split("-", 1)[1]) if kind.segment != "client" else plan.client,
+                       state=None)
+        parts.append(engine.render(_item_template(kind, False), **context))
+    else:
+        parts.append(engine.render(_PANEL_TEMPLATES[main_id], **context))
+    oob = dict(context, oob=True, focus="")
+    for panel_id in PANEL_IDS:
+        if panel_id != kind.panel:
+            parts.append(engine.render(_PANEL_TEMPLATES[panel_id], **oob))
+    parts.append(engine.render("plans/_status.html", **dict(context, message=message)))
+    return Response(
+        "\n".join(parts),
+        media_type=MediaType.HTML,
+        headers={"HX-Retarget": f"#{main_id}", "HX-Reswap": "outerHTML"},
+    )
+
+
+def _chosen_version(at: str, entries: list[Any], last_version: int) -> tuple[int, str]:
+    """The version that ``at`` names (a version number or a moment), else the latest."""
+    text = at.strip()
+    if not text:
+        return last_version, ""
+    if text.isdigit():
+        return min(max(int(text), 1), last_version), ""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return last_version, _BAD_MOMENT
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=FINLAND)
+    version = 1
+    for entry in entries:
+        if entry.at <= moment:
+            version = entry.version
+    return version, ""
+
+
+def _html(
+    request: Request[Any, Any, Any],
+    template: str,
+    context: dict[str, Any],
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response[str]:
+    content = request.app.template_engine.render(template, **context)
+    return Response(content, media_type=MediaType.HTML, status_code=status_code, headers=headers or {})

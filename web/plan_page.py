@@ -1,0 +1,460 @@
+"""What the plan page shows, shaped for its templates, and its fragments for the live hub.
+
+The plan page is made of fragments with stable ids, each a top-level element of its own:
+
+==================  ==========================================================
+``plan-header``     the client's name (the page's ``<h1>``) and the plan's state
+``panel-timeline``  the service path as a picture, with its table in ``<details>``
+``panel-client``    the client's details; closing and reopening the plan
+``panel-needs``     needs by the four categories, each with its financial side
+``panel-goals``     goals with their needs and target dates
+``panel-network``   members (expert and counterpart marked), handovers, consents
+``panel-steps``     the steps of the service path
+``panel-measures``  measures over time
+``panel-notes``     notes
+``panel-history``   the latest changes, with a link to the full history
+==================  ==========================================================
+
+Items inside them have ids of their own: ``client-details``, ``need-<id>``,
+``goal-<id>``, ``member-<id>``, ``consent-<id>``, ``handover-<id>``, ``step-<id>``,
+``measure-<id>``, ``note-<id>``; the blocks that hold an "add" form are ``<kind>-new``
+(``need-new``, ``goal-new``...).
+
+:func:`render_plan_fragments` renders all of them, out of band, for the live hub: it
+does not depend on a request, and the fragments hold no form that posts (their buttons
+fetch a form for the person who clicks them), so no CSRF token or command id is shared
+between viewers.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from domain.errors import EditConflict
+from domain.plan import ClientPlan
+from domain.values import HandoverStatus, StepStatus
+from timeline import TimelineGoal, TimelineInput, TimelineMarker, TimelineStep, layout, render_svg, render_table
+from web.domain_messages import ITEM_KINDS, VOCABULARIES, field_label, vocabulary_label
+from web.i18n import N_, format_date, translations
+
+__all__ = (
+    "FINLAND",
+    "PANEL_IDS",
+    "ConflictView",
+    "FormState",
+    "RecentChange",
+    "build_timeline_input",
+    "page_context",
+    "recent_changes",
+    "render_plan_fragments",
+    "stable_copy",
+    "today_in_finland",
+)
+
+FINLAND = ZoneInfo("Europe/Helsinki")
+
+#: The page's fragments, in page order.
+PANEL_IDS = (
+    "plan-header",
+    "panel-timeline",
+    "panel-client",
+    "panel-needs",
+    "panel-goals",
+    "panel-network",
+    "panel-steps",
+    "panel-measures",
+    "panel-notes",
+    "panel-history",
+)
+
+#: How many of the latest changes the history panel lists.
+RECENT_CHANGES = 8
+
+
+def render_plan_fragments(engine: Any, plan: ClientPlan, lang: str) -> str:
+    """Every fragment of the plan page for ``plan``, in ``lang``, each with ``hx-swap-oob="true"``.
+
+    ``engine`` is the app's template engine (``app.template_engine``). The result is the
+    same for every viewer of the plan who reads ``lang``: the live hub renders it once per
+    language and change and sends it to every browser showing the plan.
+    """
+    context = page_context(plan, lang, oob=True)
+    return engine.render("plans/_fragments.html", **context)
+
+
+@dataclass
+class ConflictView:
+    """What the editor is told when the item changed after they opened it."""
+
+    item_kind: str
+    changes: list[dict[str, Any]]
+    """Each: ``by_name``, ``by_organisation``, ``at`` (datetime), ``fields`` (labels)."""
+    rows: list[tuple[str, str, str]]
+    """Per field of the form: (label, the current value, the editor's draft)."""
+    current_revision: int
+
+
+@dataclass
+class FormState:
+    """An open form of one item (or one "add" block): what it shows."""
+
+    form: str
+    """Which form: ``new``, ``edit``, ``settle``, ``reschedule``, ``progress``..."""
+    values: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+    conflict: ConflictView | None = None
+    command_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    seen_revision: int | None = None
+
+    def value(self, name: str, default: Any = "") -> Any:
+        value = self.values.get(name)
+        return default if value is None else value
+
+
+@dataclass(frozen=True)
+class RecentChange:
+    at: datetime
+    by_name: str
+    by_organisation: str
+    what: str
+    """The item's kind, translated (``need``, ``step``...)."""
+    title: str
+    action: str
+    """What happened, translated."""
+    fields: list[str]
+    anchor: str
+    """The id of the item on the page, or ""."""
+
+
+def today_in_finland() -> date:
+    return datetime.now(FINLAND).date()
+
+
+def stable_copy(plan: ClientPlan) -> ClientPlan:
+    """A private copy of a plan from the read model, safe to render while the model moves on.
+
+    The read model folds new events into the very plan object it hands out, from its
+    follower thread; a page renders a copy so that it never sees half an update.
+    """
+    for _attempt in range(5):
+        try:
+            return copy.deepcopy(plan)
+        except RuntimeError:  # changed while copied ("dictionary changed size during iteration")
+            continue
+    return copy.deepcopy(plan)
+
+
+def build_timeline_input(plan: ClientPlan, today: date, gettext: Callable[[str], str]) -> TimelineInput:
+    """The timeline of ``plan`` as of ``today``: steps in their needs' lanes, goals, markers."""
+    steps = []
+    for step in plan.steps.values():
+        need = plan.needs.get(step.need_id)
+        if need is None:
+            continue
+        start = step.started_on or step.planned_start
+        end = step.finished_on if step.status in (StepStatus.DONE, StepStatus.CANCELLED) and step.finished_on else step.planned_end
+        if step.status == StepStatus.PLANNED:
+            start, end = step.planned_start, step.planned_end
+        steps.append(
+            TimelineStep(id=step.id, title=step.title, category=need.category, start=min(start, end), end=max(start, end), status=step.status)
+        )
+    goals = []
+    for goal in plan.goals.values():
+        categories = tuple(dict.fromkeys(plan.needs[n].category for n in goal.need_ids if n in plan.needs))
+        if categories:
+            goals.append(TimelineGoal(id=goal.id, title=goal.title, categories=categories, target=goal.target_date, status=goal.status))
+    markers = [TimelineMarker(kind="opened", on=plan.opened_on)]
+    for handover in plan.handovers:
+        markers.append(TimelineMarker(kind="handover_proposed", on=handover.proposed_at.astimezone(FINLAND).date()))
+        if handover.decided_at is not None:
+            kind = {
+                HandoverStatus.ACCEPTED: "handover_accepted",
+                HandoverStatus.DECLINED: "handover_declined",
+            }.get(HandoverStatus(handover.status))
+            label = "" if kind else gettext(N_("Handover withdrawn"))
+            markers.append(TimelineMarker(kind=kind or "handover_withdrawn", on=handover.decided_at.astimezone(FINLAND).date(), label=label))
+    closed_on = plan.closing.closed_on if plan.closing else None
+    if closed_on is not None:
+        markers.append(TimelineMarker(kind="closed", on=closed_on))
+    return TimelineInput(
+        today=today,
+        opened_on=plan.opened_on,
+        closed_on=closed_on if closed_on and closed_on >= plan.opened_on else None,
+        steps=tuple(steps),
+        goals=tuple(goals),
+        markers=tuple(markers),
+    )
+
+
+def page_context(
+    plan: ClientPlan,
+    lang: str,
+    *,
+    today: date | None = None,
+    editing: Mapping[str, FormState] | None = None,
+    readonly: bool = False,
+    oob: bool = False,
+    focus: str = "",
+) -> dict[str, Any]:
+    """The templates' context for ``plan`` (add ``request`` for a whole page).
+
+    ``editing`` maps an item's id (``need-<id>``, ``need-new``...) to its open form;
+    ``readonly`` shows the plan without any control (the history page); ``oob`` marks
+    every fragment ``hx-swap-oob``; ``focus`` names the item to focus after a save.
+    """
+    gettext = translations(lang).gettext
+    today = today or today_in_finland()
+    timeline = layout(build_timeline_input(plan, today, gettext))
+    return {
+        "lang": lang,
+        "plan": plan,
+        "plan_id": str(plan.id),
+        "view": PlanView(plan, gettext, lang),
+        "today": today,
+        "timeline_svg": render_svg(timeline, gettext, lang),
+        "timeline_table": render_table(timeline, gettext, lang),
+        "editing": dict(editing or {}),
+        "readonly": readonly or plan.is_closed,
+        "history_mode": readonly,
+        "oob": oob,
+        "focus": focus,
+        "vocabularies": VOCABULARIES,
+        "item_kinds": ITEM_KINDS,
+        "recent": recent_changes(plan, gettext),
+    }
+
+
+class PlanView:
+    """Questions the templates ask about a plan, answered in one place."""
+
+    def __init__(self, plan: ClientPlan, gettext: Callable[[str], str], lang: str) -> None:
+        self.plan = plan
+        self.gettext = gettext
+        self.lang = lang
+
+    def options(self, vocabulary: str) -> list[tuple[str, str]]:
+        """A vocabulary's values with their words: the options of a select or radio group."""
+        return [(value, self.gettext(label)) for value, label in VOCABULARIES[vocabulary].items()]
+
+    @property
+    def need_options(self) -> list[tuple[str, str]]:
+        labels = VOCABULARIES["category"]
+        return [(n.id, f"{n.description} ({self.gettext(labels[n.category])})") for n in self.plan.needs.values()]
+
+    @property
+    def member_options(self) -> list[tuple[str, str]]:
+        return [(m.id, f"{m.name}, {m.organisation_name}") for m in self.members]
+
+    def needs_in(self, category: str) -> list[Any]:
+        return [n for n in self.plan.needs.values() if n.category == category]
+
+    @property
+    def categories(self) -> list[str]:
+        return list(VOCABULARIES["category"])
+
+    def need_title(self, need_id: str) -> str:
+        need = self.plan.needs.get(need_id)
+        return need.description if need else "–"
+
+    def member_name(self, member_id: str | None) -> str:
+        member = self.plan.members.get(member_id) if member_id else None
+        return member.name if member else ""
+
+    def role_of(self, member_id: str) -> str:
+        roles = self.plan.responsibility
+        if member_id == roles.expert_id:
+            return "expert"
+        if member_id == roles.counterpart_id:
+            return "counterpart"
+        return "member"
+
+    @property
+    def members(self) -> list[Any]:
+        order = {"expert": 0, "counterpart": 1, "member": 2}
+        return sorted(self.plan.members.values(), key=lambda m: (order[self.role_of(m.id)], m.name))
+
+    @property
+    def goals(self) -> list[Any]:
+        return sorted(self.plan.goals.values(), key=lambda g: (g.target_date, g.title))
+
+    @property
+    def steps(self) -> list[Any]:
+        return sorted(self.plan.steps.values(), key=lambda s: (s.planned_start, s.planned_end, s.title))
+
+    @property
+    def measures(self) -> list[Any]:
+        return sorted(self.plan.measures, key=lambda m: (m.measured_on, m.id), reverse=True)
+
+    @property
+    def notes(self) -> list[Any]:
+        return sorted(self.plan.notes, key=lambda n: n.written_at, reverse=True)
+
+    @property
+    def consents(self) -> list[Any]:
+        return sorted(self.plan.consents.values(), key=lambda c: (c.withdrawn_on is not None, c.organisation_name))
+
+    @property
+    def consented_organisations(self) -> list[tuple[str, str]]:
+        """(id, name) of the organisations with a consent in force today."""
+        today = today_in_finland()
+        seen: dict[str, str] = {}
+        for consent in self.plan.consents.values():
+            if consent.is_valid_on(today):
+                seen.setdefault(consent.organisation_id, consent.organisation_name)
+        return sorted(seen.items(), key=lambda pair: pair[1])
+
+    @property
+    def handovers(self) -> list[Any]:
+        return list(reversed(self.plan.handovers))
+
+    def is_open_step(self, step: Any) -> bool:
+        return step.status in (StepStatus.PLANNED, StepStatus.STARTED)
+
+    def next_statuses(self, step: Any) -> list[str]:
+        return {
+            StepStatus.PLANNED: ["started", "done", "cancelled"],
+            StepStatus.STARTED: ["done", "cancelled"],
+        }.get(StepStatus(step.status), [])
+
+    def progress_options(self, step: Any) -> list[tuple[str, str]]:
+        allowed = self.next_statuses(step)
+        return [(value, label) for value, label in self.options("step_status") if value in allowed]
+
+    def measure_name(self, measure: Any) -> str:
+        if measure.kind == "other":
+            return measure.scale_name
+        return vocabulary_label("measure_kind", measure.kind, self.gettext)
+
+    def number(self, value: float) -> str:
+        text = f"{value:g}"
+        return text.replace(".", ",") if self.lang in ("fi", "sv") else text
+
+    def day(self, value: date | datetime | None) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, datetime):
+            value = value.astimezone(FINLAND).date()
+        return format_date(value, self.lang)
+
+    def moment(self, value: datetime) -> str:
+        local = value.astimezone(FINLAND)
+        return f"{format_date(local.date(), self.lang)} {local:%H.%M}" if self.lang == "fi" else f"{format_date(local.date(), self.lang)} {local:%H:%M}"
+
+
+_ACTIONS = {
+    "recorded": N_("recorded"),
+    "NeedUpdated": N_("updated"),
+    "set": N_("set"),
+    "GoalRevised": N_("revised"),
+    "GoalSettled": N_("settled"),
+    "added": N_("added to the network"),
+    "MemberUpdated": N_("updated"),
+    "planned": N_("planned"),
+    "StepUpdated": N_("updated"),
+    "StepRescheduled": N_("rescheduled"),
+    "StepProgressed": N_("status changed"),
+    "StepOutcomeRecorded": N_("outcome recorded"),
+    "changed": N_("changed"),
+    "given": N_("given"),
+    "withdrawn": N_("withdrawn"),
+    "CounterpartNamed": N_("counterpart named"),
+    "HandoverDecided": N_("responsibility handed over"),
+    "responsible left the network": N_("responsible person left the network"),
+    "counterpart left the network": N_("counterpart left the network"),
+    "measured": N_("recorded"),
+    "written": N_("written"),
+    "proposed": N_("handover proposed"),
+}
+
+
+def recent_changes(plan: ClientPlan, gettext: Callable[[str], str], limit: int = RECENT_CHANGES) -> list[RecentChange]:
+    """The latest changes of the plan's items, newest first, from the items' own change lists."""
+    found: list[RecentChange] = []
+    actions = {key: gettext(label) for key, label in _ACTIONS.items()}
+
+    def add(kind_label: str, title: str, anchor: str, changes: Iterable[Any]) -> None:
+        for change in changes:
+            found.append(
+                RecentChange(
+                    at=change.at,
+                    by_name=change.by.name,
+                    by_organisation=change.by.organisation_name,
+                    what=kind_label,
+                    title=title,
+                    action=actions.get(change.action, change.action),
+                    fields=[field_label(f, gettext) for f in change.fields],
+                    anchor=anchor,
+                )
+            )
+
+    kinds = {key: gettext(label) for key, label in ITEM_KINDS.items()}
+    add(kinds["client"], plan.client.name, "client-details", plan.client.changes)
+    add(kinds["responsibility"], "", "panel-network", plan.responsibility.changes)
+    for need in plan.needs.values():
+        add(kinds["need"], need.description, f"need-{need.id}", need.changes)
+    for goal in plan.goals.values():
+        add(kinds["goal"], goal.title, f"goal-{goal.id}", goal.changes)
+    for member in plan.members.values():
+        add(kinds["network member"], member.name, f"member-{member.id}", member.changes)
+    for consent in plan.consents.values():
+        add(kinds["consent"], consent.organisation_name, f"consent-{consent.id}", consent.changes)
+    for step in plan.steps.values():
+        add(kinds["step"], step.title, f"step-{step.id}", step.changes)
+    view = PlanView(plan, gettext, "en")
+    for measure in plan.measures:
+        found.append(RecentChange(at=_measure_time(measure), by_name=measure.recorded_by.name,
+                                  by_organisation=measure.recorded_by.organisation_name, what=kinds["measure"],
+                                  title=view.measure_name(measure), action=actions["measured"],
+                                  fields=[], anchor=f"measure-{measure.id}"))
+    for note in plan.notes:
+        found.append(RecentChange(at=note.written_at, by_name=note.written_by.name,
+                                  by_organisation=note.written_by.organisation_name, what=kinds["note"], title="",
+                                  action=actions["written"], fields=[], anchor=f"note-{note.id}"))
+    for handover in plan.handovers:
+        found.append(RecentChange(at=handover.proposed_at, by_name=handover.proposed_by.name,
+                                  by_organisation=handover.proposed_by.organisation_name, what=kinds["handover"],
+                                  title=_member(plan, handover.to_member_id), action=actions["proposed"],
+                                  fields=[], anchor=f"handover-{handover.id}"))
+    found.sort(key=lambda change: change.at, reverse=True)
+    return found[:limit]
+
+
+def conflict_view(
+    error: EditConflict,
+    rows: list[tuple[str, str, str]],
+    gettext: Callable[[str], str],
+) -> ConflictView:
+    """The conflict dialog's content for an :class:`EditConflict`."""
+    kind = ITEM_KINDS.get(error.item_kind)
+    return ConflictView(
+        item_kind=gettext(kind) if kind else error.item_kind,
+        changes=[
+            {
+                "by_name": change["by_name"],
+                "by_organisation": change["by_organisation"],
+                "at": datetime.fromisoformat(change["at"]),
+                "fields": [field_label(f, gettext) for f in change.get("fields", [])],
+            }
+            for change in error.changes
+        ],
+        rows=rows,
+        current_revision=error.current_revision,
+    )
+
+
+def _member(plan: ClientPlan, member_id: str) -> str:
+    member = plan.members.get(member_id)
+    return member.name if member else ""
+
+
+def _measure_time(measure: Any) -> datetime:
+    # A measure keeps its day, not the moment it was recorded: place it at noon of that day.
+    return datetime.combine(measure.measured_on, datetime.min.time().replace(hour=12), FINLAND)
+
