@@ -23,6 +23,7 @@
 
   var RECONNECTING_CODES = [1006, 1011, 1012, 1013];
   var GIVE_UP_NOTICE_AFTER = 5; // failed reconnects before suggesting a reload
+  var BACK_SHOWN_MS = 8000; // how long "connection restored" stays on screen
   var ITEM_ID = /^[a-z][a-z_]{0,30}-[A-Za-z0-9_-]{1,80}$/;
   var NOTICE_ATTRIBUTE = "data-live-notice";
 
@@ -34,6 +35,7 @@
   var unloading = false;
   var editingSent = null;
   var focusBefore = null;
+  var clearBack = null;
 
   function status() {
     return document.getElementById("live-status");
@@ -48,6 +50,10 @@
     var region = status();
     if (!region) {
       return;
+    }
+    if (clearBack !== null) {
+      window.clearTimeout(clearBack);
+      clearBack = null;
     }
     if (!name) {
       region.replaceChildren();
@@ -374,6 +380,10 @@
     if (lost) {
       lost = false;
       announce("back", "success");
+      clearBack = window.setTimeout(function () {
+        clearBack = null;
+        announce(null);
+      }, BACK_SHOWN_MS);
     }
     editingChanged();
     catchUpIfFree();
