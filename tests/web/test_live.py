@@ -47,6 +47,7 @@ from web.accounts import AccountStore
 from web.live import LiveHub, may_view, same_origin
 from web.live.messages import VERSION_MARKER_ID, decode_client_message, Editing, Resync
 from web.live.presence import Presence, render_presence
+from web.i18n import translations
 from web.settings import Settings
 from web.wiring import build_app
 
@@ -83,7 +84,7 @@ PEOPLE = (AINO, BERT, CARLA, DAN)
 
 
 def tiny_fragments(_engine: Any, plan: Any, lang: str) -> str:
-    """A stand-in for web.plan_page.render_plan_fragments: needs and network, replace by id."""
+    """Needs and network only, replacing by id: the fragments of the browser test's page."""
     needs = "".join(
         f'<li id="need-{n.id}" data-revision="{n.revision}">{escape(n.description)}</li>' for n in plan.needs.values()
     )
@@ -206,7 +207,8 @@ def sign_in(base_url: str, person: Person) -> str:
 def serving(data_dir: Path) -> Iterator[LiveServer]:
     """The whole Polku app over a fresh store in ``data_dir``, with the people, served by uvicorn.
 
-    The hub renders with :func:`tiny_fragments` through a :class:`CountingRenderer`.
+    The hub renders with its own renderer (the plan page's fragments) through a
+    :class:`CountingRenderer`.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     accounts = AccountStore.sqlite(data_dir / "accounts.sqlite3", hasher=FAST_HASHER)
@@ -223,7 +225,7 @@ def serving(data_dir: Path) -> Iterator[LiveServer]:
             for handler in identity.route_handlers:
                 app.register(handler)
         with running(app) as base_url:
-            renderer = CountingRenderer(tiny_fragments)
+            renderer = CountingRenderer(app.state.live_hub.render)
             app.state.live_hub.render = renderer
             yield LiveServer(base_url=base_url, app=app, renderer=renderer, cookies={})
     finally:
@@ -322,7 +324,8 @@ async def test_an_edit_reaches_every_viewer_rendered_once_per_language(
     )
     assert {version_in(m) for m in received} == {outcome.version}
     assert received[0] == received[1], "viewers of one language get the same bytes"
-    assert 'lang="sv"' in received[2] and 'lang="fi"' in received[0]
+    assert translations("sv").gettext("Needs") in received[2]
+    assert translations("fi").gettext("Needs") in received[0]
     assert live.renderer.of_plan(plan_id)[(outcome.version, "fi")] == 1
     assert live.renderer.of_plan(plan_id)[(outcome.version, "sv")] == 1
 
@@ -712,6 +715,9 @@ def test_live_js_keeps_drafts_shows_the_connection_and_catches_up(live: LiveServ
     ])
     stack = ExitStack()
     stack.callback(context.close)
+    real = live.renderer.render
+    live.renderer.render = tiny_fragments  # the test page has only these two panels
+    stack.callback(setattr, live.renderer, "render", real)
     page = context.new_page()
     problems: list[str] = []
     page.on("console", lambda message: message.type == "error" and problems.append(message.text))
