@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import re
 import secrets
 import sqlite3
@@ -65,10 +67,13 @@ __all__ = (
     "PasswordRejected",
     "SignInResult",
     "accounts_schema",
+    "demo_password",
+    "ensure_demo_accounts",
     "normalise_username",
 )
 
 ACCOUNTS_FILENAME: Final = "accounts.sqlite3"
+DEMO_PASSWORD_FILENAME: Final = "demo-password.txt"
 #: How long a first sign-in link works.
 LINK_LIFETIME: Final = 72 * 60 * 60
 #: Failed sign-ins in a row that lock a username...
@@ -85,6 +90,8 @@ _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
 _IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+logger = logging.getLogger(__name__)
 
 
 class OrganisationType(StrEnum):
@@ -744,3 +751,80 @@ def _account(row: Sequence[Any]) -> Account:
         profession=profession or "",
         plan_id=plan_id,
     )
+
+
+# --------------------------------------------------------------------------- the demo
+
+#: The kind of each demo organisation of ``domain.demo``.
+DEMO_ORGANISATION_TYPES: Final = {
+    "pirha-toike": OrganisationType.WELLBEING_SERVICES_COUNTY,
+    "kela-pirkanmaa": OrganisationType.KELA,
+    "tampere-tyollisyys": OrganisationType.EMPLOYMENT_SERVICES,
+    "vire-ry": OrganisationType.THIRD_SECTOR,
+    "kuntoutus-oy": OrganisationType.PRIVATE_PROVIDER,
+}
+
+
+def demo_password(data_dir: Path | str, environ: Mapping[str, str] | None = None) -> str:
+    """The one password of the demo accounts.
+
+    ``POLKU_DEMO_PASSWORD`` if set; else the one kept in ``<data_dir>/demo-password.txt``
+    (mode 0600), generated the first time. It is never in the repository.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("POLKU_DEMO_PASSWORD"):
+        password = env["POLKU_DEMO_PASSWORD"]
+        check_new_password(password)
+        return password
+    folder = Path(data_dir)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / DEMO_PASSWORD_FILENAME
+    if not path.exists():
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it a moment ago
+            pass
+        else:
+            with os.fdopen(descriptor, "w", encoding="ascii") as file:
+                file.write(secrets.token_urlsafe(12) + "\n")
+    if path.stat().st_mode & 0o077:
+        logger.warning("%s was readable by others; restricting it to 0600", path)
+        path.chmod(0o600)
+    password = path.read_text(encoding="ascii").strip()
+    check_new_password(password)
+    return password
+
+
+def ensure_demo_accounts(store: AccountStore, password: str) -> list[Account]:
+    """The demo organisations and the 12 demo professionals (usernames = their person ids),
+    all with ``password``. Safe to repeat: only what is missing or different is written.
+    """
+    from domain.demo import PEOPLE
+
+    check_new_password(password)
+    shared_hash: str | None = None
+    verified: dict[str, bool] = {}
+    accounts = []
+    for actor, profession in PEOPLE.values():
+        if store.organisation(actor.organisation_id) is None:
+            store.add_organisation(
+                actor.organisation_id,
+                actor.organisation_name,
+                DEMO_ORGANISATION_TYPES.get(actor.organisation_id, OrganisationType.OTHER),
+            )
+        account = store.account_by_username(actor.person_id)
+        if account is None:
+            account = store.add_account(
+                actor.person_id, name=actor.name, organisation_id=actor.organisation_id,
+                profession=profession, person_id=actor.person_id,
+            )
+        current = store.password_hash_of(actor.person_id)
+        if current is not None and current not in verified:
+            verified[current] = store.password_matches_hash(current, password)
+        if current is None or not verified[current]:
+            if shared_hash is None:  # one hash for all (the same password): the demo starts fast
+                shared_hash = store.hasher.hash(password)
+                verified[shared_hash] = True
+            store.set_password(actor.person_id, password, password_hash=shared_hash)
+        accounts.append(account)
+    return accounts

@@ -5,14 +5,26 @@
     polku plans                         list the plans
     polku plan ID                       print a plan and its history
     polku projections rebuild           rebuild the read models from the event log
+    polku admin organisation add ID NAME --type TYPE
+                                        add an organisation (or rename it)
+    polku admin person add USERNAME --name N --organisation ID --profession P [--kind professional|admin]
+                                        add a person who signs in; prints their first sign-in link
+    polku admin person link USERNAME    a new first sign-in link (the earlier one stops working)
 
-The store is chosen by the POLKU_* environment variables (see README.md).
+`polku demo` also adds the demo organisations and professionals (usernames like
+aino.virtanen), all with one demo password: POLKU_DEMO_PASSWORD if set, else one generated
+once and kept in <data dir>/demo-password.txt (0600); it prints the password.
+
+The store is chosen by the POLKU_* environment variables (see README.md); sign-in links
+start with POLKU_BASE_URL (default http://127.0.0.1:8000) unless --base-url is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 from domain.application import PlanService
@@ -34,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("plan_id")
     projections = commands.add_parser("projections", help="manage the read models")
     projections.add_argument("action", choices=["rebuild"])
+    _add_admin_commands(commands)
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -43,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "projections":
         return _rebuild_projections()
+    if args.command == "admin":
+        return _admin(args)
     service = PlanService()
     try:
         return _COMMANDS[args.command](service, args)
@@ -56,9 +71,98 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _demo(service: PlanService, args: argparse.Namespace) -> int:
     if args.if_empty and next(service.plan_ids(), None) is not None:
         print("The store has plans already; demo not loaded.")
-        return 0
-    plan_ids = load_demo(service)
-    print(f"Demo loaded: {len(plan_ids)} plans.")
+    else:
+        plan_ids = load_demo(service)
+        print(f"Demo loaded: {len(plan_ids)} plans.")
+    return _demo_accounts(if_empty=args.if_empty)
+
+
+def _demo_accounts(*, if_empty: bool) -> int:
+    """The demo organisations and professionals, with the demo password (printed)."""
+    from domain.demo import PEOPLE
+    from domain.storage import StoreSettings
+    from web.accounts import (
+        DEMO_PASSWORD_FILENAME,
+        AccountStore,
+        PasswordRejected,
+        demo_password,
+        ensure_demo_accounts,
+    )
+
+    settings = StoreSettings.from_environ()
+    usernames = [actor.person_id for actor, _profession in PEOPLE.values()]
+    store = AccountStore.open(settings)
+    try:
+        if if_empty and store.count_accounts() and store.account_by_username(usernames[0]) is None:
+            print("The account store has accounts already; demo accounts not added.")
+            return 0
+        password = demo_password(settings.data_dir)
+        ensure_demo_accounts(store, password)
+    except PasswordRejected:
+        print("polku: POLKU_DEMO_PASSWORD must be 12 to 256 characters long.", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    kept = Path(settings.data_dir) / DEMO_PASSWORD_FILENAME
+    source = "POLKU_DEMO_PASSWORD" if os.environ.get("POLKU_DEMO_PASSWORD") else f"kept in {kept}"
+    print(f"Demo accounts: {len(usernames)} professionals ({', '.join(usernames[:3])}, ...).")
+    print(f"Sign in as any of them with the demo password ({source}): {password}")
+    return 0
+
+
+def _add_admin_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    admin = commands.add_parser("admin", help="organisations and the people who sign in")
+    areas = admin.add_subparsers(dest="area", required=True)
+    organisation = areas.add_parser("organisation", help="organisations").add_subparsers(dest="action", required=True)
+    add_organisation = organisation.add_parser("add", help="add an organisation (or rename it)")
+    add_organisation.add_argument("organisation_id", metavar="ID", help="e.g. kela-pirkanmaa")
+    add_organisation.add_argument("name", metavar="NAME")
+    add_organisation.add_argument(
+        "--type", required=True, choices=_ORGANISATION_TYPES, help="one of: " + ", ".join(_ORGANISATION_TYPES)
+    )
+    person = areas.add_parser("person", help="people who sign in").add_subparsers(dest="action", required=True)
+    add_person = person.add_parser("add", help="add a professional or an administrator; prints a first sign-in link")
+    add_person.add_argument("username", metavar="USERNAME", help="e.g. aino.virtanen")
+    add_person.add_argument("--name", required=True)
+    add_person.add_argument("--organisation", required=True, metavar="ID")
+    add_person.add_argument("--profession", default="")
+    add_person.add_argument("--kind", choices=["professional", "admin"], default="professional")
+    add_person.add_argument("--base-url", help="where the service is reached (default: POLKU_BASE_URL)")
+    link = person.add_parser("link", help="a new first sign-in link (the earlier one stops working)")
+    link.add_argument("username", metavar="USERNAME")
+    link.add_argument("--base-url", help="where the service is reached (default: POLKU_BASE_URL)")
+
+
+_ORGANISATION_TYPES = (
+    "wellbeing_services_county", "kela", "employment_services", "third_sector", "private_provider", "other",
+)
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from domain.storage import StoreSettings
+    from web.accounts import LINK_LIFETIME, AccountError, AccountStore
+
+    store = AccountStore.open(StoreSettings.from_environ())
+    try:
+        if args.area == "organisation":
+            organisation = store.add_organisation(args.organisation_id, args.name, args.type)
+            print(f"Organisation {organisation.organisation_id}: {organisation.name} ({organisation.type}).")
+            return 0
+        if args.action == "add":
+            account = store.add_account(
+                args.username, name=args.name, kind=args.kind, organisation_id=args.organisation,
+                profession=args.profession,
+            )
+            print(f"Added {account.name} ({account.kind}, {account.organisation_name}) as {args.username.strip().lower()}.")
+        token = store.issue_link(args.username)
+    except AccountError as error:
+        print(f"polku: {error}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    base_url = (args.base_url or os.environ.get("POLKU_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+    print(f"First sign-in link (works once, for {LINK_LIFETIME // 3600} hours; give it to this person only):")
+    print(f"  {base_url}/signin/link/{token}")
     return 0
 
 

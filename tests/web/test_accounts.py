@@ -5,6 +5,7 @@ The core behaviour runs on SQLite and on PostgreSQL (same SQL); the rest on SQLi
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from domain.demo import PEOPLE
 from domain.storage import StoreSettings
 from tests.web.identity_fixtures import FAST_HASHER, TEST_PASSWORD, FakeClock, add_account
 from tests.web.identity_fixtures import accounts as accounts  # noqa: F401 - fixture
@@ -25,7 +27,10 @@ from web.accounts import (
     AccountStore,
     PasswordRejected,
     accounts_schema,
+    demo_password,
+    ensure_demo_accounts,
 )
+from web.cli import main
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -242,3 +247,117 @@ def test_no_password_or_link_token_is_kept_in_plain_text(tmp_path: Path, fake_cl
     assert b"$argon2id$" in content
     for secret in ("plain text secret one", "plain text secret two", "plain text secret three", token, later):
         assert secret.encode() not in content, secret
+
+
+# --- the demo accounts and the command line ---------------------------------------------
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A hermetic environment for `polku`: a SQLite store in a fresh data folder."""
+    for name in ("POLKU_STORE", "POLKU_PG_SCHEMA", "POLKU_MASTER_KEY", "POLKU_DEMO_PASSWORD", "POLKU_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("POLKU_DATA_DIR", str(data_dir))
+    return data_dir
+
+
+def test_the_demo_password_comes_from_the_environment_or_a_private_file(tmp_path: Path) -> None:
+    assert demo_password(tmp_path, {"POLKU_DEMO_PASSWORD": "given by the environment"}) == "given by the environment"
+    assert not (tmp_path / "demo-password.txt").exists()
+    with pytest.raises(PasswordRejected):
+        demo_password(tmp_path, {"POLKU_DEMO_PASSWORD": "short"})
+    generated = demo_password(tmp_path, {})
+    path = tmp_path / "demo-password.txt"
+    assert len(generated) >= 16 and path.stat().st_mode & 0o777 == 0o600
+    assert demo_password(tmp_path, {}) == generated  # kept
+    path.chmod(0o644)
+    assert demo_password(tmp_path, {}) == generated and path.stat().st_mode & 0o777 == 0o600
+
+
+def test_demo_accounts_are_made_once_with_one_password(accounts: AccountStore) -> None:  # noqa: F811
+    made = ensure_demo_accounts(accounts, "the demo password 1")
+    usernames = sorted(actor.person_id for actor, _ in PEOPLE.values())
+    assert len(made) == 12 and sorted(accounts.usernames()) == usernames
+    assert {o.organisation_id: o.type.value for o in accounts.organisations()} == {
+        "pirha-toike": "wellbeing_services_county", "kela-pirkanmaa": "kela",
+        "tampere-tyollisyys": "employment_services", "vire-ry": "third_sector", "kuntoutus-oy": "private_provider",
+    }
+    aino = accounts.verify_password("aino.virtanen", "the demo password 1").account
+    assert aino is not None and aino.actor == PEOPLE["aino"][0] and aino.profession == "kuntoutusohjaaja"
+    hashes = {u: accounts.password_hash_of(u) for u in usernames}
+    assert all(h and h.startswith("$argon2id$") for h in hashes.values())
+
+    ensure_demo_accounts(accounts, "the demo password 1")  # again: nothing changes
+    assert {u: accounts.password_hash_of(u) for u in usernames} == hashes
+    ensure_demo_accounts(accounts, "another demo password")  # a new demo password replaces the old
+    assert accounts.verify_password("maria.lindqvist", "another demo password").ok
+    assert not accounts.verify_password("maria.lindqvist", "the demo password 1").ok
+
+
+def test_polku_admin_adds_organisations_and_people_with_links(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["admin", "organisation", "add", "kela-uusimaa", "Kela, Uudenmaan vakuutuspiiri", "--type", "kela"]) == 0
+    assert "kela-uusimaa" in capsys.readouterr().out
+    assert main(["admin", "person", "add", "Tiina.Testi", "--name", "Tiina Testi", "--organisation", "kela-uusimaa",
+                 "--profession", "kuntoutusasiantuntija"]) == 0
+    first = _link_token(capsys.readouterr().out, "http://127.0.0.1:8000")
+    monkeypatch.setenv("POLKU_BASE_URL", "https://polku.example.fi/")
+    assert main(["admin", "person", "link", "tiina.testi"]) == 0
+    second = _link_token(capsys.readouterr().out, "https://polku.example.fi")
+    assert main(["admin", "person", "add", "ville.admin", "--name", "Ville Ylläpitäjä", "--organisation",
+                 "kela-uusimaa", "--kind", "admin", "--base-url", "https://other.example"]) == 0
+    _link_token(capsys.readouterr().out, "https://other.example")
+
+    store = AccountStore.open(StoreSettings.from_environ(), hasher=FAST_HASHER)
+    try:
+        assert store.account_for_link(first) is None  # replaced by the new link
+        tiina = store.account_for_link(second)
+        assert tiina is not None and tiina.name == "Tiina Testi" and tiina.kind == "professional"
+        assert tiina.organisation_name == "Kela, Uudenmaan vakuutuspiiri" and tiina.profession == "kuntoutusasiantuntija"
+        assert store.account_by_username("ville.admin").kind == "admin"
+    finally:
+        store.close()
+
+    assert main(["admin", "person", "add", "someone", "--name", "S", "--organisation", "nowhere"]) == 1
+    assert "no organisation 'nowhere'" in capsys.readouterr().err
+    assert main(["admin", "person", "link", "nobody.here"]) == 1
+    with pytest.raises(SystemExit):
+        main(["admin", "organisation", "add", "x", "X", "--type", "ministry"])
+
+
+def test_polku_demo_makes_the_demo_accounts_and_prints_the_password(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["demo", "--if-empty"]) == 0
+    out = capsys.readouterr().out
+    password = (cli_env / "demo-password.txt").read_text().strip()
+    assert "Demo loaded: 5 plans." in out and "12 professionals" in out and out.rstrip().endswith(password)
+    assert main(["demo", "--if-empty"]) == 0  # again: plans kept, same accounts, same password
+    assert capsys.readouterr().out.rstrip().endswith(password)
+    monkeypatch.setenv("POLKU_DEMO_PASSWORD", "chosen for the demo")
+    assert main(["demo", "--if-empty"]) == 0
+    assert "POLKU_DEMO_PASSWORD" in capsys.readouterr().out
+    store = AccountStore.open(StoreSettings.from_environ())
+    try:
+        assert store.count_accounts() == 12
+        assert store.verify_password("timo.lehtonen", "chosen for the demo").ok
+    finally:
+        store.close()
+
+
+def test_polku_demo_if_empty_adds_no_demo_accounts_beside_real_ones(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["admin", "organisation", "add", "real", "Real Organisation", "--type", "other"]) == 0
+    assert main(["admin", "person", "add", "real.person", "--name", "Real Person", "--organisation", "real"]) == 0
+    assert main(["demo", "--if-empty"]) == 0
+    assert "demo accounts not added" in capsys.readouterr().out
+    assert not (cli_env / "demo-password.txt").exists()
+
+
+def _link_token(output: str, base_url: str) -> str:
+    match = re.search(re.escape(base_url) + r"/signin/link/([A-Za-z0-9_-]{43})\s*$", output)
+    assert match, output
+    return match.group(1)
