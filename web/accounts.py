@@ -426,6 +426,21 @@ class AccountStore:
         if organisation_id is not None and self.organisation(organisation_id) is None:
             raise AccountError(f"no organisation {organisation_id!r}: add it first")
         account_id = uuid.uuid4().hex
+        taken = AccountError(f"the username {username!r} is taken")
+        try:
+            self._insert_account(account_id, username, kind, name, person_id, organisation_id, profession, plan_id)
+        except Exception as error:
+            if "unique" in str(error).lower() or "duplicate" in str(error).lower():
+                raise taken from None  # two administrators at once
+            raise
+        account = self.account(account_id)
+        assert account is not None
+        return account
+
+    def _insert_account(
+        self, account_id: str, username: str, kind: AccountKind, name: str, person_id: str | None,
+        organisation_id: str | None, profession: str, plan_id: str | None,
+    ) -> None:
         with self._db.transaction():
             if self._db.execute("SELECT 1 FROM accounts WHERE username = %(u)s", {"u": username}):
                 raise AccountError(f"the username {username!r} is taken")
@@ -437,9 +452,6 @@ class AccountStore:
                  "person_id": person_id or username, "organisation_id": organisation_id,
                  "profession": profession.strip(), "plan_id": plan_id, "now": self.clock()},
             )
-        account = self.account(account_id)
-        assert account is not None
-        return account
 
     def account(self, account_id: str) -> Account | None:
         rows = self._db.execute(

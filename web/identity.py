@@ -49,6 +49,9 @@ install with :func:`install` and a store with a fake clock (see
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -100,6 +103,7 @@ __all__ = (
     "begin_session",
     "end_session",
     "install",
+    "is_public",
     "landing_page",
     "lifespan_hook",
     "middleware",
@@ -113,6 +117,8 @@ __all__ = (
 IDLE_TIMEOUT: Final = 30 * 60
 #: ...and at the latest this many seconds after sign-in.
 ABSOLUTE_TIMEOUT: Final = 12 * 60 * 60
+#: How often ended sessions are deleted from the store (seconds).
+PURGE_INTERVAL: Final = 10 * 60
 #: Paths anyone may open (regular expressions on the path).
 PUBLIC_PATHS: Final = (r"^/$", r"^/signin(/|$)", r"^/static/", r"^/healthz$", r"^/language$")
 #: Paths that never touch the session at all.
@@ -121,6 +127,10 @@ _SESSIONLESS_PATHS: Final = [r"^/static/", r"^/healthz$"]
 _ROTATE: Final = "polku.session.rotate"
 _LOADED: Final = "polku.session.loaded"
 _PUBLIC = re.compile("|".join(PUBLIC_PATHS))
+_SESSIONLESS = re.compile("|".join(_SESSIONLESS_PATHS))
+_DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
+
+logger = logging.getLogger(__name__)
 
 AccountKindName = Literal["professional", "client", "admin"]
 
@@ -161,6 +171,11 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def is_admin(self) -> bool:
         return self.kind == "admin"
+
+
+def is_public(path: str) -> bool:
+    """Whether anyone may open ``path`` (never a path with ``.``/``..`` segments)."""
+    return bool(_PUBLIC.match(path)) and not _DOT_SEGMENT.search(path)
 
 
 def landing_page(account: Account) -> str:
@@ -413,13 +428,13 @@ class SignInMiddleware(AbstractAuthenticationMiddleware):
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if re.match(r"^/static/|^/healthz$", path):
+        if _SESSIONLESS.match(path) and is_public(path):
             scope["user"], scope["auth"] = None, None
             await self.app(scope, receive, send)
             return
         result = await self.authenticate_request(ASGIConnection(scope, receive=receive, send=send))
         scope["user"], scope["auth"] = result.user, result.auth
-        if result.user is None and not _PUBLIC.match(path):
+        if result.user is None and not is_public(path):
             await _refuse(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -538,11 +553,25 @@ async def lifespan_hook(app: Litestar) -> AsyncIterator[None]:
             )
         opened = await anyio.to_thread.run_sync(AccountStore.open, store_settings)
         install(app, opened)
+    purger = asyncio.create_task(_purge_expired_sessions(app.state.accounts), name="polku-session-purge")
     try:
         yield
     finally:
+        purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purger
         if opened is not None:
             await anyio.to_thread.run_sync(opened.close)
+
+
+async def _purge_expired_sessions(accounts: AccountStore, every: float = PURGE_INTERVAL) -> None:
+    """Delete the sessions that ended without a sign-out, now and then."""
+    while True:
+        try:
+            await anyio.to_thread.run_sync(accounts.purge_expired_sessions)
+        except Exception:  # a busy or unreachable database: try again next time
+            logger.warning("could not purge expired sessions", exc_info=True)
+        await asyncio.sleep(every)
 
 
 def __getattr__(name: str) -> Any:

@@ -361,3 +361,11 @@ def _link_token(output: str, base_url: str) -> str:
     match = re.search(re.escape(base_url) + r"/signin/link/([A-Za-z0-9_-]{43})\s*$", output)
     assert match, output
     return match.group(1)
+
+
+def test_ended_sessions_are_purged(accounts: AccountStore, fake_clock: FakeClock) -> None:  # noqa: F811
+    accounts.session_set("idle" + "x" * 40, b"{}", expires_in=60, absolute_lifetime=3600)
+    accounts.session_set("live" + "x" * 40, b"{}", expires_in=600, absolute_lifetime=3600)
+    fake_clock.advance(120)
+    assert accounts.purge_expired_sessions() == 1
+    assert accounts.session_count() == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from web import identity
 from web.accounts import LINK_LIFETIME, LOCK_DURATION, MAX_FAILED_ATTEMPTS, AccountStore
 from web.app import create_app
 from web.controllers.signin import _time_of_day
-from web.identity import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT, Account, account_of
+from web.identity import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT, Account, account_of, require_kind, still_signed_in
 from web.settings import Settings
 
 COOKIE = "polku_session"
@@ -60,12 +61,18 @@ def api_whoami(request: Request[Account, Any, Any]) -> dict[str, str]:
     return {"name": request.user.name}
 
 
+@get("/test/admins-only", sync_to_thread=False, guards=[require_kind("admin")])
+def admins_only() -> str:
+    return "admin"
+
+
 @websocket("/test/ws")
 async def whoami_socket(socket: WebSocket[Any, Any, Any]) -> None:
     await socket.accept()
     account = account_of(socket)
     await socket.send_text(account.name if account else "nobody")
-    await socket.close()
+    while (await socket.receive_text()) == "still signed in?":
+        await socket.send_text(str(await still_signed_in(socket)))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +81,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     clock = FakeClock()
     accounts = AccountStore.sqlite(data_dir / "accounts.sqlite3", clock=clock, hasher=FAST_HASHER)
     settings = Settings(secret_key=TEST_SECRET_KEY, data_dir=data_dir)
-    app = create_app(settings, route_handlers=[*identity.route_handlers, whoami, api_whoami, whoami_socket])
+    app = create_app(settings, route_handlers=[*identity.route_handlers, whoami, api_whoami, whoami_socket, admins_only])
     with_identity(app, accounts)
     counter = iter(range(1, 1_000_000))
     with running(app) as base_url:
@@ -119,6 +126,30 @@ def test_htmx_api_and_websocket_get_401(client: httpx.Client, server: Server) ->
     with pytest.raises(InvalidStatus) as refused:
         websockets.sync.client.connect(server.base_url.replace("http", "ws") + "/test/ws", open_timeout=5)
     assert refused.value.response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "path", ["/signin/../test/whoami", "/static/../test/whoami", "/healthz/../test/whoami", "/signin/%2e%2e/test/whoami"]
+)
+def test_dot_segments_do_not_make_a_path_public(server: Server, path: str) -> None:
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:  # httpx would normalise the path
+        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 303 "), answer[:100]
+    assert b"\r\nlocation: /signin" in answer.lower()
+
+
+def test_a_guard_admits_only_some_kinds_of_account(client: httpx.Client, server: Server) -> None:
+    professional, _ = server.new_account()
+    _post_sign_in(client, professional, TEST_PASSWORD)
+    assert client.get("/test/admins-only").status_code == 403
+    with httpx.Client(base_url=server.base_url, headers=ENGLISH) as other:
+        admin, _ = server.new_account(kind="admin")
+        _post_sign_in(other, admin, TEST_PASSWORD)
+        assert other.get("/test/admins-only").text == "admin"
 
 
 def test_public_paths_stay_open_and_set_no_session(client: httpx.Client) -> None:
@@ -319,8 +350,14 @@ def test_a_websocket_opens_with_the_session_cookie(client: httpx.Client, server:
     url = server.base_url.replace("http", "ws") + "/test/ws"
     with websockets.sync.client.connect(
         url, additional_headers={"Cookie": f"{COOKIE}={client.cookies[COOKIE]}"}, open_timeout=5
-    ) as socket:
-        assert socket.recv(timeout=5) == "Socket Person"
+    ) as ws:
+        assert ws.recv(timeout=5) == "Socket Person"
+        ws.send("still signed in?")
+        assert ws.recv(timeout=5) == "True"
+        token = csrf_token_of_page(client.get("/").text)
+        assert client.post("/signout", data={"_csrf_token": token}).status_code == 303
+        ws.send("still signed in?")
+        assert ws.recv(timeout=5) == "False"
 
 
 # --- first sign-in links --------------------------------------------------------------------
