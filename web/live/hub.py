@@ -26,11 +26,13 @@ import asyncio
 import logging
 import time
 from collections import deque
+from datetime import date
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from web.i18n import format_date
 from web.live.access import Viewer, may_view, signed_in_account, still_signed_in
 from web.live.messages import (
     MAX_CLIENT_MESSAGE,
@@ -207,6 +209,7 @@ class LiveHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._listening = False
+        self._warm_up: asyncio.Task[None] | None = None
         self._viewers: dict[str, set[LiveConnection]] = {}
         self._watched: frozenset[str] = frozenset()  # read by the projection thread
         self._pending: dict[str, int] = {}
@@ -222,6 +225,28 @@ class LiveHub:
         if not self._listening:  # PlanViews cannot forget a listener: add it once
             self.views.add_listener(self._applied)
             self._listening = True
+        if self._warm_up is None:
+            self._warm_up = asyncio.create_task(anyio.to_thread.run_sync(self._prepare), name="live-warm-up")
+
+    async def warmed_up(self) -> None:
+        """Wait until the templates are compiled (started in the background by :meth:`start`)."""
+        if self._warm_up is not None:
+            await asyncio.shield(self._warm_up)
+
+    def _prepare(self) -> None:
+        """Compile every template in every language, and load the date formats, ahead of use.
+
+        The first render of a plan would otherwise take half a second a language (Jinja
+        compiles each language's templates separately) and the first edit after a start
+        would reach the browsers late.
+        """
+        try:
+            for language, environment in getattr(self.engine, "environments", {}).items():
+                for name in environment.list_templates(extensions=["html"]):
+                    environment.get_template(name)
+                format_date(date.today(), language)
+        except Exception:
+            logger.exception("could not prepare the templates ahead of use")
 
     async def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
         """Close every socket with 1012 (htmx reconnects) and wait for them to finish."""
