@@ -51,6 +51,7 @@ ERROR_TEMPLATES = (
     N_("%(field)s must be a finite number."),
     N_("%(field)s must be a whole number of 0 or more."),
     N_("%(field)s must be a non-empty identifier."),
+    N_("%(field)s must be a non-empty identifier without surrounding spaces."),
     N_("There is no handover %(id)s on this plan."),
     N_("This consent has already been withdrawn."),
     N_("A goal is settled as achieved or dropped."),

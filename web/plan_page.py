@@ -28,7 +28,6 @@ between viewers.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from web.i18n import N_, format_date, translations
 __all__ = (
     "FINLAND",
     "PANEL_IDS",
+    "PANEL_TEMPLATES",
     "ConflictView",
     "FormState",
     "RecentChange",
@@ -53,7 +53,6 @@ __all__ = (
     "page_context",
     "recent_changes",
     "render_plan_fragments",
-    "stable_copy",
     "today_in_finland",
 )
 
@@ -73,6 +72,20 @@ PANEL_IDS = (
     "panel-history",
 )
 
+#: The template of each fragment.
+PANEL_TEMPLATES = {
+    "plan-header": "plans/_header.html",
+    "panel-timeline": "plans/_timeline.html",
+    "panel-client": "plans/_client.html",
+    "panel-needs": "plans/_needs.html",
+    "panel-goals": "plans/_goals.html",
+    "panel-network": "plans/_network.html",
+    "panel-steps": "plans/_steps.html",
+    "panel-measures": "plans/_measures.html",
+    "panel-notes": "plans/_notes.html",
+    "panel-history": "plans/_history.html",
+}
+
 #: How many of the latest changes the history panel lists.
 RECENT_CHANGES = 8
 
@@ -85,7 +98,7 @@ def render_plan_fragments(engine: Any, plan: ClientPlan, lang: str) -> str:
     language and change and sends it to every browser showing the plan.
     """
     context = page_context(plan, lang, oob=True)
-    return engine.render("plans/_fragments.html", **context)
+    return "\n".join(engine.render(PANEL_TEMPLATES[panel_id], **context) for panel_id in PANEL_IDS)
 
 
 @dataclass
@@ -135,20 +148,6 @@ class RecentChange:
 
 def today_in_finland() -> date:
     return datetime.now(FINLAND).date()
-
-
-def stable_copy(plan: ClientPlan) -> ClientPlan:
-    """A private copy of a plan from the read model, safe to render while the model moves on.
-
-    The read model folds new events into the very plan object it hands out, from its
-    follower thread; a page renders a copy so that it never sees half an update.
-    """
-    for _attempt in range(5):
-        try:
-            return copy.deepcopy(plan)
-        except RuntimeError:  # changed while copied ("dictionary changed size during iteration")
-            continue
-    return copy.deepcopy(plan)
 
 
 def build_timeline_input(plan: ClientPlan, today: date, gettext: Callable[[str], str]) -> TimelineInput:

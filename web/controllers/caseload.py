@@ -25,6 +25,10 @@ from web.i18n import language_of
 
 __all__ = ("CASELOAD_ROUTE_HANDLERS", "CaseloadController", "CaseloadRow")
 
+#: The organisation's plans are those where one of its people is the named expert or the
+#: counterpart (the plan page's and the live hub's rule, ``web.live.access.may_view``);
+#: the caseload query gives each plan the first role of the organisation's people in it.
+ORGANISATION_ROLES = ("expert", "counterpart")
 #: Longest search text taken from the query.
 MAX_SEARCH = 100
 
@@ -72,7 +76,11 @@ class CaseloadController(Controller):
             "request": request,
             "search": search,
             "mine": [CaseloadRow(entry, account.person_id) for entry in mine],
-            "organisation": [CaseloadRow(entry, account.person_id) for entry in organisation if entry.plan_id not in my_ids],
+            "organisation": [
+                CaseloadRow(entry, account.person_id)
+                for entry in organisation
+                if entry.plan_id not in my_ids and entry.role in ORGANISATION_ROLES
+            ],
             "account": account,
             "vocabularies": VOCABULARIES,
         }

@@ -53,14 +53,16 @@ from web import forms as f
 from web.domain_messages import ITEM_KINDS, field_label, translate_message, vocabulary_label
 from web.errors import is_htmx_request
 from web.i18n import N_, language_of, translations
+from web.identity import Account, account_of
+from web.live.access import may_view
 from web.plan_page import (
     FINLAND,
     PANEL_IDS,
+    PANEL_TEMPLATES,
     FormState,
     PlanView,
     conflict_view,
     page_context,
-    stable_copy,
     today_in_finland,
 )
 
@@ -73,26 +75,27 @@ SAVED = N_("Saved: %(what)s.")
 _BAD_MOMENT = N_("Choose a version or a date and time of the plan's history.")
 
 
-def signed_in_professional(request: Request[Any, Any, Any]) -> Any:
-    """The signed-in professional (``request.user``, a ``web.identity.Account``), or refuse.
+def signed_in_professional(request: Request[Any, Any, Any]) -> Account:
+    """The signed-in professional (``request.user``), or refuse.
 
-    The sign-in wall keeps strangers out before routing; this refuses clients and
-    administrators, whose pages are elsewhere.
+    The sign-in wall (``web.identity``) keeps strangers out before routing; this refuses
+    clients and administrators, whose pages are elsewhere.
     """
-    account = request.scope.get("user")
+    account = account_of(request)
     if account is None:
         raise NotAuthorizedException()
-    if getattr(account, "kind", None) != "professional":
+    if not account.is_professional:
         raise PermissionDeniedException()
     return account
 
 
 def may_see(plan: ClientPlan, account: Any) -> bool:
-    """A professional sees the plans whose network has them, or someone of their organisation."""
-    return any(
-        member.person_id == account.person_id or member.organisation_id == account.organisation_id
-        for member in plan.members.values()
-    )
+    """Whether the professional may open the plan: the live hub's rule (one rule for both).
+
+    They are in the plan's network, or work in the named expert's or the counterpart's
+    organisation.
+    """
+    return may_view(account, plan)
 
 
 # ------------------------------------------------------------------------ the actions
@@ -145,20 +148,6 @@ KINDS = {
         Kind("notes", "note", "panel-notes", lambda plan, item_id: _no_item()),
     )
 }
-
-_PANEL_TEMPLATES = {
-    "plan-header": "plans/_header.html",
-    "panel-timeline": "plans/_timeline.html",
-    "panel-client": "plans/_client.html",
-    "panel-needs": "plans/_needs.html",
-    "panel-goals": "plans/_goals.html",
-    "panel-network": "plans/_network.html",
-    "panel-steps": "plans/_steps.html",
-    "panel-measures": "plans/_measures.html",
-    "panel-notes": "plans/_notes.html",
-    "panel-history": "plans/_history.html",
-}
-
 
 def _no_item() -> Any:
     raise NotFoundException()
@@ -461,10 +450,9 @@ def _default_fields(action: Action) -> Callable[[ClientPlan, Any, str], dict[str
 
 
 async def _visible_plan(views: PlanViews, plan_id: str, account: Any) -> ClientPlan:
-    plan = await anyio.to_thread.run_sync(views.plan, plan_id)
+    plan = await anyio.to_thread.run_sync(views.plan, plan_id)  # our own copy of the plan
     if plan is None:
         raise NotFoundException()
-    plan = await anyio.to_thread.run_sync(stable_copy, plan)
     if not may_see(plan, account):
         raise PermissionDeniedException()
     return plan
@@ -478,7 +466,7 @@ async def _fresh_plan(views: PlanViews, plan_id: str, position: int) -> ClientPl
     plan = await anyio.to_thread.run_sync(views.plan, plan_id)
     if plan is None:
         raise NotFoundException()
-    return await anyio.to_thread.run_sync(stable_copy, plan)
+    return plan
 
 
 def _draft(posted: Any, struct: type[msgspec.Struct]) -> dict[str, Any]:
@@ -630,11 +618,11 @@ def _saved(
                        state=None)
         parts.append(engine.render(_item_template(kind, False), **context))
     else:
-        parts.append(engine.render(_PANEL_TEMPLATES[main_id], **context))
+        parts.append(engine.render(PANEL_TEMPLATES[main_id], **context))
     oob = dict(context, oob=True, focus="")
     for panel_id in PANEL_IDS:
         if panel_id != kind.panel:
-            parts.append(engine.render(_PANEL_TEMPLATES[panel_id], **oob))
+            parts.append(engine.render(PANEL_TEMPLATES[panel_id], **oob))
     parts.append(engine.render("plans/_status.html", **dict(context, message=message)))
     return Response(
         "\n".join(parts),

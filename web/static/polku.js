@@ -53,38 +53,61 @@
   });
 
   // Focus: to the conflict, else the first field in error, else the opened form's first
-  // field, else the item just saved. Each mark is used once.
-  var loaded = [];
-  document.addEventListener("htmx:beforeSwap", function () {
-    loaded = [];
+  // field, else the item just saved; looked for in what the request swapped in (by the
+  // id of its target), at once, before a live update can replace it. Each mark is used once.
+  var swappedId = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target;
+    swappedId = target && target.id ? target.id : null;
   });
-  document.addEventListener("htmx:load", function (event) {
-    loaded.push(event.detail.elt);
-  });
-  document.addEventListener("htmx:afterSettle", function () {
-    var elements = loaded;
-    loaded = [];
+  document.addEventListener("htmx:afterSwap", function () {
+    var root = swappedId && document.getElementById(swappedId);
+    swappedId = null;
+    if (!root) {
+      return;
+    }
     var selectors = ["[data-conflict]", "[aria-invalid='true']", "[autofocus]", "[data-focus]"];
-    for (var s = 0; s < selectors.length; s++) {
-      for (var i = 0; i < elements.length; i++) {
-        var root = elements[i];
-        if (!root || !root.isConnected || !root.querySelector) {
-          continue;
-        }
-        var target = root.matches(selectors[s]) ? root : root.querySelector(selectors[s]);
-        if (target) {
-          target.removeAttribute("autofocus");
-          target.removeAttribute("data-focus");
-          if (target.hasAttribute("data-conflict")) {
-            target.removeAttribute("data-conflict");
-          }
-          if (target.tagName === "FIELDSET") {
-            target = target.querySelector("input") || target;
-          }
-          target.focus();
-          return;
-        }
+    var target = null;
+    for (var s = 0; s < selectors.length && !target; s++) {
+      target = root.matches(selectors[s]) ? root : root.querySelector(selectors[s]);
+    }
+    // htmx would focus an [autofocus] element after settling: the choice is made here.
+    root.querySelectorAll("[autofocus]").forEach(function (element) {
+      element.removeAttribute("autofocus");
+    });
+    if (target) {
+      target.removeAttribute("data-focus");
+      target.removeAttribute("data-conflict");
+      if (target.tagName === "FIELDSET") {
+        target = target.querySelector("input") || target;
       }
+      target.focus();
+    }
+  });
+
+  // A live update (an out-of-band swap) must not take the focus away: if it replaced the
+  // element that had it, focus the element with the same id in the new content.
+  var focusedId = null;
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var active = document.activeElement;
+    var target = event.detail.target;
+    if (active && active !== document.body && active.id && target && target.contains(active)) {
+      focusedId = active.id;
+    }
+  });
+  document.addEventListener("htmx:oobAfterSwap", function () {
+    var id = focusedId;
+    focusedId = null;
+    var active = document.activeElement;
+    if (!id || (active && active !== document.body && active.id === id)) {
+      return;
+    }
+    var element = document.getElementById(id);
+    if (element) {
+      if (element.tabIndex < 0 && !element.hasAttribute("tabindex")) {
+        element.setAttribute("tabindex", "-1");
+      }
+      element.focus({ preventScroll: true });
     }
   });
 

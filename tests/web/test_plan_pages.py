@@ -1,0 +1,554 @@
+"""The plan page, editing in place, conflicts and the history, through a real server.
+
+Every test signs in through the real sign-in form as one of the demo professionals and
+works on the demo plans (``domain.demo``); tests that change a plan use items of their
+own or plans of their own, so that they do not depend on each other's order.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.web.conftest import REPO_ROOT
+from tests.web.identity_fixtures import TEST_PASSWORD
+from tests.web.plan_fixtures import Page, PlanSite, htmx_headers, plan_site, signed_in  # noqa: F401
+from web.domain_messages import ERROR_TEMPLATES, HISTORY_TEMPLATES
+from web.plan_page import PANEL_IDS, render_plan_fragments
+
+PANELS = ("panel-timeline", "panel-client", "panel-needs", "panel-goals", "panel-network",
+          "panel-steps", "panel-measures", "panel-notes", "panel-history")
+
+
+@pytest.fixture
+def aino(plan_site: PlanSite) -> Iterator[httpx.Client]:
+    with signed_in(plan_site, "aino.virtanen") as client:
+        yield client
+
+
+@pytest.fixture
+def mikko(plan_site: PlanSite) -> Iterator[httpx.Client]:
+    with signed_in(plan_site, "mikko.laine") as client:
+        yield client
+
+
+def open_page(client: httpx.Client, plan_id: str) -> Page:
+    response = client.get(f"/plans/{plan_id}")
+    assert response.status_code == 200, response.text[:500]
+    return Page(response)
+
+
+def need_ids(page: Page) -> list[str]:
+    return re.findall(r'<li id="need-([0-9a-f-]{36})"', page.html)
+
+
+def new_need(site: PlanSite, client: httpx.Client, plan_id: str, description: str) -> str:
+    """Record a need through the page (htmx); returns its id."""
+    page = open_page(client, plan_id)
+    before = set(need_ids(page))
+    response = client.post(
+        f"/plans/{plan_id}/needs/new/add",
+        headers=htmx_headers(page),
+        data={"command_id": str(uuid.uuid4()), "category": "everyday_life", "description": description},
+    )
+    assert response.status_code == 200, response.text[:800]
+    (created,) = set(need_ids(open_page(client, plan_id))) - before
+    return created
+
+
+# ------------------------------------------------------------------------ the page
+
+
+def test_plan_page_shows_the_timeline_and_every_panel(plan_site: PlanSite, aino: httpx.Client) -> None:
+    page = open_page(aino, plan_site.plans["matti"])
+    html = page.html
+    assert "<h1>Matti Esimerkki</h1>" in html
+    assert set(PANELS) <= page.ids()
+    timeline = html.index('id="panel-timeline"')
+    assert html.index('<svg', timeline) < html.index("<details", timeline) < html.index('<table class="timeline-table"', timeline)
+    assert "Palvelupolun aikajana" in html  # the timeline speaks Finnish too
+    for heading in ("Palvelutarpeet", "Tavoitteet", "Verkosto", "Palvelupolun vaiheet", "Mittaukset",
+                    "Muistiinpanot", "Viimeisimmät muutokset"):
+        assert f">{heading}</h2>" in html
+    for category in ("Terveydentila", "Työ ja työllistyminen", "Arjen hallinta", "Osaaminen ja ammattitaito"):
+        assert f">{category}</h3>" in html
+    assert "Pitkittynyt alaselkäkipu" in html and "Työmarkkinatuki, vuokrarästejä" in html  # a need, its financial side
+    assert 'class="badge badge--expert">Nimetty asiantuntija' in html
+    assert 'class="badge badge--counterpart">Vastinpari' in html
+    assert "Kela, Pirkanmaan vakuutuspiiri" in html  # consents per organisation
+    assert f'href="/plans/{plan_site.plans["matti"]}/history"' in html
+    assert re.search(r"\d{1,2}\.\d{1,2}\.20\d\d", html), "dates in Finnish format"
+
+
+def test_headings_go_in_order(plan_site: PlanSite, aino: httpx.Client) -> None:
+    levels = [int(level) for level in re.findall(r"<h([1-6])[ >]", open_page(aino, plan_site.plans["matti"]).html)]
+    assert levels[0] == 1
+    assert all(after - before <= 1 for before, after in zip(levels, levels[1:], strict=False))
+
+
+def test_item_and_panel_ids_are_stable(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan = plan_site.service.get_plan(plan_site.plans["matti"])
+    ids = open_page(aino, plan_site.plans["matti"]).ids()
+    assert "client-details" in ids
+    assert {f"need-{i}" for i in plan.needs} <= ids
+    assert {f"goal-{i}" for i in plan.goals} <= ids
+    assert {f"step-{i}" for i in plan.steps} <= ids
+    assert {f"member-{i}" for i in plan.members} <= ids
+    assert {f"consent-{i}" for i in plan.consents} <= ids
+    assert {f"handover-{h.id}" for h in plan.handovers} <= ids
+
+
+def test_a_professional_outside_the_plan_may_not_open_it(plan_site: PlanSite) -> None:
+    with signed_in(plan_site, "outi.rantanen") as outi:  # third sector: in Eeva's network only
+        assert outi.get(f"/plans/{plan_site.plans['eeva']}").status_code == 200
+        assert outi.get(f"/plans/{plan_site.plans['matti']}").status_code == 403
+
+
+def test_strangers_are_sent_to_sign_in(plan_site: PlanSite) -> None:
+    with httpx.Client(base_url=plan_site.base_url) as stranger:
+        response = stranger.get(f"/plans/{plan_site.plans['matti']}")
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/signin")
+
+
+def test_an_unknown_plan_is_not_found(aino: httpx.Client) -> None:
+    assert aino.get(f"/plans/{uuid.uuid4()}").status_code == 404
+    assert aino.get("/plans/not-a-plan").status_code == 404
+
+
+# --------------------------------------------------------------------- editing in place
+
+
+def test_edit_button_fetches_the_form_with_a_fresh_command_id_and_the_revision(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["matti"]
+    page = open_page(aino, plan_id)
+    need_id = need_ids(page)[0]
+    assert f'<form method="get" action="/plans/{plan_id}/needs/{need_id}/edit" hx-get=' in page.html
+    first = Page(aino.get(f"/plans/{plan_id}/needs/{need_id}/edit", headers=htmx_headers(page)))
+    second = Page(aino.get(f"/plans/{plan_id}/needs/{need_id}/edit", headers=htmx_headers(page)))
+    assert first.response.status_code == 200
+    assert first.response.headers["hx-retarget"] == f"#need-{need_id}"
+    assert first.html.lstrip().startswith(f'<li id="need-{need_id}"')
+    assert "<html" not in first.html
+    assert first.value("command_id") != second.value("command_id")
+    uuid.UUID(first.value("command_id"))
+    revision = plan_site.service.get_plan(plan_id).needs[need_id].revision
+    assert first.value("seen_revision") == str(revision)
+    assert "autofocus" in first.html
+    assert '<label for="need-' in first.html
+
+
+def test_without_javascript_the_edit_button_opens_the_form_in_the_whole_page(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["matti"]
+    need_id = need_ids(open_page(aino, plan_id))[0]
+    page = Page(aino.get(f"/plans/{plan_id}/needs/{need_id}/edit"))
+    assert page.response.status_code == 200
+    assert "<html" in page.html and 'name="_csrf_token"' in page.html
+    assert f'action="/plans/{plan_id}/needs/{need_id}/edit"' in page.html
+
+
+def test_adding_a_need_with_htmx_returns_the_fragment_and_it_stays(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["matti"]
+    page = open_page(aino, plan_id)
+    form = Page(aino.get(f"/plans/{plan_id}/needs/new/add", headers=htmx_headers(page)))
+    events = plan_site.event_count()
+    response = aino.post(
+        f"/plans/{plan_id}/needs/new/add",
+        headers=htmx_headers(page),
+        data={"command_id": form.value("command_id"), "category": "skills_and_competence",
+              "description": "Tietotekniikan perustaidot puuttuvat", "financial": "Kurssimaksu 120 €"},
+    )
+    assert response.status_code == 200
+    assert response.headers["hx-retarget"] == "#panel-needs"
+    assert response.headers["hx-reswap"] == "outerHTML"
+    assert response.text.lstrip().startswith('<section id="panel-needs"')
+    assert "Tietotekniikan perustaidot puuttuvat" in response.text
+    assert 'data-focus tabindex="-1"' in response.text  # the new item takes the focus
+    assert 'id="panel-timeline" class="panel plan-panel plan-panel--timeline" aria-labelledby="panel-timeline-title" hx-swap-oob="true"' in response.text
+    assert re.search(r'<div id="messages" hx-swap-oob="innerHTML"><p class="alert alert--success">Tallennettu: palvelutarve.</p>', response.text)
+    assert plan_site.event_count() == events + 1
+    reloaded = open_page(aino, plan_id).html
+    section = reloaded[reloaded.index('id="needs-skills_and_competence-title"'):reloaded.index('id="need-new"')]
+    assert "Tietotekniikan perustaidot puuttuvat" in section and "Kurssimaksu 120 €" in section
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"category": "health", "description": "  "}, "description", "Kuvaus ei voi olla tyhjä."),
+        ({"category": "astrology", "description": "Tähtimerkki"}, "category", "Palvelutarvekategoria: valitse jokin näistä: "
+         "Terveydentila, Työ ja työllistyminen, Arjen hallinta, Osaaminen ja ammattitaito (annettu &#39;astrology&#39;)."),
+    ],
+)
+def test_an_invalid_need_is_shown_next_to_its_field_in_finnish_and_records_nothing(
+    plan_site: PlanSite, aino: httpx.Client, fields: dict[str, str], field: str, message: str
+) -> None:
+    plan_id = plan_site.plans["matti"]
+    page = open_page(aino, plan_id)
+    events = plan_site.event_count()
+    response = aino.post(f"/plans/{plan_id}/needs/new/add", headers=htmx_headers(page),
+                         data={"command_id": str(uuid.uuid4()), **fields})
+    assert response.status_code == 422
+    assert response.headers["hx-retarget"] == "#need-new"
+    fragment = Page(response)
+    assert fragment.error_of("need-new", field) == message
+    assert fragment.html.lstrip().startswith('<div id="need-new"')
+    assert "Tähtimerkki" in fragment.html or field == "description"  # the draft is kept
+    assert plan_site.event_count() == events
+
+
+def test_a_step_that_ends_before_it_starts_is_refused_next_to_the_end_date(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["matti"]
+    plan = plan_site.service.get_plan(plan_id)
+    page = open_page(aino, plan_id)
+    events = plan_site.event_count()
+    response = aino.post(
+        f"/plans/{plan_id}/steps/new/add",
+        headers=htmx_headers(page),
+        data={"command_id": str(uuid.uuid4()), "title": "Kuntosaliohjaus", "need_id": next(iter(plan.needs)),
+              "responsible_member_id": plan.expert.id, "planned_start": "2026-12-10", "planned_end": "2026-12-01"},
+    )
+    assert response.status_code == 422
+    assert Page(response).error_of("step-new", "planned_end") == "Päättymispäivä ei voi olla ennen alkamispäivää."
+    assert 'value="2026-12-10"' in response.text and "Kuntosaliohjaus" in response.text
+    assert plan_site.event_count() == events
+
+
+def test_a_value_that_is_not_a_number_is_refused_in_swedish_too(plan_site: PlanSite) -> None:
+    plan_id = plan_site.plans["matti"]
+    with signed_in(plan_site, "aino.virtanen", language="sv") as aino_sv:
+        page = open_page(aino_sv, plan_id)
+        events = plan_site.event_count()
+        response = aino_sv.post(f"/plans/{plan_id}/measures/new/add", headers=htmx_headers(page),
+                                data={"command_id": str(uuid.uuid4()), "kind": "work_ability_score",
+                                      "value": "paljon", "measured_on": "2026-01-01"})
+    assert response.status_code == 422
+    assert Page(response).error_of("measure-new", "value") == "Värde: ange ett tal."
+    assert plan_site.event_count() == events
+
+
+def test_a_stale_revision_shows_the_conflict_with_the_other_editor(
+    plan_site: PlanSite, aino: httpx.Client, mikko: httpx.Client
+) -> None:
+    plan_id = plan_site.plans["matti"]
+    need_id = new_need(plan_site, aino, plan_id, "Univaikeudet")
+    page = open_page(aino, plan_id)
+    aino_form = Page(aino.get(f"/plans/{plan_id}/needs/{need_id}/edit", headers=htmx_headers(page)))
+    mikko_page = open_page(mikko, plan_id)
+    mikko_form = Page(mikko.get(f"/plans/{plan_id}/needs/{need_id}/edit", headers=htmx_headers(mikko_page)))
+    saved = mikko.post(
+        f"/plans/{plan_id}/needs/{need_id}/edit", headers=htmx_headers(mikko_page),
+        data={"command_id": mikko_form.value("command_id"), "seen_revision": mikko_form.value("seen_revision"),
+              "category": "health", "description": "Univaikeudet, lääkitys aloitettu", "financial": "", "status": "being_addressed"},
+    )
+    assert saved.status_code == 200
+    events = plan_site.event_count()
+
+    response = aino.post(
+        f"/plans/{plan_id}/needs/{need_id}/edit", headers=htmx_headers(page),
+        data={"command_id": aino_form.value("command_id"), "seen_revision": aino_form.value("seen_revision"),
+              "category": "everyday_life", "description": "Univaikeudet, nukkuu päivisin", "financial": "", "status": "open"},
+    )
+    assert response.status_code == 409
+    assert response.headers["hx-retarget"] == f"#need-{need_id}"
+    conflict = Page(response)
+    assert 'role="alert"' in conflict.html and "data-conflict" in conflict.html
+    assert "Joku muu muutti tätä kohdetta (palvelutarve), kun muokkasit sitä." in conflict.html
+    assert "Mikko Laine (Pirkanmaan hyvinvointialue, työkyvyn tuki)" in conflict.html
+    assert "Palvelutarvekategoria, Kuvaus, Tila" in conflict.html  # which fields Mikko changed
+    assert "Univaikeudet, lääkitys aloitettu" in conflict.html  # the saved value...
+    assert "Univaikeudet, nukkuu päivisin" in conflict.html  # ...and the draft, still in the form
+    assert "Tallenna oma versioni" in conflict.html and "Hylkää muutokseni" in conflict.html
+    assert plan_site.event_count() == events  # never a silent overwrite
+
+    current = plan_site.service.get_plan(plan_id).needs[need_id].revision
+    assert conflict.value("seen_revision") == str(current)
+    again = aino.post(
+        f"/plans/{plan_id}/needs/{need_id}/edit", headers=htmx_headers(page),
+        data={"command_id": conflict.value("command_id"), "seen_revision": conflict.value("seen_revision"),
+              "category": "everyday_life", "description": "Univaikeudet, nukkuu päivisin", "financial": "", "status": "open"},
+    )
+    assert again.status_code == 200
+    assert plan_site.service.get_plan(plan_id).needs[need_id].description == "Univaikeudet, nukkuu päivisin"
+
+
+def test_a_repeated_command_id_is_applied_once(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["liisa"]
+    page = open_page(aino, plan_id)
+    command_id = str(uuid.uuid4())
+    events = plan_site.event_count()
+    for _ in range(2):
+        response = aino.post(f"/plans/{plan_id}/notes/new/add", headers=htmx_headers(page),
+                             data={"command_id": command_id, "text": "Kaksoisnapsautus", "visibility": "professionals"})
+        assert response.status_code == 200
+    assert plan_site.event_count() == events + 1
+    assert open_page(aino, plan_id).html.count("Kaksoisnapsautus") == 1
+
+
+def test_a_plain_post_is_redirected_back_to_the_item(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["liisa"]
+    page = open_page(aino, plan_id)
+    response = aino.post(f"/plans/{plan_id}/notes/new/add",
+                         data={"_csrf_token": page.csrf, "command_id": str(uuid.uuid4()),
+                               "text": "Ilman JavaScriptiä", "visibility": "client_and_professionals"})
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert location.startswith(f"/plans/{plan_id}#note-")
+    assert "Ilman JavaScriptiä" in open_page(aino, plan_id).html
+
+
+def test_a_plain_post_with_an_error_gets_the_whole_page_with_the_form_open(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["liisa"]
+    page = open_page(aino, plan_id)
+    response = aino.post(f"/plans/{plan_id}/notes/new/add",
+                         data={"_csrf_token": page.csrf, "command_id": str(uuid.uuid4()), "text": "", "visibility": "professionals"})
+    assert response.status_code == 422
+    whole = Page(response)
+    assert "<html" in whole.html and 'id="panel-needs"' in whole.html
+    assert whole.error_of("note-new", "text") == "Muistiinpano ei voi olla tyhjä."
+
+
+def test_cancel_gives_the_item_back(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["matti"]
+    page = open_page(aino, plan_id)
+    need_id = need_ids(page)[0]
+    response = aino.get(f"/plans/{plan_id}/needs/{need_id}", headers=htmx_headers(page))
+    assert response.status_code == 200
+    assert response.text.lstrip().startswith(f'<li id="need-{need_id}"') and "<form method=\"post\"" not in response.text
+    assert aino.get(f"/plans/{plan_id}/needs/{need_id}").status_code == 303
+
+
+def test_a_rule_of_the_plan_is_shown_above_the_form(plan_site: PlanSite) -> None:
+    plan_id = plan_site.plans["eeva"]  # Timo proposed a handover to Aino; only Aino decides
+    with signed_in(plan_site, "timo.lehtonen") as timo:
+        page = open_page(timo, plan_id)
+        handover = plan_site.service.get_plan(plan_id).pending_handover
+        events = plan_site.event_count()
+        response = timo.post(f"/plans/{plan_id}/handovers/{handover.id}/accept", headers=htmx_headers(page),
+                             data={"command_id": str(uuid.uuid4()), "note": ""})
+    assert response.status_code == 422
+    assert 'role="alert"' in response.text and "Tätä vastuunsiirtoa ei ehdotettu sinulle." in response.text
+    assert plan_site.event_count() == events
+
+
+def test_a_client_name_with_markup_is_escaped(plan_site: PlanSite, aino: httpx.Client) -> None:
+    outcome = plan_site.service.open_plan(
+        by=plan_site.actor("aino"), command_id=f"xss-{uuid.uuid4()}", client_name="<script>alert('x')</script> Testi",
+        segment="unemployed", language="fi", referring_party="other", expert_profession="kuntoutusohjaaja",
+    )
+    plan_site.wait_for_views()
+    html = open_page(aino, outcome.plan_id).html
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; Testi" in html
+    caseload = aino.get("/caseload").text
+    assert "<script>alert" not in caseload and "&lt;script&gt;alert" in caseload
+
+
+# --------------------------------------------------------------------------- history
+
+
+def test_history_at_an_earlier_version_shows_the_earlier_state(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["matti"]
+    first = aino.get(f"/plans/{plan_id}/history", params={"at": "1"})
+    assert first.status_code == 200
+    early = first.text
+    assert "Pitkittynyt alaselkäkipu" not in panels_of(early)  # no needs yet at version 1
+    assert "Pitkittynyt alaselkäkipu" in early  # but the full history below says it came later
+    assert 'type="range"' in early and 'name="at"' in early and 'value="1"' in early
+    assert "Avasi suunnitelman asiakkaalle Matti Esimerkki (Työtön), ohjaava taho: Työllisyyspalvelut." in early
+    assert "Muokkaa" not in early and 'method="post" action="/plans/' not in early  # read-only
+    assert "ws-connect" not in early
+
+    plan = plan_site.service.get_plan(plan_id)
+    recorded = next(entry.version for entry in plan_site.service.history(plan_id) if "need" in entry.template)
+    later = aino.get(f"/plans/{plan_id}/history", params={"at": str(recorded)}).text
+    assert "Pitkittynyt alaselkäkipu" in panels_of(later)
+    assert plan.version > recorded
+
+
+def test_history_at_a_moment_shows_the_plan_as_it_was_then(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["ahmed"]
+    entries = plan_site.service.history(plan_id)
+    closing = next(entry for entry in entries if entry.template.startswith("Closed"))
+    before = (closing.at - timedelta(minutes=1)).isoformat(timespec="minutes")
+    page = aino.get(f"/plans/{plan_id}/history", params={"at": before})
+    assert page.status_code == 200
+    assert "Suljettu" not in page.text.split('id="panel-client"')[1].split("</section>")[0]
+    assert aino.get(f"/plans/{plan_id}/history", params={"at": "eilen"}).status_code == 200
+
+
+def panels_of(history_page: str) -> str:
+    """The plan's panels on the history page (without the list of all changes)."""
+    return history_page.split('class="plan plan--history"')[1].split('id="history-list-title"')[0]
+
+
+# ------------------------------------------------------------------------ live fragments
+
+
+def test_render_plan_fragments_gives_every_fragment_out_of_band_without_request_data(plan_site: PlanSite) -> None:
+    plan = plan_site.app.state.views.plan(plan_site.plans["matti"])
+    html = render_plan_fragments(plan_site.app.template_engine, plan, "sv")
+    top_level = TopLevel.of(html)
+    assert [attributes.get("id") for attributes in top_level] == list(PANEL_IDS)
+    assert all(attributes.get("hx-swap-oob") == "true" for attributes in top_level)
+    assert "Servicestigens tidslinje" in html  # Swedish
+    assert 'method="post"' not in html and "command_id" not in html and "_csrf_token" not in html
+
+
+# ------------------------------------------------------------------------ translations
+
+
+def test_every_domain_message_template_is_listed_for_translation() -> None:
+    """A refusal or history sentence added to the domain must reach the catalogues."""
+    listed = set(ERROR_TEMPLATES) | set(HISTORY_TEMPLATES)
+    found = set()
+    for path in (REPO_ROOT / "domain").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and _is_error_call(node):
+                found |= {arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and " " in arg.value}
+        if path.name == "history.py":
+            found |= {node.value for node in ast.walk(ast.parse(path.read_text()))
+                      if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith((".", "s"))
+                      and node.value[:1].isupper() and " " in node.value and "\n" not in node.value}
+    missing = {template for template in found if template not in listed}
+    assert not missing, f"add these to web/domain_messages.py (and translate them): {missing}"
+
+
+class TopLevel(HTMLParser):
+    """The attributes of the top-level elements of an HTML fragment."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.found: list[dict[str, str | None]] = []
+
+    @classmethod
+    def of(cls, html: str) -> list[dict[str, str | None]]:
+        parser = cls()
+        parser.feed(html)
+        parser.close()
+        assert parser.depth == 0, "unbalanced fragment"
+        return parser.found
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.depth == 0:
+            self.found.append(dict(attrs))
+        if tag not in self.VOID:
+            self.depth += 1
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.depth == 0:
+            self.found.append(dict(attrs))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in self.VOID:
+            self.depth -= 1
+
+
+def _is_error_call(node: ast.Call) -> bool:
+    name = node.func.id if isinstance(node.func, ast.Name) else node.func.attr if isinstance(node.func, ast.Attribute) else ""
+    return name in {"InvalidValue", "RuleViolation", "NotFound", "NotYours", "DomainError", "_require_expert", "__init__"}
+
+
+def test_the_plan_templates_have_no_inline_script_or_style() -> None:
+    for path in (REPO_ROOT / "web" / "templates" / "plans").rglob("*.html"):
+        text = path.read_text()
+        assert "<script>" not in text and "style=" not in text and not re.search(r"\son[a-z]+=", text), path
+    assert Path(REPO_ROOT / "web" / "templates" / "caseload.html").read_text().count("style=") == 0
+
+
+# ------------------------------------------------------------------------ in a browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (scripts/ensure-chromium.sh installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def browser_page(browser: object, site: PlanSite, username: str) -> object:
+    page = browser.new_page(locale="fi-FI", viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    problems: list[str] = []
+    expected = ("status of 409", "status of 422")  # a refused form: the browser notes its status
+    page.on("console", lambda message: problems.append(message.text)
+            if message.type == "error" and not message.text.endswith(tuple(f"{e} (Conflict)" for e in expected[:1]) + tuple(f"{e} (Unprocessable Entity)" for e in expected[1:]))
+            else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.problems = problems
+    page.goto(f"{site.base_url}/signin")
+    page.fill("#username", username)
+    page.fill("#password", TEST_PASSWORD)
+    page.click("form button[type=submit] >> text=Kirjaudu")
+    page.wait_for_url(f"{site.base_url}/caseload")
+    return page
+
+
+@pytest.mark.browser
+def test_in_a_browser_the_edit_form_takes_the_focus_and_gives_it_back(plan_site: PlanSite, browser: object) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    plan_id = plan_site.plans["matti"]
+    page = browser_page(browser, plan_site, "aino.virtanen")
+    page.screenshot(path=str(ARTIFACTS / "caseload.png"), full_page=True)
+    page.goto(f"{plan_site.base_url}/plans/{plan_id}")
+    page.wait_for_selector("#panel-needs")
+    page.screenshot(path=str(ARTIFACTS / "plan.png"), full_page=True)
+
+    need_id = page.get_attribute("#panel-needs li.item", "id")
+    page.click(f"#{need_id} button >> text=Muokkaa")
+    page.wait_for_selector(f"#{need_id} form[data-item-form]")
+    page.wait_for_selector(f"#{need_id}-category:focus")
+    page.fill(f"#{need_id}-financial", "Toimeentulotuki haettu")
+    page.screenshot(path=str(ARTIFACTS / "plan-editing.png"), full_page=False)
+    page.click(f"#{need_id} button[type=submit]")
+    page.wait_for_selector(f"#{need_id}:not(.item--editing)")
+    page.wait_for_selector(f"#{need_id}:focus")
+    assert "Toimeentulotuki haettu" in page.inner_text(f"#{need_id}")
+    assert "Tallennettu: palvelutarve." in page.inner_text("#messages")
+    assert page.problems == []
+    page.close()
+
+
+@pytest.mark.browser
+def test_in_a_browser_a_conflict_is_shown_and_focused(plan_site: PlanSite, browser: object) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    plan_id = plan_site.plans["liisa"]
+    page = browser_page(browser, plan_site, "sanna.koski")
+    page.goto(f"{plan_site.base_url}/plans/{plan_id}")
+    plan = plan_site.service.get_plan(plan_id)
+    need = next(iter(plan.needs.values()))
+    page.click(f"#need-{need.id} button >> text=Muokkaa")
+    page.wait_for_selector(f"#need-{need.id} form[data-item-form]")
+    plan_site.service.update_need(
+        plan_id, by=plan_site.actor("kalle"), command_id=str(uuid.uuid4()), need_id=need.id,
+        seen_revision=need.revision, category=need.category, description=need.description + " (tarkennettu)",
+        financial=need.financial, status="being_addressed",
+    )
+    page.fill(f"#need-{need.id}-description", "Uupumus, sairausloma jatkuu")
+    page.click(f"#need-{need.id} button[type=submit]")
+    page.wait_for_selector(f"#need-{need.id} .conflict")
+    page.wait_for_selector(f"#need-{need.id} .conflict:focus")
+    assert "Kalle Hakala" in page.inner_text(f"#need-{need.id} .conflict")
+    assert page.input_value(f"#need-{need.id}-description") == "Uupumus, sairausloma jatkuu"
+    page.locator(f"#need-{need.id}").screenshot(path=str(ARTIFACTS / "plan-conflict.png"))
+    assert page.problems == []
+    page.goto(f"{plan_site.base_url}/plans/{plan_id}/history?at=3")
+    page.screenshot(path=str(ARTIFACTS / "plan-history.png"), full_page=True)
+    page.close()
