@@ -32,6 +32,7 @@ _EDITING = {
 _EDITING_OTHER = N_("%(name)s (%(organisation)s) is editing the plan.")
 _VIEWING = N_("%(name)s (%(organisation)s) is viewing the plan.")
 _ALONE = N_("No one else is on this plan now.")
+_REGION = N_("Others on this plan now")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,8 @@ def render_presence(people: Iterable[Presence], language: str, *, me: str | None
                 items.append(Markup('<li data-editing="{}">{}</li>').format(person.editing, text))
         body = Markup('<ul class="presence__list">{}</ul>').format(Markup("").join(items))
     return str(
-        Markup('<div id="{id}" class="presence" hx-swap-oob="true">{body}</div>').format(
-            id=PRESENCE_ID, body=body
+        Markup('<div id="{id}" class="presence" role="region" aria-label="{label}" hx-swap-oob="true">{body}</div>').format(
+            id=PRESENCE_ID, label=gettext(_REGION), body=body
         )
     )
 
