@@ -179,7 +179,6 @@ FIELD_LABELS = {
     "contact": N_("Contact details"),
     "part": N_("Part in the plan"),
     "member_id": N_("Network member"),
-    "network member_id": N_("Network member"),
     "responsible_member_id": N_("Responsible"),
     "service": N_("Service"),
     "planned_start": N_("Planned start"),

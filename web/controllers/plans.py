@@ -188,8 +188,6 @@ def _counterpart_fields(plan: ClientPlan, form: f.CounterpartForm, item_id: str)
     return {"member_id": item_id, "seen_revision": form.seen_revision}
 
 
-_MEMBER_ALIASES = {"network member_id": "responsible_member_id", "responsible_member_id": "responsible_member_id"}
-
 ACTIONS = {
     (action.kind, action.form): action
     for action in (
@@ -227,8 +225,8 @@ ACTIONS = {
         Action("handovers", "accept", f.HandoverDecisionForm, "accept_handover", target="panel", id_field="handover_id"),
         Action("handovers", "decline", f.HandoverDecisionForm, "decline_handover", target="panel", id_field="handover_id"),
         Action("handovers", "withdraw", f.HandoverDecisionForm, "withdraw_handover", target="panel", id_field="handover_id"),
-        Action("steps", "add", f.StepForm, "plan_step", target="panel", aliases=_MEMBER_ALIASES),
-        Action("steps", "edit", f.StepUpdateForm, "update_step", id_field="step_id", aliases=_MEMBER_ALIASES,
+        Action("steps", "add", f.StepForm, "plan_step", target="panel"),
+        Action("steps", "edit", f.StepUpdateForm, "update_step", id_field="step_id",
                prefill=lambda plan, s: {"title": s.title, "need_id": s.need_id,
                                         "responsible_member_id": s.responsible_member_id or "", "service": s.service},
                revision=lambda plan, s: s.revision),
