@@ -49,7 +49,7 @@ def test_caseload_lists_my_plans_and_my_organisations(plan_site: PlanSite, aino:
     assert "Työtön" in matti  # segment
     assert "Pekka Nieminen" in matti and "Vastinpari: Aino Virtanen" in matti  # expert and counterpart
     assert "Työkokeilu kevyissä tehtävissä" in matti  # next step
-    assert "<td>Vastinpari</td>" in matti  # my role
+    assert '<td data-label="Roolini">Vastinpari</td>' in matti  # my role
     assert "Suljettu" in organisation["Ahmed Testinen"]
 
 
