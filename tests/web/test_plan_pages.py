@@ -552,3 +552,113 @@ def test_in_a_browser_a_conflict_is_shown_and_focused(plan_site: PlanSite, brows
     page.goto(f"{plan_site.base_url}/plans/{plan_id}/history?at=3")
     page.screenshot(path=str(ARTIFACTS / "plan-history.png"), full_page=True)
     page.close()
+
+
+# ------------------------------------------------------------------- every form, end to end
+
+
+class Worker:
+    """Works through the plan page as htmx would: opens a form, fills it, saves it."""
+
+    def __init__(self, site: PlanSite, client: httpx.Client, plan_id: str) -> None:
+        self.site, self.client, self.plan_id = site, client, plan_id
+        self.page = open_page(client, plan_id)
+
+    def open(self, path: str) -> Page:
+        response = self.client.get(f"/plans/{self.plan_id}/{path}", headers=htmx_headers(self.page))
+        assert response.status_code == 200, response.text[:800]
+        return Page(response)
+
+    def save(self, path: str, expect: int = 200, **fields: object) -> Page:
+        form = self.open(path)
+        data = {"command_id": form.value("command_id"), **fields}
+        if 'name="seen_revision"' in form.html:
+            data["seen_revision"] = form.value("seen_revision")
+        response = self.client.post(f"/plans/{self.plan_id}/{path}", headers=htmx_headers(self.page), data=data)
+        assert response.status_code == expect, response.text[:1500]
+        return Page(response)
+
+    @property
+    def plan(self):  # noqa: ANN201
+        return self.site.service.get_plan(self.plan_id)
+
+
+def test_a_whole_plan_can_be_worked_through_on_the_page(plan_site: PlanSite, aino: httpx.Client) -> None:
+    opened = plan_site.service.open_plan(
+        by=plan_site.actor("aino"), command_id=f"worked-{uuid.uuid4()}", client_name="Venla Työnhakija",
+        segment="unemployed", language="fi", referring_party="kela", expert_profession="kuntoutusohjaaja",
+    )
+    plan_site.wait_for_views()
+    work = Worker(plan_site, aino, opened.plan_id)
+    kela = plan_site.actor("pekka")
+
+    work.save("client/details/edit", client_name="Venla Työnhakija-Esimerkki", segment="employed", language="sv",
+              referring_party="health_centre")
+    assert work.plan.client.name == "Venla Työnhakija-Esimerkki"
+    work.save("consents/new/add", organisation_id=kela.organisation_id, organisation_name=kela.organisation_name,
+              valid_from="2026-01-01")
+    saved = work.save("members/new/add", organisation_id=kela.organisation_id, name=kela.name, person_id=kela.person_id,
+                      profession="Kelan asiantuntija", contact="", part="Ammatillinen kuntoutus")
+    assert "Pekka Nieminen" in saved.html
+    member_id = next(m.id for m in work.plan.members.values() if m.person_id == kela.person_id)
+    work.save(f"members/{member_id}/edit", profession="Kuntoutusasiantuntija", contact="pekka@example.fi", part="Kela")
+    work.save(f"members/{member_id}/counterpart")
+    assert work.plan.counterpart.person_id == kela.person_id
+
+    work.save("needs/new/add", category="health", description="Selkäkipu", financial="Sairauspäiväraha")
+    need_id = next(iter(work.plan.needs))
+    work.save(f"needs/{need_id}/edit", category="health", description="Selkäkipu, pitkittynyt", financial="",
+              status="being_addressed")
+    work.save("goals/new/add", title="Takaisin töihin", need_ids=[need_id], target_date="2027-06-01")
+    goal_id = next(iter(work.plan.goals))
+    work.save(f"goals/{goal_id}/revise", title="Takaisin töihin osa-aikaisesti", need_ids=[need_id],
+              target_date="2027-08-01")
+    work.save("steps/new/add", title="Fysioterapia", need_id=need_id, responsible_member_id=member_id,
+              planned_start="2026-01-05", planned_end="2026-02-27", service="Fysioterapia")
+    step_id = next(iter(work.plan.steps))
+    work.save(f"steps/{step_id}/edit", title="Fysioterapiajakso", need_id=need_id, responsible_member_id=member_id,
+              service="Fysioterapia")
+    work.save(f"steps/{step_id}/reschedule", planned_start="2026-01-12", planned_end="2026-03-06", reason="Jono")
+    work.save(f"steps/{step_id}/progress", status="started", on="2026-01-12", outcome="")
+    work.save(f"steps/{step_id}/outcome", outcome="Liikkuvuus parani")
+    work.save("measures/new/add", kind="other", value="3.5", measured_on="2026-01-12", scale_name="Kipu-VAS",
+              scale_min="0", scale_max="10")
+    work.save("notes/new/add", text="Hyvä alku", visibility="client_and_professionals")
+    work.save(f"goals/{goal_id}/settle", status="achieved", note="Töissä")
+
+    proposed = work.save("handovers/new/propose", note="Kela jatkaa")
+    assert "Odottaa päätöstä: Pekka Nieminen." in proposed.html
+    handover_id = work.plan.pending_handover.id
+    with signed_in(plan_site, "pekka.nieminen") as pekka:
+        Worker(plan_site, pekka, opened.plan_id).save(f"handovers/{handover_id}/accept", note="Otan vastuun")
+    assert work.plan.expert.person_id == kela.person_id
+
+    consent_id = next(c.id for c in work.plan.consents.values() if c.organisation_id != kela.organisation_id)
+    withdrawn = work.save(f"consents/{consent_id}/withdraw")  # Aino's organisation, now the counterpart's
+    assert work.plan.consents[consent_id].withdrawn_on is not None
+    members = withdrawn.html.split(">Jäsenet</h3>")[1].split(">Vastuu</h3>")[0]
+    assert "Pekka Nieminen" in members and "Aino Virtanen" not in members  # her organisation's people left
+    assert aino.get(f"/plans/{opened.plan_id}").status_code == 403  # and the plan is no longer hers to see
+
+
+def test_every_form_of_the_demo_opens(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan = plan_site.service.get_plan(plan_site.plans["eeva"])
+    work = Worker(plan_site, aino, plan_site.plans["eeva"])
+    step = next(s for s in plan.steps.values() if s.status in ("planned", "started"))
+    member = next(m for m in plan.members.values() if m.id not in (plan.responsibility.expert_id, plan.responsibility.counterpart_id))
+    paths = [
+        "client/details/edit", "client/details/close", "needs/new/add", "goals/new/add", "steps/new/add",
+        "members/new/add", "consents/new/add", "measures/new/add", "notes/new/add",
+        f"needs/{next(iter(plan.needs))}/edit", f"goals/{next(iter(plan.goals))}/revise", f"goals/{next(iter(plan.goals))}/settle",
+        f"steps/{step.id}/edit", f"steps/{step.id}/reschedule", f"steps/{step.id}/progress", f"steps/{step.id}/outcome",
+        f"members/{member.id}/edit", f"members/{member.id}/remove", f"members/{member.id}/counterpart",
+        f"consents/{next(iter(plan.consents))}/withdraw",
+        f"handovers/{plan.pending_handover.id}/accept", f"handovers/{plan.pending_handover.id}/decline",
+        f"handovers/{plan.pending_handover.id}/withdraw",
+    ]
+    for path in paths:
+        form = work.open(path)
+        assert 'method="post"' in form.html and 'name="command_id"' in form.html, path
+        assert aino.get(f"/plans/{plan_site.plans['eeva']}/{path}").status_code == 200  # and without JavaScript
+    assert aino.get(f"/plans/{plan_site.plans['eeva']}/needs/new/nonsense").status_code == 404
+    assert aino.get(f"/plans/{plan_site.plans['eeva']}/spaceships/new/add").status_code == 404
