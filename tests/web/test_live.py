@@ -806,3 +806,64 @@ def test_live_js_keeps_drafts_shows_the_connection_and_catches_up(live: LiveServ
         assert page.get_attribute("#live-version", "data-version") == str(missed.version)
     finally:
         stack.close()
+
+
+@pytest.mark.browser
+def test_the_plan_page_lives_an_edit_a_kept_draft_and_the_conflict_after_it(live: LiveServer, chromium: Any) -> None:
+    """The real plan page (plans/show.html), as Aino, while Bert edits the same plan."""
+    plan_id = live.open_plan()
+    first = live.record_need(plan_id, "Alkuperäinen kuvaus")
+    live.caught_up(first.position)
+    need = f"#need-{first.item_id}"
+    context = chromium.new_context(base_url=live.base_url, locale="fi-FI")
+    context.add_cookies([{"name": "polku_session", "value": live.cookies_of(AINO)["polku_session"], "url": live.base_url}])
+    stack = ExitStack()
+    stack.callback(context.close)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    try:
+        assert page.goto(f"/plans/{plan_id}").status == 200  # type: ignore[union-attr]
+        page.wait_for_selector("#presence p", timeout=5000)
+        bert = stack.enter_context(sync_connect(
+            f"{live.ws_url}/plans/{plan_id}/live?version={first.version}",
+            origin=live.base_url,  # type: ignore[arg-type]
+            additional_headers={"Cookie": f"polku_session={live.cookies_of(BERT)['polku_session']}"},
+            open_timeout=5,
+        ))
+        sync_receive(bert, lambda m: is_presence(m) and AINO.name in m)
+
+        # Bert's edit reaches Aino's page.
+        second = live.record_need(plan_id, "Bertin kirjaama tarve", by=BERT)
+        page.wait_for_selector("#panel-needs >> text=Bertin kirjaama tarve", timeout=int(WITHIN * 1000))
+        page.wait_for_selector(f'#live-version[data-version="{second.version}"]', state="attached")
+
+        # Aino opens the first need's form and types; Bert is told what she edits.
+        page.click(f"{need} .item__actions button")
+        page.wait_for_selector(f"{need} form[data-item-form]")
+        assert f'data-editing="need-{first.item_id}"' in sync_receive(bert, lambda m: is_presence(m) and "data-editing" in m)
+        page.fill(f"{need} textarea[name=description]", "Ainon luonnos")
+
+        # Bert changes that need meanwhile: her draft and focus stay, and she is told.
+        plan = live.app.state.views.plan(plan_id)
+        live.app.state.plans.update_need(
+            plan_id, by=BERT.actor, command_id=str(uuid.uuid4()), need_id=first.item_id, category="health",
+            description="Bertin muutos", financial="", status="open", seen_revision=plan.needs[first.item_id].revision,
+        )
+        page.wait_for_selector(f"{need} [data-live-notice]", timeout=int(WITHIN * 1000))
+        assert page.input_value(f"{need} textarea[name=description]") == "Ainon luonnos"
+        assert page.evaluate("document.activeElement.name") == "description"
+
+        # Saving shows the conflict (the safety net); saving her version again wins.
+        page.click(f"{need} form[data-item-form] button[type=submit]")
+        page.wait_for_selector(f"{need} .conflict >> text={BERT.name}")
+        page.click(f"{need} form[data-item-form] button[type=submit]")
+        page.wait_for_selector(f"{need} form[data-item-form]", state="detached")
+        assert "Ainon luonnos" in page.inner_text(need)
+        assert "Ainon luonnos" in sync_receive(bert, containing("Ainon luonnos"))
+        version = live.version_of(plan_id)
+        page.wait_for_selector(f'#live-version[data-version="{version}"]', state="attached")
+    finally:
+        stack.close()
+    assert [p for p in problems if "409" not in p] == []  # the conflict answers 409, by design
