@@ -264,6 +264,8 @@ class LiveHub:
         for flusher in list(self._flushers.values()):
             flusher.cancel()
         await asyncio.gather(*self._flushers.values(), return_exceptions=True)
+        if self._warm_up is not None and not self._warm_up.done():
+            await asyncio.wait({self._warm_up}, timeout=timeout)  # a worker thread: not cancellable
         self._loop = None
 
     def connections(self, plan_id: str | None = None) -> list[LiveConnection]:
