@@ -8,9 +8,12 @@
 | `presence.py` | the `#presence` fragment |
 | `routes.py` | the websocket route `/plans/{plan_id}/live`, the lifespan hook |
 
-Wiring (``web/wiring.py``): ``route_handlers`` and ``lifespan_hooks`` below. A plan page
-connects with ``ws-connect="{{ live_path(plan_id, version) }}"`` and includes
-``/static/live.js`` (drafts kept, connection status, presence messages).
+Wiring (``web/wiring.py``): ``route_handlers`` and ``lifespan_hooks`` below; the hub is
+``app.state.live_hub``. The plan page (``plans/show.html``) connects with
+``hx-ext="ws" ws-connect="/plans/<id>/live?version=<the version it shows>"`` (``live_path``),
+holds ``#live-status``, ``#live-version`` and ``#presence`` (``plans/_live.html``) and loads
+``/static/live.js``: drafts kept, connection status, the version on reconnecting, and
+``editing`` messages. Message formats and close codes: :mod:`web.live.messages`.
 """
 
 from __future__ import annotations
