@@ -173,6 +173,15 @@ class PlanService(Application):
     def change_client_details(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
         return self._change(plan_id, ClientPlan.change_client_details, by, command_id, fields)
 
+    def record_client_contact(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.record_client_contact, by, command_id, fields)
+
+    def set_non_disclosure(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.set_non_disclosure, by, command_id, fields)
+
+    def record_client_view_on_goal(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
+        return self._change(plan_id, ClientPlan.record_client_view_on_goal, by, command_id, fields)
+
     def give_consent(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
         return self._change(plan_id, ClientPlan.give_consent, by, command_id, fields)
 

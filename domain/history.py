@@ -61,6 +61,16 @@ _SENTENCES: dict[str, Any] = {
         "Changed the client's details: %(fields)s.",
         {"fields": ", ".join(a.client.changes[-1].fields) or "no change"},
     ),
+    "ClientContactRecorded": lambda e, n, a: ("Recorded the client's contact details.", {}),
+    "NonDisclosureChanged": lambda e, n, a: (
+        ("Set a non-disclosure order on the client's details.", {})
+        if e.active
+        else ("Lifted the non-disclosure order on the client's details.", {})
+    ),
+    "GoalClientViewRecorded": lambda e, n, a: (
+        "Recorded the client's view of the goal %(title)s: %(stance)s.",
+        {"title": a.goals[e.goal_id].title, "stance": e.stance},
+    ),
     "ConsentGiven": lambda e, n, a: (
         "Recorded the client's consent for %(organisation)s from %(date)s.",
         {"organisation": e.organisation_name, "date": e.valid_from.isoformat()},

@@ -46,6 +46,8 @@ class Client(Item, kw_only=True):
     segment: str
     language: str
     referring_party: str
+    contact: str = ""
+    non_disclosure: bool = False
 
 
 class Responsibility(Item, kw_only=True):
@@ -79,6 +81,8 @@ class Goal(Item, kw_only=True):
     status: str = "set"
     settled_on: date | None = None
     settled_note: str = ""
+    client_stance: str = ""
+    client_comment: str = ""
 
 
 class Member(Item, kw_only=True):

@@ -51,6 +51,7 @@ from domain.items import (
 )
 from domain.values import (
     Actor,
+    ClientStance,
     ClosingOutcome,
     GoalStatus,
     HandoverStatus,
@@ -152,6 +153,31 @@ class ClientPlan(Aggregate):
             for field, value in new.items():
                 setattr(client, field, value)
             client.record_change(self.actor, self.timestamp, "changed", changed)
+
+    class ClientContactRecorded(Event):
+        """The client's own contact details (phone, address), encrypted like all else."""
+
+        contact: str
+
+        @property
+        def item_id(self) -> str:
+            return "client"
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.update_item(plan.client, self, contact=self.contact)
+
+    class NonDisclosureChanged(Event):
+        """A non-disclosure order (turvakielto) set or lifted: while it is set, the
+        client's contact details are shown to the named expert and counterpart only."""
+
+        active: bool
+
+        @property
+        def item_id(self) -> str:
+            return "client"
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.update_item(plan.client, self, non_disclosure=self.active)
 
     class ConsentGiven(Event):
         subject = "consent_id"
@@ -271,6 +297,17 @@ class ClientPlan(Aggregate):
                 settled_on=self.settled_on,
                 settled_note=self.note,
             )
+
+    class GoalClientViewRecorded(Event):
+        """The client's own view of a goal, kept beside the professionals' wording."""
+
+        subject = "goal_id"
+        goal_id: str
+        stance: str
+        comment: str
+
+        def apply(self, plan: ClientPlan) -> None:
+            plan.update_item(plan.goals[self.goal_id], self, client_stance=self.stance, client_comment=self.comment)
 
     class MemberAdded(Event):
         subject = "member_id"
@@ -664,6 +701,29 @@ class ClientPlan(Aggregate):
         )
         return self.client.id
 
+    def record_client_contact(
+        self, *, by: Actor, command_id: str, at: datetime, seen_revision: int, contact: str
+    ) -> str:
+        self._start(by, command_id)
+        self._require_revision(self.client, "client", seen_revision)
+        self._trigger(
+            self.ClientContactRecorded, by, command_id, at, contact=optional_text(contact, "contact", 300)
+        )
+        return self.client.id
+
+    def set_non_disclosure(
+        self, *, by: Actor, command_id: str, at: datetime, seen_revision: int, active: bool
+    ) -> str:
+        """Only the named expert or the counterpart sets or lifts a non-disclosure order."""
+        self._start(by, command_id)
+        self._require_revision(self.client, "client", seen_revision)
+        if not isinstance(active, bool):
+            raise InvalidValue("active", "%(field)s must be yes or no.")
+        if by.person_id not in self._responsible_person_ids():
+            raise NotYours("Only the named expert or the counterpart can change a non-disclosure order.")
+        self._trigger(self.NonDisclosureChanged, by, command_id, at, active=active)
+        return self.client.id
+
     def give_consent(
         self,
         *,
@@ -853,6 +913,36 @@ class ClientPlan(Aggregate):
             note=optional_text(note, "note"),
         )
         return goal_id
+
+    def record_client_view_on_goal(
+        self,
+        *,
+        by: Actor,
+        command_id: str,
+        at: datetime,
+        goal_id: str,
+        seen_revision: int,
+        stance: str,
+        comment: str = "",
+    ) -> str:
+        """The client agrees with a goal or questions it; a question needs the client's words."""
+        self._start(by, command_id)
+        goal = self._find(self.goals, goal_id, "goal", "goal_id")
+        self._require_revision(goal, "goal", seen_revision)
+        client_stance = parse(ClientStance, stance, "stance")
+        text = optional_text(comment, "comment")
+        if client_stance == ClientStance.QUESTIONS and not text:
+            raise InvalidValue("comment", "Say in your own words what you would change in the goal.")
+        self._trigger(
+            self.GoalClientViewRecorded,
+            by,
+            command_id,
+            at,
+            goal_id=goal.id,
+            stance=client_stance.value,
+            comment=text,
+        )
+        return goal.id
 
     def add_member(
         self,
@@ -1335,6 +1425,10 @@ class ClientPlan(Aggregate):
                 for change in item.changes_since(seen)
             ],
         )
+
+    def _responsible_person_ids(self) -> set[str]:
+        counterpart = self.counterpart
+        return {self.expert.person_id} | ({counterpart.person_id} if counterpart else set())
 
     def _require_expert(self, by: Actor, message: str) -> None:
         if by.person_id != self.expert.person_id:

@@ -96,6 +96,13 @@ class StepStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class ClientStance(StrEnum):
+    """The client's own view of a goal, recorded beside the professionals' one."""
+
+    AGREES = "agrees"
+    QUESTIONS = "questions"
+
+
 class HandoverStatus(StrEnum):
     PROPOSED = "proposed"
     ACCEPTED = "accepted"

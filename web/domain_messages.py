@@ -76,6 +76,9 @@ ERROR_TEMPLATES = (
     N_("%(name)s is the named expert or the counterpart: name someone else first."),
     N_("%(name)s is responsible for open steps (%(steps)s): give them to someone else first."),
     N_("Only the named expert can name the counterpart."),
+    N_("Only the named expert or the counterpart can change a non-disclosure order."),
+    N_("%(field)s must be yes or no."),
+    N_("Say in your own words what you would change in the goal."),
     N_("Only the named expert can propose a handover."),
     N_("The counterpart must work in another organisation than the named expert (%(organisation)s)."),
     N_("A %(current)s step cannot become %(new)s."),
@@ -97,6 +100,10 @@ ERROR_TEMPLATES = (
 HISTORY_TEMPLATES = (
     N_("Opened the plan for %(client)s (%(segment)s), referred by %(referrer)s."),
     N_("Changed the client's details: %(fields)s."),
+    N_("Recorded the client's contact details."),
+    N_("Set a non-disclosure order on the client's details."),
+    N_("Lifted the non-disclosure order on the client's details."),
+    N_("Recorded the client's view of the goal %(title)s: %(stance)s."),
     N_("Recorded the client's consent for %(organisation)s from %(date)s."),
     N_("Recorded that the client withdrew the consent for %(organisation)s."),
     N_("Recorded a need (%(category)s): %(description)s"),
@@ -191,6 +198,9 @@ FIELD_LABELS = {
     "value": N_("Value"),
     "measured_on": N_("Measured on"),
     "scale_name": N_("Name of the scale"),
+    "active": N_("Non-disclosure order"),
+    "stance": N_("The client's view"),
+    "comment": N_("Comment"),
     "scale_min": N_("Lowest value of the scale"),
     "scale_max": N_("Highest value of the scale"),
     "text": N_("Note"),
@@ -300,6 +310,10 @@ VOCABULARIES: dict[str, dict[str, str]] = {
         "work_ability_score": N_("Work ability score"),
         "other": N_("Other scale"),
     },
+    "stance": {
+        "agrees": N_("agrees"),
+        "questions": N_("questions the goal"),
+    },
     "role": {
         "expert": N_("Named expert"),
         "counterpart": N_("Counterpart"),
@@ -316,6 +330,7 @@ _VALUE_VOCABULARIES = {
     "current": "step_status",
     "new": "step_status",
     "scale": "measure_kind",
+    "stance": "stance",
 }
 _STATUS_VOCABULARIES = ("step_status", "goal_status", "handover_status", "need_status")
 _FIELD_LIST_VALUES = ("fields",)

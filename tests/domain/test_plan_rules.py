@@ -1781,6 +1781,9 @@ def test_a_reopened_plan_can_be_edited_again(s: Scene) -> None:
 
 Command = Callable[[Scene], tuple[Actor, dict[str, Any]]]
 
+CLIENT = Actor(person_id="client-maija", name="Maija Mäkinen", organisation_id="", organisation_name="")
+"""The client herself: a person of no organisation."""
+
 COMMANDS: dict[str, Command] = {
     "change_client_details": lambda s: (
         s.anna,
@@ -1791,6 +1794,15 @@ COMMANDS: dict[str, Command] = {
             "language": "sv",
             "referring_party": "kela",
         },
+    ),
+    "record_client_contact": lambda s: (
+        s.anna,
+        {"seen_revision": s.plan.client.revision, "contact": "040 123 4567, Hämeenkatu 1, Tampere"},
+    ),
+    "set_non_disclosure": lambda s: (s.anna, {"seen_revision": s.plan.client.revision, "active": True}),
+    "record_client_view_on_goal": lambda s: (
+        CLIENT,
+        {"goal_id": s.goal_id, "seen_revision": s.plan.goals[s.goal_id].revision, "stance": "agrees"},
     ),
     "give_consent": lambda s: (
         s.anna,
@@ -2050,3 +2062,64 @@ def test_a_plan_remembers_the_latest_commands_only(plan: ClientPlan, anna: Actor
 def test_a_command_id_with_surrounding_spaces_is_refused_so_repeats_match_exactly(s: Scene) -> None:
     with refused(s.plan, InvalidValue, "surrounding spaces", field="command_id"):
         s.plan.record_need(by=s.anna, command_id=" need-9 ", at=NOW, category="health", description="x")
+
+
+# --- the client's own details, non-disclosure, the client's view of a goal ---------------
+
+
+def test_the_clients_contact_details_are_recorded_with_a_revision(s: Scene) -> None:
+    do(s.plan, "record_client_contact", s.anna, seen_revision=0, contact="040 123 4567")
+    assert s.plan.client.contact == "040 123 4567"
+    assert s.plan.client.revision == 1
+    with refused(s.plan, EditConflict, s.anna.name):
+        do(s.plan, "record_client_contact", s.bert, seen_revision=0, contact="050 765 4321")
+
+
+@pytest.mark.parametrize("who", ["anna", "bert"])
+def test_the_expert_or_the_counterpart_sets_a_non_disclosure_order(s: Scene, who: str) -> None:
+    do(s.plan, "set_non_disclosure", getattr(s, who), seen_revision=0, active=True)
+    assert s.plan.client.non_disclosure is True
+    do(s.plan, "set_non_disclosure", getattr(s, who), seen_revision=1, active=False)
+    assert s.plan.client.non_disclosure is False
+
+
+@pytest.mark.parametrize("who", ["aino", "carla"])
+def test_other_network_members_cannot_change_a_non_disclosure_order(s: Scene, who: str) -> None:
+    with refused(s.plan, NotYours, "non-disclosure"):
+        do(s.plan, "set_non_disclosure", getattr(s, who), seen_revision=0, active=True)
+
+
+def test_a_non_disclosure_order_is_yes_or_no(s: Scene) -> None:
+    with refused(s.plan, InvalidValue, field="active"):
+        do(s.plan, "set_non_disclosure", s.anna, seen_revision=0, active="yes")
+
+
+def test_the_client_agrees_with_a_goal_beside_the_professionals_wording(s: Scene) -> None:
+    goal = s.plan.goals[s.goal_id]
+    title = goal.title
+    do(s.plan, "record_client_view_on_goal", CLIENT, goal_id=s.goal_id, seen_revision=goal.revision, stance="agrees")
+    assert (goal.client_stance, goal.title) == ("agrees", title)
+
+
+def test_a_client_who_questions_a_goal_says_why_and_both_views_stay(s: Scene) -> None:
+    goal = s.plan.goals[s.goal_id]
+    with refused(s.plan, InvalidValue, "own words", field="comment"):
+        do(s.plan, "record_client_view_on_goal", CLIENT, goal_id=s.goal_id, seen_revision=goal.revision, stance="questions")
+    do(
+        s.plan,
+        "record_client_view_on_goal",
+        CLIENT,
+        goal_id=s.goal_id,
+        seen_revision=goal.revision,
+        stance="questions",
+        comment="Four hours a day is too much for now",
+    )
+    assert goal.client_stance == "questions"
+    assert goal.client_comment == "Four hours a day is too much for now"
+    assert goal.title and goal.status == "set"
+
+
+def test_an_unknown_stance_on_a_goal_is_refused(s: Scene) -> None:
+    goal = s.plan.goals[s.goal_id]
+    with refused(s.plan, InvalidValue, "agrees, questions", field="stance"):
+        do(s.plan, "record_client_view_on_goal", CLIENT, goal_id=s.goal_id, seen_revision=goal.revision, stance="maybe")
