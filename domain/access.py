@@ -33,6 +33,7 @@ class Action(StrEnum):
     VIEW_INTERNAL_NOTES = "view_internal_notes"
     VIEW_CLIENT_CONTACT = "view_client_contact"
     EDIT_PLAN = "edit_plan"
+    SET_NON_DISCLOSURE = "set_non_disclosure"
     CLIENT_VIEW = "client_view"
     CLIENT_COMMENT = "client_comment"
     CLIENT_GOAL_VIEW = "client_goal_view"
@@ -52,6 +53,7 @@ PERMISSIONS: dict[Action, frozenset[Relation]] = {
     Action.VIEW_INTERNAL_NOTES: PROFESSIONALS,
     Action.VIEW_CLIENT_CONTACT: PROFESSIONALS,
     Action.EDIT_PLAN: PROFESSIONALS,
+    Action.SET_NON_DISCLOSURE: RESPONSIBLE,
     Action.CLIENT_VIEW: CLIENT_ONLY,
     Action.CLIENT_COMMENT: CLIENT_ONLY,
     Action.CLIENT_GOAL_VIEW: CLIENT_ONLY,
@@ -97,6 +99,11 @@ PROFESSIONAL_COMMANDS: frozenset[str] = frozenset(
     }
 )
 """The plan service's commands a professional gives from the plan page (EDIT_PLAN)."""
+
+PROFESSIONAL_COMMAND_ACTIONS: dict[str, Action] = {
+    "set_non_disclosure": Action.SET_NON_DISCLOSURE,
+}
+"""Professional commands that need an action of their own besides EDIT_PLAN."""
 
 CLIENT_COMMANDS: dict[str, Action] = {
     "add_note": Action.CLIENT_COMMENT,
@@ -146,7 +153,9 @@ def may_give(relation: Relation, command: str) -> bool:
     """Whether someone of this relation may give this plan service command."""
     if relation == Relation.CLIENT:
         return command in CLIENT_COMMANDS and may(relation, CLIENT_COMMANDS[command])
-    return command in PROFESSIONAL_COMMANDS and may(relation, Action.EDIT_PLAN)
+    if command not in PROFESSIONAL_COMMANDS or not may(relation, Action.EDIT_PLAN):
+        return False
+    return may(relation, PROFESSIONAL_COMMAND_ACTIONS.get(command, Action.EDIT_PLAN))
 
 
 def may_see_client_contact(plan: ClientPlan, relation: Relation) -> bool:

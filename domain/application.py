@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import JSONTranscoder, Mapper, RecordConflictError
+from eventsourcing.persistence import InterfaceError, JSONTranscoder, Mapper, OperationalError, RecordConflictError
 from eventsourcing.utils import get_topic
 
 from domain.crypto import PlanKeyMapper
@@ -31,6 +31,8 @@ from domain.transcodings import plan_transcoder
 from domain.values import Actor
 
 SAVE_ATTEMPTS = 20
+LIBRARY_ATTEMPTS = 10
+"""How often the library's PostgreSQL recorder tries a statement that failed."""
 SNAPSHOT_INTERVAL = 100
 
 
@@ -82,6 +84,21 @@ class PlanService(Application):
         from eventsourcing.utils import Environment
 
         return Environment(name, {"IS_SNAPSHOTTING_ENABLED": "y", **(env or {})})
+
+    def construct_factory(self, env: Any) -> Any:
+        """Bound every wait for a PostgreSQL lock, reads included.
+
+        The library sets its lock timeout only inside an insert's transaction, and
+        retries a timed-out statement up to ten times; so each attempt (read or
+        write) gets a tenth of the configured budget, set on every pooled
+        connection before any is opened.
+        """
+        factory = super().construct_factory(env)
+        if self.settings.kind == "postgres":
+            per_attempt_s = max(self.settings.lock_timeout_s, 1) / LIBRARY_ATTEMPTS
+            factory.datastore.lock_timeout = per_attempt_s
+            factory.datastore.pool.kwargs["options"] = f"-c lock_timeout={int(per_attempt_s * 1000)}"
+        return factory
 
     def construct_mapper(self) -> Mapper:
         return PlanKeyMapper(self.construct_transcoder(), self.keyring)
@@ -270,6 +287,19 @@ class PlanService(Application):
     # ---------------------------------------------------------------- helpers
 
     def _change(
+        self,
+        plan_id: str | uuid.UUID,
+        command: Callable[..., str | None],
+        by: Actor,
+        command_id: str,
+        fields: dict[str, Any],
+    ) -> Outcome:
+        try:
+            return self._change_once_saved(plan_id, command, by, command_id, fields)
+        except (OperationalError, InterfaceError) as error:
+            raise StoreBusy() from error
+
+    def _change_once_saved(
         self,
         plan_id: str | uuid.UUID,
         command: Callable[..., str | None],

@@ -29,7 +29,7 @@ def optional_text(value: object, field: str, limit: int = LONG_TEXT) -> str:
     if not isinstance(value, str):
         raise InvalidValue(field, "%(field)s must be text.")
     text = value.strip()
-    if "\x00" in text:
+    if "\x00" in text or _has_lone_surrogate(text):
         raise InvalidValue(field, "%(field)s contains a forbidden character.")
     if len(text) > limit:
         raise InvalidValue(
@@ -55,9 +55,13 @@ def as_date(value: object, field: str) -> date:
 def as_number(value: object, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidValue(field, "%(field)s must be a number.")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
         raise InvalidValue(field, "%(field)s must be a finite number.")
-    return float(value)
+    return number
 
 
 def as_revision(value: object, field: str = "revision") -> int:
@@ -79,3 +83,8 @@ def as_command_id(value: object) -> str:
             "command_id", "%(field)s must be a non-empty identifier without surrounding spaces."
         )
     return value
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    """A lone UTF-16 surrogate (JSON can carry one) cannot be stored as UTF-8."""
+    return any("\ud800" <= character <= "\udfff" for character in text)

@@ -131,7 +131,8 @@ class Measure(msgspec.Struct, kw_only=True):
 class Note(msgspec.Struct, kw_only=True):
     id: str
     text: str
-    visibility: str
+    visibility: str = "professionals"
+    """Snapshots from before notes had a visibility hold internal notes."""
     written_by: Actor
     written_at: datetime
 

@@ -1370,9 +1370,13 @@ class ClientPlan(Aggregate):
         item.record_change(event.actor, event.timestamp, type(event).__name__, changed)
 
     def detach_member(self, member_id: str, by: Actor, at: datetime) -> None:
-        """Take a member out of the network, with what hangs on them."""
+        """Take a member out of the network, with what hangs on them.
+
+        Every step they answered for, finished ones too, loses its responsible
+        member: a step never points at someone outside the network (the events
+        still tell who did what)."""
         del self.members[member_id]
-        for step in self._open_steps():
+        for step in self.steps.values():
             if step.responsible_member_id == member_id:
                 step.responsible_member_id = None
                 step.record_change(by, at, "responsible left the network", ["responsible_member_id"])

@@ -18,7 +18,7 @@ is turned back into a `StoredEvent` and read through the application's own mappe
 - a plan replayed from the samples, in order, through a real store and `PlanService`, is a
   sane plan, with either version of the note;
 - a snapshot stored before `NoteAdded` v2 (`samples/snapshots/ClientPlan.v1.json`, written
-  with the code of commit fe161d9) still loads. It does not: see the strict xfail.
+  with the code of commit fe161d9) still loads.
 """
 
 from __future__ import annotations
@@ -259,14 +259,6 @@ def test_the_snapshot_sample_is_a_snapshot_of_a_client_plan() -> None:
     assert notes and all("visibility" not in note["_data_"] for note in notes), "stored before NoteAdded v2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NoteAdded v2 upcasts old note events, but not old snapshots: items.Note.visibility has no "
-    "default and ClientPlan has no class_version/upcaster, so a snapshot stored before commit 87035e3 "
-    "(every 100th event) fails to decode (msgspec: Object missing required field `visibility`) and "
-    "the plan cannot be loaded at all. Give Note.visibility the default 'professionals', or bump "
-    "ClientPlan.class_version with an upcast_v1_v2 that adds it to the snapshot's notes",
-)
 def test_a_snapshot_stored_before_note_visibility_still_loads(service: PlanService) -> None:
     sample = load(SNAPSHOT_SAMPLES / "ClientPlan.v1.json")
 

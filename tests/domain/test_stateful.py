@@ -12,8 +12,8 @@ accepted (it must record exactly one event, and its version is the answer).
 After every step, for every plan:
 - the rules hold: every need in one of the four categories; the expert and the counterpart
   are members of different organisations; at most one pending handover, between them;
-  every member's organisation holds a valid consent; every step's need exists and an
-  open step's responsible member exists or is None; goals link to existing needs;
+  every member's organisation holds a valid consent; every step's need exists and its
+  responsible member exists or is None; goals link to existing needs;
 - no command id was recorded twice, and the plan's version counts the accepted commands;
 - the plan from the service (aggregate cache) equals the plan replayed from the store with
   snapshots (taken every 4 events here) and the plan replayed from its events alone
@@ -21,9 +21,7 @@ After every step, for every plan:
 and at the end of each run a fresh service on the same store reads the same plans.
 
 The machine runs on SQLite; `test_plan_editing_on_postgres` runs it with fewer examples on
-PostgreSQL. The deterministic tests at the end pin defects found on the way (the machine
-checks the responsible member of open steps only, because of the first); each is
-`xfail(strict=True)` until the domain is fixed.
+PostgreSQL. The deterministic tests at the end pin defects found on the way, now fixed.
 """
 
 from __future__ import annotations
@@ -128,8 +126,7 @@ def check_plan_rules(plan: ClientPlan, today: date) -> None:
     for step in plan.steps.values():
         assert step.need_id in plan.needs, f"step {step.title!r} is for an unknown need"
         assert step.planned_start <= step.planned_end
-        if step.status in OPEN_STEP:  # closed steps: see test_finished_step_keeps_a_removed_member
-            assert step.responsible_member_id is None or step.responsible_member_id in plan.members
+        assert step.responsible_member_id is None or step.responsible_member_id in plan.members
     for goal in plan.goals.values():
         assert goal.need_ids, f"goal {goal.title!r} is linked to no need"
         assert set(goal.need_ids) <= set(plan.needs), f"goal {goal.title!r} is linked to an unknown need"
@@ -1148,12 +1145,6 @@ def _open(service: PlanService) -> str:
     ).plan_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="detach_member clears the responsible member of open steps only, and remove_member "
-    "checks open steps only: a done or cancelled step keeps the id of a member who has left "
-    "(the step then names nobody who exists)",
-)
 def test_finished_step_keeps_a_removed_member(service: PlanService) -> None:
     plan_id = _open(service)
     sanna = PEOPLE[2]
@@ -1180,21 +1171,12 @@ def test_finished_step_keeps_a_removed_member(service: PlanService) -> None:
     assert responsible is None or responsible in plan.members
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="optional_text/required_text accept a lone surrogate (JSON '\\ud800' decodes to one); the "
-    "command succeeds in memory and the save then fails with UnicodeEncodeError, not a DomainError",
-)
 def test_text_with_a_lone_surrogate_is_refused(service: PlanService) -> None:
     plan_id = _open(service)
     with pytest.raises(InvalidValue):
         service.add_note(plan_id, by=PEOPLE[0], command_id="note", text="rikki \ud800")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="as_number calls math.isfinite on an int too large for a float: OverflowError, not InvalidValue",
-)
 def test_huge_measure_value_is_refused(service: PlanService) -> None:
     plan_id = _open(service)
     with pytest.raises(InvalidValue):
