@@ -10,11 +10,18 @@ plans in memory, which nothing else sees.
 store, follows the event log with the library's projection runner (the
 subscription wakes at once after a local save), and lets a page wait until
 the read model has reached the position of its own edit.
+
+On PostgreSQL several instances share one read-model schema: one of them, the
+holder of an advisory lock, runs the projection; each write NOTIFYs
+"<plan id>:<position>" in its own transaction, and every instance LISTENs and
+tells its listeners and waiting pages (`projections.leader`, docs/deployment.md).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -22,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.domain import Snapshot
-from eventsourcing.persistence import InfrastructureFactory, Tracking
+from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
 from eventsourcing.projection import BaseProjectionRunner, Projection
 from eventsourcing.utils import Environment, get_topic
 
@@ -31,11 +38,17 @@ from domain.erasure import ErasureRecord
 from domain.plan import ClientPlan
 from domain.storage import StoreSettings
 from domain.transcodings import plan_transcoder
+from projections.leader import LeaderElection, NoticeListener, try_advisory_lock
+from projections.leader import connect as pg_connect
 from projections.summary import people_of, summarise
 from projections.views import CaseloadEntry, PlanRow, PlanViewTables, PostgresPlanViews, SQLitePlanViews
 
 PLAN_TOPIC = get_topic(ClientPlan)
 CACHED_PLANS = 1000
+RESTART_DELAY = 0.1
+MAX_RESTART_DELAY = 10.0
+
+logger = logging.getLogger(__name__)
 
 PositionListener = Callable[[str | None, int], None]
 """Called after each event is applied: (the plan it changed, or None; position)."""
@@ -62,6 +75,11 @@ class PlanProjection(Projection[PlanViewTables]):
             return domain_event.plan_id
         self.view.skip(tracking)
         return None
+
+    def forget(self) -> None:
+        """Drop every working copy (another writer may have changed the rows meanwhile)."""
+        with self._lock:
+            self._plans.clear()
 
     def load(self, plan_id: str) -> ClientPlan | None:
         """The plan as the read model has it, or None: a fresh object for the caller.
@@ -127,28 +145,64 @@ class PlanProjection(Projection[PlanViewTables]):
 
 
 class PlanViews:
-    """The plan read model of one process: store, projection and follower."""
+    """The plan read model of one process: store, projection and follower.
+
+    On SQLite (one instance) the follower always runs here and tells the listeners itself.
+    On PostgreSQL any number of instances share the read-model schema: exactly one of them
+    (the holder of an advisory lock, :class:`~projections.leader.LeaderElection`) runs the
+    projection, and every instance, the writer included, learns that the read model moved
+    from the writer's NOTIFY (:class:`~projections.leader.NoticeListener`), which is sent
+    in the same transaction as the rows. See docs/deployment.md.
+    """
 
     def __init__(self, settings: StoreSettings, *, follow: bool = True):
         self.settings = settings
         self.store = open_view_store(settings)
-        self.projection = _NotifyingProjection(self.store, self._advanced)
+        self.shared = settings.kind == "postgres"
+        self.projection = _NotifyingProjection(self.store, _ignore if self.shared else self._advanced)
         self._position = self.store.max_tracking_id(PlanService.name) or 0
         self._moved = threading.Condition()
         self._listeners: list[PositionListener] = []
         self._runner: BaseProjectionRunner[PlanService] | None = None
-        if follow:
-            self._runner = BaseProjectionRunner(
-                projection=self.projection,
-                application_class=PlanService,
-                tracking_recorder=self.store,
-                topics=(),
-                env=settings.as_environ(),
-            ).__enter__()
+        self._runner_error: BaseException | None = None
+        self._restart_at = 0.0
+        self._restart_delay = RESTART_DELAY
+        self._election: LeaderElection | None = None
+        self._notices: NoticeListener | None = None
+        if not follow:
+            return
+        if not self.shared:
+            self._runner = self._new_runner()
+            return
+        store: Any = self.store
+        self._notices = NoticeListener(
+            settings.pg_conninfo, store.channel, on_notice=self._noticed, on_connect=self._catch_up
+        ).start()
+        self._election = LeaderElection(
+            settings.pg_conninfo,
+            store.writer_lock_name,
+            on_elected=self._elected,
+            on_held=self._supervise,
+            on_deposed=self._stop_runner,
+        ).start()
 
     @property
     def position(self) -> int:
         return self._position
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this instance writes the read model (always, on SQLite, while following)."""
+        if self._election is not None:
+            return self._election.is_leader
+        return self._runner is not None
+
+    @property
+    def is_listening(self) -> bool:
+        """Whether this instance hears the writer's notices (always, on SQLite, while following)."""
+        if self._notices is not None:
+            return self._notices.is_listening
+        return self._runner is not None
 
     def add_listener(self, listener: PositionListener) -> None:
         self._listeners.append(listener)
@@ -168,12 +222,25 @@ class PlanViews:
         self.store.mark_seen(person_id, plan_id, version, datetime.now(UTC).isoformat())
 
     def check_running(self) -> None:
-        """Raise the follower's error, if it stopped with one."""
+        """Raise the follower's error, if it stopped with one.
+
+        On PostgreSQL the leader restarts a failed follower by itself; this raises the last
+        failure (once) unless it was only another writer's commit getting there first.
+        """
+        if self._election is not None:
+            error, self._runner_error = self._runner_error, None
+            if error is not None:
+                raise error
+            return
         if self._runner is not None:
             self._runner.run_forever(timeout=0)
 
     def close(self) -> None:
-        if self._runner is not None:
+        if self._election is not None:
+            self._election.close()  # stops the runner (if leading) and releases the lock
+        if self._notices is not None:
+            self._notices.close()
+        if self._election is None and self._runner is not None:
             self._runner.__exit__(None, None, None)
         self.store.datastore.close()
 
@@ -182,18 +249,95 @@ class PlanViews:
             self._position = max(self._position, position)
             self._moved.notify_all()
         for listener in self._listeners:
-            listener(plan_id, position)
+            try:
+                listener(plan_id, position)
+            except Exception:
+                logger.exception("a listener of the plan views failed on %s at %s", plan_id, position)
+
+    # ------------------------------------------------- several instances (PostgreSQL)
+
+    def _new_runner(self) -> BaseProjectionRunner[PlanService]:
+        return BaseProjectionRunner(
+            projection=self.projection,
+            application_class=PlanService,
+            tracking_recorder=self.store,
+            topics=(),
+            env=self.settings.as_environ(),
+        ).__enter__()
+
+    def _noticed(self, payload: str) -> None:
+        """A notice from the writer (any instance): ``"<plan id>:<position>"``."""
+        plan_id, _, position = payload.rpartition(":")
+        if int(position) > self._position:
+            self._advanced(plan_id or None, int(position))
+
+    def _catch_up(self) -> None:
+        """On (re)connecting the listener: tell what was committed while nobody listened."""
+        for plan_id, position in self.store.plans_changed_after(self._position):
+            self._advanced(plan_id, position)
+        head = self.store.max_tracking_id(PlanService.name) or 0
+        if head > self._position:
+            self._advanced(None, head)
+
+    def _elected(self) -> None:
+        """This instance now holds the writer lock: follow from the stored position."""
+        self._restart_at = 0.0
+        self._restart_delay = RESTART_DELAY
+
+    def _supervise(self) -> None:
+        """While leading: keep one runner going, restarting it (with back-off) after a failure."""
+        runner = self._runner
+        if runner is not None:
+            if not runner.is_interrupted.is_set():
+                return
+            self._stop_runner()
+            self._restart_at = time.monotonic() + self._restart_delay
+            self._restart_delay = min(self._restart_delay * 2, MAX_RESTART_DELAY)
+        if time.monotonic() < self._restart_at:
+            return
+        # Another writer may have moved the rows while this one was not leading: start
+        # from the stored tracking position with nothing cached.
+        self.projection.forget()
+        try:
+            self._runner = self._new_runner()
+        except Exception as error:
+            logger.error("plan views: the follower could not start; trying again", exc_info=error)
+            self._runner_error = error
+            self._restart_at = time.monotonic() + self._restart_delay
+            self._restart_delay = min(self._restart_delay * 2, MAX_RESTART_DELAY)
+
+    def _stop_runner(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        try:
+            runner.__exit__(None, None, None)
+        except Exception as error:
+            if _is_fenced(error):
+                logger.info("plan views: another writer committed first (%s); following on from there", error)
+                self._restart_delay = RESTART_DELAY
+            else:
+                logger.error("plan views: the follower failed; restarting it", exc_info=error)
+                self._runner_error = error
 
 
 def rebuild(settings: StoreSettings, progress: Callable[[int, int], None] | None = None) -> int:
     """Rebuild the plan read model from the start of the event log.
 
-    Runs while no follower of the same store is running. Returns the number of
-    events applied.
+    Runs while no follower of the same store is running. On PostgreSQL it holds the
+    writer lock meanwhile, and refuses to start while an instance holds it (stop the
+    instances first). Returns the number of events applied.
     """
     service = PlanService(settings)
     store = open_view_store(settings)
+    writer_lock = None
     try:
+        if settings.kind == "postgres":
+            writer_lock = pg_connect(settings.pg_conninfo, application_name="polku rebuild")
+            if not try_advisory_lock(writer_lock, store.writer_lock_name):  # type: ignore[attr-defined]
+                raise RuntimeError(
+                    "A running instance is writing the plan views; stop every `polku serve` before rebuilding."
+                )
         store.clear(service.name)
         projection = PlanProjection(store)
         total = service.recorder.max_notification_id() or 0
@@ -208,6 +352,8 @@ def rebuild(settings: StoreSettings, progress: Callable[[int, int], None] | None
                 progress(notification.id, total)
         return applied
     finally:
+        if writer_lock is not None:
+            writer_lock.close()
         store.datastore.close()
         service.close()
 
@@ -229,6 +375,15 @@ def open_view_store(settings: StoreSettings) -> PlanViewTables:
         view_class = PostgresPlanViews
     factory = InfrastructureFactory.construct(Environment("views", env))
     return factory.tracking_recorder(view_class)
+
+
+def _ignore(plan_id: str | None, position: int) -> None:
+    """On PostgreSQL the writer's NOTIFY, not the projection, tells the listeners."""
+
+
+def _is_fenced(error: BaseException) -> bool:
+    """The tracking row refused a position that another writer had already recorded."""
+    return isinstance(error, IntegrityError) and str(error).startswith("Failed to record tracking")
 
 
 class _NotifyingProjection(PlanProjection):

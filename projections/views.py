@@ -39,6 +39,7 @@ TABLES = {
 INDEXES = {
     "plan_people_person": "plan_people (person_id)",
     "plan_people_organisation": "plan_people (organisation_id)",
+    "plan_views_position": "plan_views (position)",
 }
 DERIVED_TABLES = ("plan_views", "plan_people")
 
@@ -128,6 +129,7 @@ class PlanViewTables:
                     {"plan_id": row.plan_id, **msgspec.structs.asdict(person)},
                 )
             self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+            self._notify(cursor, row.plan_id, tracking.notification_id)
 
     def drop_plan(self, plan_id: str, tracking: Tracking) -> None:
         with self._cursor(commit=True) as cursor:
@@ -137,10 +139,26 @@ class PlanViewTables:
                     {"plan_id": plan_id},
                 )
             self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+            self._notify(cursor, plan_id, tracking.notification_id)
 
     def skip(self, tracking: Tracking) -> None:
         """Record that an event needed no change, so it is not looked at again."""
         self.insert_tracking(tracking)  # type: ignore[attr-defined]
+
+    def _notify(self, cursor: Any, plan_id: str | None, position: int) -> None:
+        """Tell the other instances, on commit, that the read model reached ``position``."""
+
+    def plans_changed_after(self, position: int) -> list[tuple[str, int]]:
+        """(plan id, position of its latest applied event) of every plan changed after ``position``."""
+        with self._cursor(commit=False) as cursor:
+            cursor.execute(
+                self._sql(
+                    f"SELECT plan_id, position FROM {self._qualified('plan_views')}"
+                    " WHERE position > %(position)s ORDER BY position"
+                ),
+                {"position": position},
+            )
+            return [(r["plan_id"], r["position"]) for r in cursor.fetchall()]
 
     def plan_state(self, plan_id: str) -> tuple[int, str] | None:
         with self._cursor(commit=False) as cursor:
@@ -239,6 +257,14 @@ class SQLitePlanViews(PlanViewTables, SQLiteTrackingRecorder):
 
 
 class PostgresPlanViews(PlanViewTables, PostgresTrackingRecorder):
+    """The tables in a PostgreSQL schema of their own, shared by every instance.
+
+    Only the instance that leads (``projections.leader``) writes them. Each write ends
+    with a NOTIFY on :attr:`channel` (payload ``"<plan id>:<position>"``, the plan id empty
+    for an event that changed no plan) in the same transaction as the rows and the
+    tracking record, so a notice is sent exactly when, and only if, the change commits.
+    """
+
     def __init__(self, datastore: Any, **kwargs: Any):
         super().__init__(datastore, **kwargs)
         from psycopg.sql import SQL
@@ -246,6 +272,42 @@ class PostgresPlanViews(PlanViewTables, PostgresTrackingRecorder):
         schema = self.datastore.schema or "public"
         self.sql_create_statements.insert(0, SQL(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))  # type: ignore[arg-type]
         self.sql_create_statements.extend(SQL(statement) for statement in self._table_statements())  # type: ignore[arg-type]
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel of this read model: one per schema."""
+        from projections.leader import channel_name
+
+        return channel_name(f"{self.datastore.schema or 'public'}.plan_views")
+
+    @property
+    def writer_lock_name(self) -> str:
+        """The advisory lock that the one writer of this read model holds."""
+        return f"{self.datastore.schema or 'public'}.plan_views.writer"
+
+    def create_table(self) -> None:
+        """Create the schema and tables, one instance at a time (an advisory lock in a transaction).
+
+        Two sessions running ``CREATE SCHEMA/TABLE IF NOT EXISTS`` at the same moment still
+        collide on PostgreSQL's catalogue, and the library's first tracking row would be
+        inserted twice: instances that start together would fail.
+        """
+        from projections.leader import LOCK_CLASS
+
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                (LOCK_CLASS, f"{self.datastore.schema or 'public'}.plan_views.create"),
+            )
+            super().create_table()
+
+    def skip(self, tracking: Tracking) -> None:
+        with self._cursor(commit=True) as cursor:
+            self._insert_tracking(cursor, tracking)
+            self._notify(cursor, None, tracking.notification_id)
+
+    def _notify(self, cursor: Any, plan_id: str | None, position: int) -> None:
+        cursor.execute("SELECT pg_notify(%s, %s)", (self.channel, f"{plan_id or ''}:{position}"))
 
     def _qualified(self, table: str) -> str:
         return f'"{self.datastore.schema or "public"}".{table}'
