@@ -15,6 +15,13 @@ holds up the others: when its outbox is full it is closed with 1013 and, on reco
 gets the current plan. A browser says which plan version it shows when it connects
 (``?version=N``); it gets the whole plan at once if it is behind, nothing if it is not.
 
+Audiences: the professionals of the network see the plan page's fragments, with presence; the
+plan's client sees their own view (``web.client_page``), registered with :meth:`LiveHub.add_audience`
+by ``web.controllers.client``. A plan is rendered once per audience and language among its
+viewers, each audience's text goes only to the sockets of that audience, and each audience has
+its own access rule, asked on the handshake, on every message and before every update. The
+client audience takes no part in presence: it neither sees nor appears in it.
+
 Across processes only small notices travel (a later issue: PostgreSQL LISTEN/NOTIFY wakes the
 read model of every instance, whose listener is this hub's path); every instance renders for
 its own browsers. Presence is per instance for now.
@@ -26,6 +33,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import date
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -53,7 +61,7 @@ if TYPE_CHECKING:
     from domain.plan import ClientPlan
     from projections.plans import PlanViews
 
-__all__ = ("LiveConnection", "LiveHub", "Renderer", "render_plan_fragments")
+__all__ = ("PROFESSIONALS", "Audience", "LiveConnection", "LiveHub", "Renderer", "render_plan_fragments")
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +76,8 @@ MESSAGES_PER_WINDOW = 30
 MESSAGE_WINDOW_S = 10.0
 SESSION_CHECK_S = 60.0
 INTERNAL_ERROR = 1011
+PROFESSIONALS = "professionals"
+"""The plan page's audience: rendered with ``LiveHub.render``, allowed by ``may_view``, with presence."""
 
 
 def render_plan_fragments(engine: Any, plan: ClientPlan, language: str) -> str:
@@ -77,14 +87,38 @@ def render_plan_fragments(engine: Any, plan: ClientPlan, language: str) -> str:
     return render(engine, plan, language)
 
 
+@dataclass(frozen=True)
+class Audience:
+    """Another audience of a plan than its professionals: what they are sent, and who belongs.
+
+    ``render(engine, plan, language)`` gives the audience's fragments (top-level elements with
+    ids and ``hx-swap-oob``); ``may_view(account, plan)`` is asked on every message and before
+    every update, like ``may_view`` for the professionals.
+    """
+
+    name: str
+    render: Renderer
+    may_view: Callable[[Viewer | None, "ClientPlan | None"], bool]
+
+
 class LiveConnection:
     """One browser tab's socket on one plan."""
 
-    def __init__(self, socket: WebSocket, plan_id: str, account: Viewer, language: str, outbox_size: int) -> None:
+    def __init__(
+        self,
+        socket: WebSocket,
+        plan_id: str,
+        account: Viewer,
+        language: str,
+        outbox_size: int,
+        audience: str = PROFESSIONALS,
+    ) -> None:
         self.socket = socket
         self.plan_id = plan_id
         self.account = account
         self.language = language
+        self.audience = audience
+        """Whose fragments this socket gets: :data:`PROFESSIONALS` or a registered :class:`Audience`."""
         self.version = 0
         """The plan version this browser shows (what it said on connecting, then what it was sent)."""
         self.editing: str | None = None
@@ -204,7 +238,9 @@ class LiveHub:
         self.views = views
         self.engine = engine
         self.render: Renderer = render or render_plan_fragments
-        """Read at every render: a test may wrap it to count calls."""
+        """The professionals' renderer, read at every render: a test may wrap it to count calls."""
+        self.audiences: dict[str, Audience] = {}
+        """The other audiences (:meth:`add_audience`), by name."""
         self.outbox_size = outbox_size
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -214,7 +250,8 @@ class LiveHub:
         self._watched: frozenset[str] = frozenset()  # read by the projection thread
         self._pending: dict[str, int] = {}
         self._flushers: dict[str, asyncio.Task[None]] = {}
-        self._messages: dict[tuple[str, str], tuple[int, asyncio.Future[str]]] = {}
+        self._messages: dict[tuple[str, str, str], tuple[int, asyncio.Future[str]]] = {}
+        """The latest rendered update by (plan, audience, language)."""
 
     # ------------------------------------------------------------------ life cycle
 
@@ -282,6 +319,21 @@ class LiveHub:
     def accepting(self) -> bool:
         return self._loop is not None and not self._stopping
 
+    def add_audience(
+        self, name: str, *, render: Renderer, may_view: Callable[[Viewer | None, ClientPlan | None], bool]
+    ) -> None:
+        """Serve another audience than the professionals (``serve(..., audience=name)``)."""
+        if name == PROFESSIONALS:
+            raise ValueError("the professionals' audience is the hub's own")
+        self.audiences[name] = Audience(name=name, render=render, may_view=may_view)
+
+    def _may_view(self, audience: str, account: Viewer | None, plan: ClientPlan | None) -> bool:
+        """The audience's own access rule (an unknown audience sees nothing)."""
+        if audience == PROFESSIONALS:
+            return may_view(account, plan)
+        registered = self.audiences.get(audience)
+        return registered is not None and registered.may_view(account, plan)
+
     # ------------------------------------------------------------------ one socket
 
     async def load(self, plan_id: str) -> ClientPlan | None:
@@ -289,14 +341,21 @@ class LiveHub:
         return await anyio.to_thread.run_sync(self.views.plan, plan_id)
 
     async def serve(
-        self, socket: WebSocket, plan_id: str, account: Viewer, language: str, known_version: int | None
+        self,
+        socket: WebSocket,
+        plan_id: str,
+        account: Viewer,
+        language: str,
+        known_version: int | None,
+        audience: str = PROFESSIONALS,
     ) -> None:
         """Serve one accepted socket until it closes.
 
         ``known_version`` is the plan version the browser shows (None: unknown); a browser
-        that is behind gets the whole current plan first.
+        that is behind gets the whole current plan first. ``audience`` says whose fragments
+        it gets (the caller has checked on the handshake that the account belongs to it).
         """
-        connection = LiveConnection(socket, plan_id, account, language, self.outbox_size)
+        connection = LiveConnection(socket, plan_id, account, language, self.outbox_size, audience)
         if known_version is not None:
             connection.version = known_version
         self._join(connection)  # before reading the plan: no event can fall between the two
@@ -312,12 +371,12 @@ class LiveHub:
     async def _catch_up(self, connection: LiveConnection) -> None:
         try:
             plan = await self.load(connection.plan_id)
-            if not may_view(connection.account, plan):
+            if not self._may_view(connection.audience, connection.account, plan):
                 connection.close(POLICY, "not allowed")
                 return
             assert plan is not None
             if connection.version < plan.version:
-                version, text = await self._message(connection.plan_id, connection.language, plan)
+                version, text = await self._message(connection.plan_id, connection.language, plan, connection.audience)
                 connection.send_plan(version, text)
         except Exception:
             logger.exception("could not catch up a live socket of plan %s", connection.plan_id)
@@ -338,7 +397,7 @@ class LiveHub:
         if (
             account is None
             or account.person_id != connection.account.person_id
-            or not may_view(account, plan)
+            or not self._may_view(connection.audience, account, plan)
             or not await still_signed_in(connection.socket)
         ):
             connection.close(POLICY, "not allowed")
@@ -347,11 +406,11 @@ class LiveHub:
         connection.account = account
         connection.session_checked = time.monotonic()
         if isinstance(message, Editing):
-            if message.item != connection.editing:
+            if connection.audience == PROFESSIONALS and message.item != connection.editing:
                 connection.editing = message.item
                 self._broadcast_presence(connection.plan_id)
         elif isinstance(message, Resync):
-            version, text = await self._message(connection.plan_id, connection.language, plan)
+            version, text = await self._message(connection.plan_id, connection.language, plan, connection.audience)
             connection.version = 0
             connection.send_plan(version, text)
 
@@ -375,7 +434,11 @@ class LiveHub:
             del self._messages[key]
 
     def _broadcast_presence(self, plan_id: str) -> None:
-        viewers = [connection for connection in self._viewers.get(plan_id, ()) if not connection.is_closing]
+        viewers = [
+            connection
+            for connection in self._viewers.get(plan_id, ())
+            if connection.audience == PROFESSIONALS and not connection.is_closing
+        ]
         people = [connection.presence for connection in viewers]
         for connection in viewers:
             connection.send(render_presence(people, connection.language, me=connection.account.person_id))
@@ -414,19 +477,22 @@ class LiveHub:
         plan = await self.load(plan_id)
         allowed = []
         for connection in self.connections(plan_id):
-            if may_view(connection.account, plan):
+            if self._may_view(connection.audience, connection.account, plan):
                 allowed.append(connection)
             else:
                 connection.close(POLICY, "not allowed")
         if plan is None or not allowed:
             return
         allowed = await self._signed_in(allowed)
-        languages = sorted({c.language for c in allowed if c.version < plan.version and not c.is_closing})
-        rendered = await asyncio.gather(*(self._message(plan_id, language, plan) for language in languages))
-        messages = dict(zip(languages, rendered, strict=True))
+        wanted = sorted({(c.audience, c.language) for c in allowed if c.version < plan.version and not c.is_closing})
+        rendered = await asyncio.gather(
+            *(self._message(plan_id, language, plan, audience) for audience, language in wanted)
+        )
+        messages = dict(zip(wanted, rendered, strict=True))
         for connection in allowed:
-            if connection.language in messages:
-                connection.send_plan(*messages[connection.language])
+            key = (connection.audience, connection.language)
+            if key in messages:
+                connection.send_plan(*messages[key])
 
     async def _signed_in(self, connections: list[LiveConnection]) -> list[LiveConnection]:
         """Those whose session is still alive (asked at most every SESSION_CHECK_S); closes the others."""
@@ -443,20 +509,23 @@ class LiveHub:
                 connection.close(POLICY, "signed out")
         return [c for c in connections if c not in ended]
 
-    async def _message(self, plan_id: str, language: str, plan: ClientPlan) -> tuple[int, str]:
-        """The plan update for ``language`` at ``plan``'s version: rendered once, however many ask.
+    async def _message(
+        self, plan_id: str, language: str, plan: ClientPlan, audience: str = PROFESSIONALS
+    ) -> tuple[int, str]:
+        """The plan update for ``audience`` in ``language`` at ``plan``'s version: rendered once,
+        however many ask.
 
-        Returns (version, text); the text is the version marker and the plan's fragments.
+        Returns (version, text); the text is the version marker and the audience's fragments.
         """
         version = plan.version
-        key = (plan_id, language)
+        key = (plan_id, audience, language)
         known = self._messages.get(key)
         if known is not None and known[0] >= version:
             return known[0], await asyncio.shield(known[1])
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._messages[key] = (version, future)
         try:
-            text = await anyio.to_thread.run_sync(self._render, plan, version, language)
+            text = await anyio.to_thread.run_sync(self._render, plan, version, language, audience)
         except BaseException as error:
             if self._messages.get(key, (0, None))[1] is future:
                 del self._messages[key]
@@ -469,8 +538,9 @@ class LiveHub:
         future.set_result(text)
         return version, text
 
-    def _render(self, plan: ClientPlan, version: int, language: str) -> str:
-        return version_marker(version) + self.render(self.engine, plan, language)
+    def _render(self, plan: ClientPlan, version: int, language: str, audience: str = PROFESSIONALS) -> str:
+        render = self.render if audience == PROFESSIONALS else self.audiences[audience].render
+        return version_marker(version) + render(self.engine, plan, language)
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
