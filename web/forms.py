@@ -297,3 +297,29 @@ def _is_list(t: Any) -> bool:
 
 def _is_text(t: Any) -> bool:
     return msgspec.inspect.StrType in _leaf_types(t)
+
+
+# --------------------------------------------------------- the client's own view (/my-plan)
+
+
+class ClientCommentForm(Form, kw_only=True):
+    """A comment of the client: a note that the client and the professionals read."""
+
+    text: str = ""
+
+
+class ClientGoalViewForm(EditForm, kw_only=True):
+    """The client agrees with a goal or would change it (then in their own words)."""
+
+    stance: str = ""
+    comment: str = ""
+
+
+class ClientConsentForm(Form, kw_only=True):
+    """The client gives a consent for an organisation (its name comes from the region's list)."""
+
+    organisation_id: str = ""
+
+
+class ClientWithdrawConsentForm(EditForm, kw_only=True):
+    pass

@@ -88,6 +88,10 @@ def extra_route_handlers() -> list[ControllerRouterHandler]:
     handlers += identity.route_handlers
 
     handlers += live.route_handlers
+
+    from web.controllers.client import CLIENT_ROUTE_HANDLERS
+
+    handlers += CLIENT_ROUTE_HANDLERS  # /my-plan: the client's own view, and its live socket
     return handlers
 
 
@@ -104,6 +108,10 @@ def lifespan_hooks() -> list[LifespanHook]:
     hooks += [identity.lifespan_hook]  # first: the sign-in wall and the account store
 
     hooks += live.lifespan_hooks
+
+    from web.controllers import client
+
+    hooks += [client.lifespan_hook]  # after the live hub: registers the client's audience with it
     return hooks
 
 
