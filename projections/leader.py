@@ -9,9 +9,9 @@
 - :class:`NoticeListener` LISTENs on a channel on a connection of its own and hands every
   notice to a callback; after each (re)connection it calls ``on_connect`` first, so the
   caller can catch up on whatever was committed while it was not listening.
-- :func:`advisory_lock` serialises one-off work across instances (creating schemas and
-  tables at start-up), because ``CREATE ... IF NOT EXISTS`` run at the same moment by two
-  sessions still fails on PostgreSQL's catalogue constraints.
+- :class:`StartupLock` serialises one-off work across instances
+  (creating schemas and tables at start-up), because ``CREATE ... IF NOT EXISTS`` run at
+  the same moment by two sessions still fails on PostgreSQL's catalogue constraints.
 
 The lock keys are the pair (``LOCK_CLASS``, ``hashtext(name)``); ``pg_locks`` shows them as
 ``locktype = 'advisory'`` with ``classid = LOCK_CLASS``.
@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -35,7 +35,7 @@ __all__ = (
     "RETRY_INTERVAL",
     "LeaderElection",
     "NoticeListener",
-    "advisory_lock",
+    "StartupLock",
     "channel_name",
     "connect",
 )
@@ -75,22 +75,6 @@ def channel_name(name: str) -> str:
     if len(name.encode()) <= 63:
         return name
     return "polku_" + hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
-
-
-@contextlib.contextmanager
-def advisory_lock(conninfo: str, name: str, *, timeout_s: float = 60.0) -> Iterator[None]:
-    """Hold the advisory lock ``name`` for the block: other instances wait for it.
-
-    Raises :class:`psycopg.errors.LockNotAvailable` after ``timeout_s`` seconds of waiting.
-    """
-    with connect(conninfo, application_name="polku setup") as conn:
-        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
-        conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (LOCK_CLASS, name))
-        try:
-            yield
-        finally:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (LOCK_CLASS, name))
 
 
 def try_advisory_lock(conn: psycopg.Connection[Any], name: str) -> bool:
@@ -248,3 +232,37 @@ class NoticeListener:
             self.on_notice(payload)
         except Exception:
             logger.exception("listener %s: handling notice %r failed", self.channel, payload)
+
+
+class StartupLock:
+    """Held by an instance while it creates or checks its schemas and tables at start-up.
+
+    ``StartupLock.hold(settings)`` waits (at most ``timeout_s``) until no other instance of
+    the same database and schema is starting, creates the event store's schema if it is
+    missing (the library creates tables, not schemas), and returns the held lock;
+    ``release()`` lets the next instance go on. On SQLite it does nothing.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any] | None) -> None:
+        self._conn = conn
+
+    @classmethod
+    def hold(cls, settings: Any, *, timeout_s: float = 60.0) -> StartupLock:
+        if settings.kind != "postgres":
+            return cls(None)
+        schema = settings.pg_schema or "public"
+        conn = connect(settings.pg_conninfo, application_name="polku start-up")
+        try:
+            conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
+            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (LOCK_CLASS, f"{schema}.startup"))
+            if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn)
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()  # ends the session, and with it the lock

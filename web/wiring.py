@@ -30,6 +30,7 @@ from litestar.types import ControllerRouterHandler
 
 from domain.application import PlanService
 from domain.storage import StoreSettings
+from projections.leader import StartupLock
 from projections.plans import PlanViews
 from web.app import create_app
 from web.controllers.caseload import CASELOAD_ROUTE_HANDLERS
@@ -137,6 +138,8 @@ class _Lifespan:
     async def start(self, app: Litestar) -> None:
         stack = AsyncExitStack()
         await stack.__aenter__()
+        # One instance at a time creates the schemas and tables (docs/deployment.md).
+        startup = await anyio.to_thread.run_sync(StartupLock.hold, self.store)
         try:
             await stack.enter_async_context(self._service_and_views(app))
             for hook in self.hooks:
@@ -144,6 +147,8 @@ class _Lifespan:
         except BaseException:
             await stack.aclose()
             raise
+        finally:
+            await anyio.to_thread.run_sync(startup.release)
         self.stack = stack
 
     async def stop(self, app: Litestar) -> None:
