@@ -92,7 +92,8 @@ def postgres_env() -> dict[str, str]:
 
 @pytest.fixture
 def pg_schema(postgres_env: dict[str, str]) -> Iterator[str]:
-    """A fresh, empty schema in the test database, unique to this test; dropped (CASCADE) after.
+    """A fresh, empty schema in the test database, unique to this test; dropped (CASCADE) after,
+    together with the schemas Polku derives from it (``<schema>_keys``, ``_views``, ...).
 
     Yields the schema's name (``t_`` and 12 hex digits). Close every connection that uses it
     before the test ends: the drop waits at most 30 s for their locks, then errors.
@@ -106,7 +107,12 @@ def pg_schema(postgres_env: dict[str, str]) -> Iterator[str]:
     finally:
         with _connect(settings) as conn:
             conn.execute("SET lock_timeout = '30s'")
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+            derived = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname = %s OR nspname LIKE %s",
+                (name, f"{name}\\_%"),
+            ).fetchall()
+            for (schema,) in derived:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 # --- Files --------------------------------------------------------------------------------
