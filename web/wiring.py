@@ -108,6 +108,10 @@ def lifespan_hooks() -> list[LifespanHook]:
 
     hooks += [identity.lifespan_hook]  # first: the sign-in wall and the account store
 
+    from web.controllers.health import readiness_hook
+
+    hooks += [readiness_hook]  # after the wall: /readyz is answered in front of it (no session)
+
     hooks += live.lifespan_hooks
 
     from web.controllers import client

@@ -17,21 +17,26 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from markupsafe import escape
 from psycopg import sql
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from domain.application import PlanService
 from domain.storage import StoreSettings
@@ -149,10 +154,10 @@ def accounts(settings: StoreSettings) -> Iterator[AccountStore]:
         store.close()
 
 
-@pytest.fixture
-def instances(environ: dict[str, str], accounts: AccountStore, tmp_path: Path) -> Iterator[tuple[Instance, Instance]]:
-    """Instances A and B, started at the same moment on the same (empty) database."""
-    started = [start_instance(name, environ, tmp_path / name) for name in ("A", "B")]
+@contextmanager
+def pair_of_instances(environ: dict[str, str], folder: Path) -> Iterator[tuple[Instance, Instance]]:
+    """Instances A and B, started at the same moment on the same database; stopped after."""
+    started = [start_instance(name, environ, folder / name) for name in ("A", "B")]
     try:
         for instance in started:
             wait_until_serving(instance)
@@ -160,6 +165,27 @@ def instances(environ: dict[str, str], accounts: AccountStore, tmp_path: Path) -
     finally:
         for instance in started:
             stop_instance(instance)
+
+
+@pytest.fixture
+def instances(environ: dict[str, str], accounts: AccountStore, tmp_path: Path) -> Iterator[tuple[Instance, Instance]]:
+    with pair_of_instances(environ, tmp_path) as pair:
+        yield pair
+
+
+def wait_until_ready(instance: Instance, timeout: float = 10.0) -> dict[str, Any]:
+    """The instance's readiness report, once it says ready (no session: probes have none)."""
+    deadline = time.monotonic() + timeout
+    report: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{instance.base_url}/readyz", timeout=5)
+        report = response.json()
+        if response.status_code == 200:
+            assert report["status"] == "ready"
+            return report
+        assert response.status_code == 503, response.text
+        time.sleep(0.1)
+    pytest.fail(f"instance {instance.name} not ready within {timeout} s: {report}")
 
 
 def open_plan(settings: StoreSettings) -> tuple[str, int]:
@@ -218,6 +244,11 @@ async def test_an_edit_through_one_instance_reaches_a_browser_of_the_other(
     instances: tuple[Instance, Instance], settings: StoreSettings
 ) -> None:
     a, b = instances
+    reports = {instance.name: wait_until_ready(instance) for instance in (a, b)}
+    assert sorted(report["writer"] for report in reports.values()) == [False, True], reports
+    assert all(report["listening"] and report["lag"] == 0 for report in reports.values()), reports
+    writer = next(name for name, report in reports.items() if report["writer"])
+    print(f"\ninstance {writer} writes the read model")
     plan_id, version = open_plan(settings)
 
     aino_on_a = signed_in(a.base_url, AINO.person_id)
@@ -246,7 +277,7 @@ async def test_an_edit_through_one_instance_reaches_a_browser_of_the_other(
             new_version = int(re.search(r'data-version="(\d+)"', on_b).group(1))  # type: ignore[union-attr]
             assert new_version == version + 1
             assert on_a.count(description) == on_b.count(description) >= 1
-            print(f"\nfirst POST to A: answered after {1000 * (answered - sent):.1f} ms, "
+            print(f"first POST to A: answered after {1000 * (answered - sent):.1f} ms, "
                   f"B's browser had the change at most {1000 * across:.1f} ms after sending")
             for round_ in range(1, 4):  # warm: templates compiled, plan keys cached
                 text = f"Toistuva tarve {round_}"
@@ -288,3 +319,244 @@ async def test_an_edit_through_one_instance_reaches_a_browser_of_the_other(
         assert time.monotonic() - started < 10
         assert "Application shutdown complete." in instance.output()
         assert "Traceback" not in instance.output(), instance.output()
+
+
+# ---------------------------------------------------------------------------- readiness
+
+
+class _Recorder:
+    def __init__(self, head: int | Exception) -> None:
+        self.head = head
+
+    def max_notification_id(self) -> int:
+        if isinstance(self.head, Exception):
+            raise self.head
+        return self.head
+
+
+class _Store:
+    def __init__(self, position: int) -> None:
+        self.position = position
+
+    def max_tracking_id(self, application_name: str) -> int:
+        return self.position
+
+
+@dataclass
+class _Views:
+    store: _Store
+    position: int = 0
+    is_leader: bool = False
+    is_listening: bool = True
+
+
+@dataclass
+class _Plans:
+    recorder: _Recorder
+
+
+def test_readiness_says_why_an_instance_is_not_ready() -> None:
+    from web.controllers.health import readiness
+
+    ready, report = readiness(_Plans(_Recorder(120)), _Views(_Store(100), position=100), allowed_lag=20)
+    assert ready and report["status"] == "ready"
+    assert (report["event_log_head"], report["read_model_position"], report["lag"]) == (120, 100, 20)
+
+    ready, report = readiness(_Plans(_Recorder(121)), _Views(_Store(100)), allowed_lag=20)
+    assert not ready and report["reasons"] == ["read model 21 events behind the event log"]
+
+    ready, report = readiness(_Plans(_Recorder(100)), _Views(_Store(100), is_listening=False), allowed_lag=20)
+    assert not ready and report["reasons"] == ["not hearing the read model's notices"]
+
+    ready, report = readiness(_Plans(_Recorder(OSError("connection refused"))), _Views(_Store(100)), allowed_lag=20)
+    assert not ready and not report["database"] and report["reasons"] == ["database: OSError"]
+
+
+def test_readyz_needs_no_session_and_healthz_stays_liveness(instances: tuple[Instance, Instance]) -> None:
+    a, _b = instances
+    report = wait_until_ready(a)
+    assert set(report) >= {"database", "event_log_head", "read_model_position", "lag", "writer", "listening"}
+    response = httpx.get(f"{a.base_url}/readyz", timeout=5)
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    assert "set-cookie" not in response.headers
+    assert httpx.post(f"{a.base_url}/readyz", timeout=5).status_code == 405
+    assert httpx.get(f"{a.base_url}/healthz", timeout=5).json() == {"status": "ok"}
+
+
+# ---------------------------------------------------------------------------- behind nginx
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+DEPLOY_CONF = REPO_ROOT / "deploy" / "nginx.conf"
+
+
+def _require_nginx() -> str:
+    if NGINX is None:
+        message = "nginx is not installed (apt-get install -y nginx)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return NGINX
+
+
+def _self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert, private = folder / "cert.pem", folder / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return cert, private
+
+
+def _substituted(text: str, replacements: dict[str, str]) -> str:
+    for old, new in replacements.items():
+        assert text.count(old) == 1, f"deploy/nginx.conf should have {old!r} exactly once"
+        text = text.replace(old, new)
+    return text
+
+
+@contextmanager
+def nginx_in_front(a: Instance, b: Instance, folder: Path) -> Iterator[str]:
+    """deploy/nginx.conf, with test ports and a self-signed certificate, in the foreground; yields its https URL."""
+    nginx = _require_nginx()
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = _self_signed_certificate(folder)
+    https_port, http_port = free_port(), free_port()
+    site = _substituted(DEPLOY_CONF.read_text(), {
+        "listen 80;": f"listen 127.0.0.1:{http_port};",
+        "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
+        "server 127.0.0.1:8001 ": f"server {a.base_url.removeprefix('http://')} ",
+        "server 127.0.0.1:8002 ": f"server {b.base_url.removeprefix('http://')} ",
+        "ssl_certificate     /etc/ssl/polku/fullchain.pem;": f"ssl_certificate {cert};",
+        "ssl_certificate_key /etc/ssl/polku/privkey.pem;": f"ssl_certificate_key {key};",
+    })
+    (folder / "polku.conf").write_text(site)
+    temp = {name: folder / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
+    main = "\n".join([
+        "user root;" if os.geteuid() == 0 else "",
+        "worker_processes 1;",
+        "daemon off;",
+        f"pid {folder / 'nginx.pid'};",
+        f"error_log {folder / 'error.log'} warn;",
+        "events { worker_connections 256; }",
+        "http {",
+        f"    access_log {folder / 'access.log'};",
+        *(f"    {name}_temp_path {path};" for name, path in
+          (("client_body", temp["body"]), ("proxy", temp["proxy"]), ("fastcgi", temp["fastcgi"]),
+           ("uwsgi", temp["uwsgi"]), ("scgi", temp["scgi"]))),
+        f"    include {folder / 'polku.conf'};",
+        "}",
+    ])
+    (folder / "nginx.conf").write_text(main)
+    command = [nginx, "-p", str(folder), "-c", str(folder / "nginx.conf")]
+    checked = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base_url = f"https://127.0.0.1:{https_port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            try:
+                if httpx.get(f"{base_url}/healthz", verify=False, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (folder / "error.log").read_text()
+            time.sleep(0.1)
+        redirect = httpx.get(f"http://127.0.0.1:{http_port}/caseload", timeout=5)
+        assert redirect.status_code == 301 and redirect.headers["location"].startswith("https://")
+        yield base_url
+    finally:
+        process.send_signal(signal.SIGQUIT)  # graceful stop of nginx
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+async def wss_socket(base_url: str, plan_id: str, version: int, cookie: str) -> ClientConnection:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return await connect(
+        f"wss://{base_url.removeprefix('https://')}/plans/{plan_id}/live?version={version}",
+        origin=base_url,  # type: ignore[arg-type]
+        additional_headers={"Cookie": f"{cookie}; lang=fi"},
+        ssl=context,
+        open_timeout=5,
+        close_timeout=2,
+    )
+
+
+@pytest.mark.nginx
+async def test_behind_nginx_websockets_pass_and_either_instance_serves_anyone(
+    environ: dict[str, str], accounts: AccountStore, settings: StoreSettings, tmp_path: Path
+) -> None:
+    _require_nginx()
+    secure = {**environ, "POLKU_SECURE_COOKIES": "1"}  # as in production: HTTPS only
+    with pair_of_instances(secure, tmp_path) as (a, b), nginx_in_front(a, b, tmp_path / "nginx") as site:
+        for instance in (a, b):
+            wait_until_ready(instance)
+        plan_id, version = open_plan(settings)
+        with httpx.Client(base_url=site, verify=False, timeout=15, follow_redirects=False) as aino, \
+                httpx.Client(base_url=site, verify=False, timeout=15, follow_redirects=False) as bert:
+            sign_in(aino, site, AINO.person_id)
+            sign_in(bert, site, BERT.person_id)
+            assert set(bert.cookies) >= {"__Host-polku_session"}
+            bert_cookie = f"__Host-polku_session={bert.cookies['__Host-polku_session']}"
+
+            # several live sockets through nginx (least_conn spreads them over both instances)
+            sockets = [await wss_socket(site, plan_id, version, bert_cookie) for _ in range(4)]
+            try:
+                page = aino.get(f"/plans/{plan_id}")
+                assert page.status_code == 200, page.text[:300]
+                response = aino.post(
+                    f"/plans/{plan_id}/needs/new/add",
+                    headers={"hx-request": "true", "x-csrftoken": csrf_token_of_page(page.text)},
+                    data={"command_id": str(uuid.uuid4()), "category": "health", "description": "Nginxin takaa"},
+                )
+                assert response.status_code == 200, response.text[:800]
+                for socket_ in sockets:
+                    await first_plan_update_with(socket_, "Nginxin takaa", ACROSS_WITHIN)
+
+                # instance A stops (graceful): its sockets close with a code htmx reconnects on,
+                # and nginx sends everything, sessions included, to B from then on
+                assert stop_instance(a) in (0, -signal.SIGTERM)
+                codes = []
+                for socket_ in sockets:
+                    try:
+                        async with asyncio.timeout(0.5):
+                            await socket_.recv()
+                    except TimeoutError:
+                        continue  # on B: still open
+                    except ConnectionClosed as closed:
+                        codes.append(closed.rcvd.code if closed.rcvd else 1006)
+                assert set(codes) <= {1006, 1011, 1012, 1013}, codes
+                assert 0 < len(codes) < len(sockets), "nginx should have spread the sockets over both instances"
+                for _ in range(6):
+                    assert bert.get(f"/plans/{plan_id}").status_code == 200
+                again = await wss_socket(site, plan_id, version, bert_cookie)
+                sockets.append(again)
+                message = await first_plan_update_with(again, "Nginxin takaa", ACROSS_WITHIN)  # resync on connect
+                assert "Nginxin takaa" in message
+                print(f"\nbehind nginx: {len(codes)} of 4 sockets were on the stopped instance (codes {codes})")
+            finally:
+                for socket_ in sockets:
+                    await socket_.close()
