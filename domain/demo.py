@@ -27,6 +27,9 @@ def _person(person_id: str, name: str, organisation: tuple[str, str]) -> Actor:
     return Actor(person_id=person_id, name=name, organisation_id=organisation[0], organisation_name=organisation[1])
 
 
+CLIENT = _person("matti.esimerkki", "Matti Esimerkki", ("", ""))
+"""The demo client (Matti's own account signs in as this person): no organisation."""
+
 PEOPLE = {
     "aino": (_person("aino.virtanen", "Aino Virtanen", HVA), "kuntoutusohjaaja"),
     "mikko": (_person("mikko.laine", "Mikko Laine", HVA), "lääkäri"),
@@ -158,7 +161,7 @@ class _Story:
             self._do("aino", "record_measure", kind="work_ability_score", value=4, measured_on=self.day)
             self._do("aino", "name_counterpart", member_id=members["pekka"], seen_revision=0)
             goal = self._do("aino", "set_goal", title="Kipu hallinnassa niin, että jaksaa 4 tuntia kevyttä työtä", need_ids=[back, work], target_date=self._date(150))
-            self._do("aino", "set_goal", title="Säännöllinen päivärytmi", need_ids=[daily], target_date=self._date(60))
+            rhythm = self._do("aino", "set_goal", title="Säännöllinen päivärytmi", need_ids=[daily], target_date=self._date(60))
             assessment = self._do("mikko", "plan_step", title="Työkyvyn arvio lääkärillä", need_id=back, responsible_member_id=members["mikko"], planned_start=self._date(7), planned_end=self._date(7))
             rehab = self._do("aino", "plan_step", title="Fysioterapiajakso", need_id=back, service="Fysioterapia", responsible_member_id=members["mikko"], planned_start=self._date(14), planned_end=self._date(70))
             coaching = self._do("timo", "plan_step", title="Työkokeilu kevyissä tehtävissä", need_id=work, service="Työkokeilu", responsible_member_id=members["timo"], planned_start=self._date(90), planned_end=self._date(150))
@@ -178,6 +181,9 @@ class _Story:
             self._later(10)
             self._progress("timo", coaching, "started")
             self._do("pekka", "revise_goal", goal_id=goal, seen_revision=self._revision("goals", goal), title="Kipu hallinnassa niin, että jaksaa 6 tuntia työtä", need_ids=[back, work], target_date=self._date(120))
+            self._do("pekka", "add_note", text="Hei Matti! Työkokeilu jatkuu marraskuun alkuun. Soitan sinulle ensi viikolla.", visibility="client_and_professionals")
+            # Matti's own view of a goal, from his own account (the client's view of the plan)
+            self.service.record_client_view_on_goal(self.plan_id, by=CLIENT, command_id=self._next_id(), goal_id=rhythm, seen_revision=self._revision("goals", rhythm), stance="questions", comment="Aamut ovat minulle vaikeita. Aloittaisin heräämällä yhdeksältä ja aikaistaisin siitä vähitellen.")
             return self.plan_id
 
     def liisa(self) -> str:
