@@ -304,6 +304,53 @@ def test_the_other_instance_takes_over_when_the_leader_loses_its_lock(
     assert_each_event_applied_once(service, applied_log())
 
 
+def test_a_second_writer_that_has_not_noticed_it_lost_the_lock_cannot_apply_an_event_twice(
+    service: PlanService,
+    open_views: Callable[..., PlanViews],
+    applied_log: Callable[[], dict[int, list[str]]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The fence: B runs its projection *without* the lock, racing the leader A on every event.
+
+    This is the moment after a takeover when an old leader has not yet seen that its lock
+    connection is gone. The single tracking row, written in the same transaction as the
+    rows, lets exactly one of two writes of an event commit; the other rolls back and its
+    runner starts again from the stored position.
+    """
+    caplog.set_level("INFO", logger="projections.plans")
+    random_commands(service, random.Random(8), 10, "before")
+    a = open_labelled(open_views, "A")
+    assert wait_until(lambda: a.is_leader, 5) is not None
+    b = open_labelled(open_views, "B")
+    assert wait_until(lambda: b.is_listening, 5) is not None
+    try:
+        with Producer(service, seed=9) as producer:
+            while producer.count < 60:
+                b._supervise()  # B keeps (re)starting a runner, as if it were leading
+                time.sleep(0.02)
+        deadline = time.monotonic() + 10
+        end = service.recorder.max_notification_id()
+        while b.store.max_tracking_id(PlanService.name) != end and time.monotonic() < deadline:
+            b._supervise()
+            time.sleep(0.02)
+    finally:
+        b._stop_runner()
+    assert not b.is_leader and a.is_leader
+
+    end = assert_caught_up(service, a, b)
+    collisions = sum("another writer committed first" in record.getMessage() for record in caplog.records)
+    applied = applied_log()
+    writers = {writer for writers in applied.values() for writer in writers}
+    print(f"\ntwo writers at once: {collisions} collisions refused by the tracking row; "
+          f"{len(applied)} events applied, by {sorted(writers)}")
+    assert collisions > 0, "the two writers never collided: the fence was not exercised"
+    assert writers <= {"A", "B"}
+    assert_each_event_applied_once(service, applied)
+    assert a.store.max_tracking_id(PlanService.name) == end
+    plan_ids = all_plan_ids(service)
+    assert read_side(a, plan_ids) == write_side(service, plan_ids)
+
+
 _CHILD = """
 import sys, time
 from tests.projections.test_multi_instance import install_applied_log
