@@ -10,10 +10,13 @@
     polku admin person add USERNAME --name N --organisation ID --profession P [--kind professional|admin]
                                         add a person who signs in; prints their first sign-in link
     polku admin person link USERNAME    a new first sign-in link (the earlier one stops working)
+    polku admin client add USERNAME --name N --plan PLAN_ID
+                                        add a client's account for their own plan; prints their first sign-in link
 
 `polku demo` also adds the demo organisations and professionals (usernames like
 aino.virtanen), all with one demo password: POLKU_DEMO_PASSWORD if set, else one generated
-once and kept in <data dir>/demo-password.txt (0600); it prints the password.
+once and kept in <data dir>/demo-password.txt (0600); it prints the password. It also adds
+the demo client matti.esimerkki, who sees his own plan at /my-plan, with the same password.
 
 The store is chosen by the POLKU_* environment variables (see README.md); sign-in links
 start with POLKU_BASE_URL (default http://127.0.0.1:8000) unless --base-url is given.
@@ -26,6 +29,7 @@ import os
 import sys
 from pathlib import Path
 from collections.abc import Sequence
+from typing import Any
 
 from domain.application import PlanService
 from domain.demo import load_demo
@@ -74,10 +78,10 @@ def _demo(service: PlanService, args: argparse.Namespace) -> int:
     else:
         plan_ids = load_demo(service)
         print(f"Demo loaded: {len(plan_ids)} plans.")
-    return _demo_accounts(if_empty=args.if_empty)
+    return _demo_accounts(if_empty=args.if_empty, client_plan=_demo_client_plan(service))
 
 
-def _demo_accounts(*, if_empty: bool) -> int:
+def _demo_accounts(*, if_empty: bool, client_plan: str | None = None) -> int:
     """The demo organisations and professionals, with the demo password (printed)."""
     from domain.demo import PEOPLE
     from domain.storage import StoreSettings
@@ -98,6 +102,7 @@ def _demo_accounts(*, if_empty: bool) -> int:
             return 0
         password = demo_password(settings.data_dir)
         ensure_demo_accounts(store, password)
+        client = _ensure_demo_client(store, password, client_plan) if client_plan else None
     except PasswordRejected:
         print("polku: POLKU_DEMO_PASSWORD must be 12 to 256 characters long.", file=sys.stderr)
         return 1
@@ -107,7 +112,29 @@ def _demo_accounts(*, if_empty: bool) -> int:
     source = "POLKU_DEMO_PASSWORD" if os.environ.get("POLKU_DEMO_PASSWORD") else f"kept in {kept}"
     print(f"Demo accounts: {len(usernames)} professionals ({', '.join(usernames[:3])}, ...).")
     print(f"Sign in as any of them with the demo password ({source}): {password}")
+    if client:
+        print(f"Demo client: {client} sees his own plan at /my-plan (the same password).")
     return 0
+
+
+def _demo_client_plan(service: PlanService) -> str | None:
+    """The demo plan of the demo client (``domain.demo.CLIENT``), if it is in the store."""
+    from domain.demo import CLIENT
+
+    return next((s.plan_id for s in service.summaries() if s.client_name == CLIENT.name), None)
+
+
+def _ensure_demo_client(store: Any, password: str, plan_id: str) -> str:
+    """The demo client's account for ``plan_id``, with the demo password (safe to repeat)."""
+    from domain.demo import CLIENT
+
+    username = CLIENT.person_id
+    if store.account_by_username(username) is None:
+        store.add_account(username, name=CLIENT.name, kind="client", person_id=CLIENT.person_id, plan_id=plan_id)
+    current = store.password_hash_of(username)
+    if current is None or not store.password_matches_hash(current, password):
+        store.set_password(username, password)
+    return username
 
 
 def _add_admin_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -131,6 +158,14 @@ def _add_admin_commands(commands: argparse._SubParsersAction) -> None:  # type: 
     link = person.add_parser("link", help="a new first sign-in link (the earlier one stops working)")
     link.add_argument("username", metavar="USERNAME")
     link.add_argument("--base-url", help="where the service is reached (default: POLKU_BASE_URL)")
+    client = areas.add_parser("client", help="clients who sign in to see their own plan").add_subparsers(
+        dest="action", required=True
+    )
+    add_client = client.add_parser("add", help="add a client's account for their plan; prints a first sign-in link")
+    add_client.add_argument("username", metavar="USERNAME", help="e.g. matti.esimerkki")
+    add_client.add_argument("--name", required=True)
+    add_client.add_argument("--plan", required=True, metavar="PLAN_ID", help="the id of the client's plan")
+    add_client.add_argument("--base-url", help="where the service is reached (default: POLKU_BASE_URL)")
 
 
 _ORGANISATION_TYPES = (
@@ -148,7 +183,10 @@ def _admin(args: argparse.Namespace) -> int:
             organisation = store.add_organisation(args.organisation_id, args.name, args.type)
             print(f"Organisation {organisation.organisation_id}: {organisation.name} ({organisation.type}).")
             return 0
-        if args.action == "add":
+        if args.area == "client":
+            account = store.add_account(args.username, name=args.name, kind="client", plan_id=_existing_plan(args.plan))
+            print(f"Added {account.name} (client of the plan {account.plan_id}) as {args.username.strip().lower()}.")
+        elif args.action == "add":
             account = store.add_account(
                 args.username, name=args.name, kind=args.kind, organisation_id=args.organisation,
                 profession=args.profession,
@@ -164,6 +202,19 @@ def _admin(args: argparse.Namespace) -> int:
     print(f"First sign-in link (works once, for {LINK_LIFETIME // 3600} hours; give it to this person only):")
     print(f"  {base_url}/signin/link/{token}")
     return 0
+
+
+def _existing_plan(plan_id: str) -> str:
+    """The id of a plan in the store, or refuse (a client account is for an existing plan)."""
+    from web.accounts import AccountError
+
+    service = PlanService()
+    try:
+        return str(service.get_plan(plan_id.strip()).id)
+    except DomainError:
+        raise AccountError(f"there is no plan {plan_id!r}") from None
+    finally:
+        service.close()
 
 
 def _plans(service: PlanService, _args: argparse.Namespace) -> int:
