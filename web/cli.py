@@ -111,9 +111,9 @@ def _demo_accounts(*, if_empty: bool, client_plan: str | None = None) -> int:
     kept = Path(settings.data_dir) / DEMO_PASSWORD_FILENAME
     source = "POLKU_DEMO_PASSWORD" if os.environ.get("POLKU_DEMO_PASSWORD") else f"kept in {kept}"
     print(f"Demo accounts: {len(usernames)} professionals ({', '.join(usernames[:3])}, ...).")
-    print(f"Sign in as any of them with the demo password ({source}): {password}")
     if client:
-        print(f"Demo client: {client} sees his own plan at /my-plan (the same password).")
+        print(f"Demo client: {client}, who sees his own plan at /my-plan.")
+    print(f"Sign in as any of them with the demo password ({source}): {password}")
     return 0
 
 
