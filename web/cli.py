@@ -10,6 +10,10 @@
     polku admin person add USERNAME --name N --organisation ID --profession P [--kind professional|admin]
                                         add a person who signs in; prints their first sign-in link
     polku admin person link USERNAME    a new first sign-in link (the earlier one stops working)
+    polku accesslog verify [--anchor SEQ:HASH]
+                                        check the access log's chain; exit code 1 at the first broken link
+    polku accesslog export [--since DAY] [--until DAY] [--format csv|jsonl] [--output FILE]
+                                        the access log's entries (days in Finland's time, both included)
     polku admin client add USERNAME --name N --plan PLAN_ID
                                         add a client's account for their own plan; prints their first sign-in link
 
@@ -51,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     projections = commands.add_parser("projections", help="manage the read models")
     projections.add_argument("action", choices=["rebuild"])
     _add_admin_commands(commands)
+    _add_accesslog_commands(commands)
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -62,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _rebuild_projections()
     if args.command == "admin":
         return _admin(args)
+    if args.command == "accesslog":
+        return _accesslog(args)
     service = PlanService()
     try:
         return _COMMANDS[args.command](service, args)
@@ -166,6 +173,59 @@ def _add_admin_commands(commands: argparse._SubParsersAction) -> None:  # type: 
     add_client.add_argument("--name", required=True)
     add_client.add_argument("--plan", required=True, metavar="PLAN_ID", help="the id of the client's plan")
     add_client.add_argument("--base-url", help="where the service is reached (default: POLKU_BASE_URL)")
+
+
+def _add_accesslog_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    accesslog = commands.add_parser("accesslog", help="the access log: who read which plan").add_subparsers(
+        dest="action", required=True
+    )
+    verify = accesslog.add_parser("verify", help="check the chain of entries; exit code 1 at the first broken link")
+    verify.add_argument("--anchor", metavar="SEQ:HASH", help="an entry's number and hash noted earlier")
+    export = accesslog.add_parser("export", help="print or write the entries")
+    export.add_argument("--since", metavar="DAY", help="from this day (YYYY-MM-DD, Finland's time)")
+    export.add_argument("--until", metavar="DAY", help="to this day, included")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    export.add_argument("--output", metavar="FILE", help="write to FILE (default: standard output)")
+
+
+def _accesslog(args: argparse.Namespace) -> int:
+    from domain.storage import StoreSettings
+    from web.accesslog import AccessLog, day_start
+
+    log = AccessLog.open(StoreSettings.from_environ())
+    try:
+        if args.action == "verify":
+            anchor = None
+            if args.anchor:
+                seq, _, digest = args.anchor.partition(":")
+                if not seq.isdigit() or len(digest) != 64:
+                    print("polku: --anchor is SEQ:HASH, e.g. 1234:9f86d08...", file=sys.stderr)
+                    return 2
+                anchor = (int(seq), digest.lower())
+            report = log.verify(anchor)
+            if report.ok:
+                print(f"The access log is intact: {report.checked} entries; the last is {report.head_seq},"
+                      f" hash {report.head_hash}.")
+                return 0
+            print(f"The access log is broken at entry {report.broken_seq}: {report.message}.", file=sys.stderr)
+            print(f"Entries 1 to {report.head_seq} are intact (hash of {report.head_seq}: {report.head_hash}).",
+                  file=sys.stderr)
+            return 1
+        try:
+            since, until = day_start(args.since or ""), day_start(args.until or "", next_day=True)
+        except ValueError:
+            print("polku: --since and --until are days, e.g. 2026-11-23", file=sys.stderr)
+            return 2
+        output = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            for line in log.export(since, until, format=args.format):
+                output.write(line)
+        finally:
+            if output is not sys.stdout:
+                output.close()
+        return 0
+    finally:
+        log.close()
 
 
 _ORGANISATION_TYPES = (
