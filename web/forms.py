@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import msgspec
 
 __all__ = (
+    "ClientContactForm",
     "ClientDetailsForm",
     "CloseForm",
     "ConsentForm",
@@ -36,6 +37,7 @@ __all__ = (
     "MemberUpdateForm",
     "NeedForm",
     "NeedUpdateForm",
+    "NonDisclosureForm",
     "NoteForm",
     "ReopenForm",
     "StepForm",
@@ -74,6 +76,16 @@ class ClientDetailsForm(EditForm, kw_only=True):
     segment: str = ""
     language: str = ""
     referring_party: str = ""
+
+
+class ClientContactForm(EditForm, kw_only=True):
+    contact: str = ""
+
+
+class NonDisclosureForm(EditForm, kw_only=True):
+    """Set (``true``) or lift (``false``) the non-disclosure order: the form says which."""
+
+    active: bool
 
 
 class CloseForm(Form, kw_only=True):

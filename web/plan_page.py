@@ -24,6 +24,21 @@ Items inside them have ids of their own: ``client-details``, ``need-<id>``,
 does not depend on a request, and the fragments hold no form that posts (their buttons
 fetch a form for the person who clicks them), so no CSRF token or command id is shared
 between viewers.
+
+**Who sees what (``domain.access``).** A page rendered for one request knows its viewer:
+:func:`audience_of` gives the :class:`Audience` (the viewer's relation to the plan, and
+whether they may see and record the client's contact details and set or lift a
+non-disclosure order), and the templates show or leave out those parts. The live hub
+renders its fragments once per language for every viewer of the plan, so they cannot
+depend on the viewer: they are rendered with ``audience=None`` and hold everything but the
+client's contact details and the controls for them. In their place, ``client-contact``
+is a placeholder that fetches the viewer's own version (``GET /plans/<id>/contact``,
+``hx-trigger="load"``), decided by ``domain.access`` for that request like any page.
+So a non-disclosure order (turvakielto) hides the contact details from everyone but the
+named expert and the counterpart on the page, in every live update, in the history and
+in the plan's forms and conflict views. We chose this over rendering the fragments per
+(language, may see the contact): it keeps the hub's one render per language, and a
+viewer's own request is where the table is asked anyway.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from domain.access import Relation, may_give, may_see_client_contact
 from domain.errors import EditConflict
 from domain.plan import ClientPlan
 from domain.values import HandoverStatus, StepStatus
@@ -46,9 +62,11 @@ __all__ = (
     "FINLAND",
     "PANEL_IDS",
     "PANEL_TEMPLATES",
+    "Audience",
     "ConflictView",
     "FormState",
     "RecentChange",
+    "audience_of",
     "build_timeline_input",
     "page_context",
     "recent_changes",
@@ -95,10 +113,41 @@ def render_plan_fragments(engine: Any, plan: ClientPlan, lang: str) -> str:
 
     ``engine`` is the app's template engine (``app.template_engine``). The result is the
     same for every viewer of the plan who reads ``lang``: the live hub renders it once per
-    language and change and sends it to every browser showing the plan.
+    language and change and sends it to every browser showing the plan. It therefore holds
+    nothing that depends on the viewer: the client's contact details are a placeholder that
+    each browser fills with its own request (see the module's docstring).
     """
-    context = page_context(plan, lang, oob=True)
+    context = page_context(plan, lang, oob=True, audience=None)
     return "\n".join(engine.render(PANEL_TEMPLATES[panel_id], **context) for panel_id in PANEL_IDS)
+
+
+@dataclass(frozen=True)
+class Audience:
+    """One viewer of a plan: what ``domain.access`` lets them see and do beyond the plan itself."""
+
+    relation: Relation
+    may_see_contact: bool
+    """The client's contact details (hidden under a non-disclosure order from all but the
+    named expert and the counterpart)."""
+    may_record_contact: bool
+    may_set_non_disclosure: bool
+
+
+def audience_of(plan: ClientPlan, relation: Relation, *, shown: ClientPlan | None = None) -> Audience:
+    """The :class:`Audience` of someone of ``relation`` to ``plan`` (the plan as it is now).
+
+    ``shown`` is the plan as the page shows it when that is another version (the history):
+    the contact details are then shown only if both versions allow it, so that lifting an
+    order later never reveals an address recorded while it was in force, and an order set
+    since hides what was recorded before it.
+    """
+    see = may_see_client_contact(plan, relation) and (shown is None or may_see_client_contact(shown, relation))
+    return Audience(
+        relation=relation,
+        may_see_contact=see,
+        may_record_contact=see and may_give(relation, "record_client_contact"),
+        may_set_non_disclosure=may_give(relation, "set_non_disclosure"),
+    )
 
 
 @dataclass
@@ -201,12 +250,15 @@ def page_context(
     readonly: bool = False,
     oob: bool = False,
     focus: str = "",
+    audience: Audience | None = None,
 ) -> dict[str, Any]:
     """The templates' context for ``plan`` (add ``request`` for a whole page).
 
     ``editing`` maps an item's id (``need-<id>``, ``need-new``...) to its open form;
     ``readonly`` shows the plan without any control (the history page); ``oob`` marks
-    every fragment ``hx-swap-oob``; ``focus`` names the item to focus after a save.
+    every fragment ``hx-swap-oob``; ``focus`` names the item to focus after a save;
+    ``audience`` is the viewer (:func:`audience_of`), or None for the live hub's
+    fragments shared by every viewer (the client's contact details are then a placeholder).
     """
     gettext = translations(lang).gettext
     today = today or today_in_finland()
@@ -227,6 +279,7 @@ def page_context(
         "vocabularies": VOCABULARIES,
         "item_kinds": ITEM_KINDS,
         "recent": recent_changes(plan, gettext),
+        "audience": audience,
     }
 
 
@@ -370,7 +423,13 @@ _ACTIONS = {
     "measured": N_("recorded"),
     "written": N_("written"),
     "proposed": N_("handover proposed"),
+    "ClientContactRecorded": N_("contact details recorded"),
+    "NonDisclosureChanged": N_("non-disclosure order changed"),
+    "GoalClientViewRecorded": N_("the client's view recorded"),
 }
+
+#: Fields of the change lists that are labelled under another name.
+_FIELD_NAMES = {"non_disclosure": "active"}
 
 
 def recent_changes(plan: ClientPlan, gettext: Callable[[str], str], limit: int = RECENT_CHANGES) -> list[RecentChange]:
@@ -388,7 +447,7 @@ def recent_changes(plan: ClientPlan, gettext: Callable[[str], str], limit: int =
                     what=kind_label,
                     title=title,
                     action=actions.get(change.action, change.action),
-                    fields=[field_label(f, gettext) for f in change.fields],
+                    fields=[field_label(_FIELD_NAMES.get(f, f), gettext) for f in change.fields],
                     anchor=anchor,
                 )
             )
@@ -439,7 +498,7 @@ def conflict_view(
                 "by_name": change["by_name"],
                 "by_organisation": change["by_organisation"],
                 "at": datetime.fromisoformat(change["at"]),
-                "fields": [field_label(f, gettext) for f in change.get("fields", [])],
+                "fields": [field_label(_FIELD_NAMES.get(f, f), gettext) for f in change.get("fields", [])],
             }
             for change in error.changes
         ],

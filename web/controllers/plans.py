@@ -7,10 +7,21 @@ for the client, or ``new`` for the block that adds one):
 =====================================  =============================================
 ``GET  /plans/{id}``                   the plan page (marks the plan seen)
 ``GET  /plans/{id}/history?at=``       the plan as it was at a version or a moment
+``GET  /plans/{id}/contact``           the client's contact details, as this viewer may see them
 ``GET  /plans/{id}/{kind}/{item}``     the item as shown (htmx; else back to the page)
 ``GET  /plans/{id}/{kind}/{item}/{f}``  the item with its form ``f`` open
 ``POST /plans/{id}/{kind}/{item}/{f}``  the form: runs the command
 =====================================  =============================================
+
+**Who may (``domain.access``).** Every route loads the plan from the read model and
+computes the signed-in person's relation to it once (``relation_to(..., today=...)``):
+someone outside the plan, an administrator, or a plan that does not exist all get 404, so
+that plan ids cannot be probed; a relation that may not view the plan (the client, whose
+own view is elsewhere) gets 403, and so does a form whose command the relation may not give
+(``may_give``), or a form that shows the client's contact details to someone a
+non-disclosure order hides them from (``may_see_client_contact``). Someone whose own
+command took them out of the plan (their organisation's consent withdrawn) is sent to
+their caseload instead of being shown the plan.
 
 A form works with and without JavaScript. htmx gets fragments: the saved item (or its
 panel, when the change moves things around in it) with every other fragment of the page
@@ -30,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -45,6 +57,8 @@ from litestar.response import Redirect
 from litestar.status_codes import HTTP_303_SEE_OTHER, HTTP_409_CONFLICT, HTTP_422_UNPROCESSABLE_ENTITY
 from litestar.types import ControllerRouterHandler
 
+from domain.access import Action as Permission
+from domain.access import Relation, may, may_give, may_see_client_contact
 from domain.application import PlanService
 from domain.errors import DomainError, EditConflict, NotFound
 from domain.plan import ClientPlan
@@ -54,25 +68,29 @@ from web.domain_messages import ITEM_KINDS, field_label, translate_message, voca
 from web.errors import is_htmx_request
 from web.i18n import N_, language_of, translations
 from web.identity import Account, account_of
-from web.live.access import may_view
+from web.live.access import may_view, relation_of
 from web.plan_page import (
     FINLAND,
     PANEL_IDS,
     PANEL_TEMPLATES,
+    Audience,
     FormState,
     PlanView,
+    audience_of,
     conflict_view,
     page_context,
     today_in_finland,
 )
 
-__all__ = ("PLAN_ROUTE_HANDLERS", "PlanController", "signed_in_professional", "may_see")
+__all__ = ("ACTIONS", "KINDS", "PLAN_ROUTE_HANDLERS", "PlanAccess", "PlanController", "may_see", "signed_in_professional")
 
 logger = logging.getLogger(__name__)
 
 SAVED = N_("Saved: %(what)s.")
 """The status message after a save (``what`` is the item's kind)."""
 _BAD_MOMENT = N_("Choose a version or a date and time of the plan's history.")
+_SET_ORDER = N_("Set a non-disclosure order")
+_LIFT_ORDER = N_("Lift the non-disclosure order")
 
 
 def signed_in_professional(request: Request[Any, Any, Any]) -> Account:
@@ -90,12 +108,64 @@ def signed_in_professional(request: Request[Any, Any, Any]) -> Account:
 
 
 def may_see(plan: ClientPlan, account: Any) -> bool:
-    """Whether the professional may open the plan: the live hub's rule (one rule for both).
-
-    They are in the plan's network, or work in the named expert's or the counterpart's
-    organisation.
-    """
+    """Whether the account may open the plan page: the live hub's rule (``domain.access``, VIEW_PLAN)."""
     return may_view(account, plan)
+
+
+#: Relations that are told a plan does not exist rather than that they may not see it.
+HIDDEN_FROM = frozenset({Relation.OUTSIDER, Relation.ADMIN})
+
+
+@dataclass(frozen=True)
+class PlanAccess:
+    """Who asks, the plan (from the read model) and their relation to it, decided once a request."""
+
+    account: Account
+    plan: ClientPlan
+    relation: Relation
+
+    @property
+    def audience(self) -> Audience:
+        return audience_of(self.plan, self.relation)
+
+    def require(self, permission: Permission) -> None:
+        """403 unless the relation allows ``permission``."""
+        if not may(self.relation, permission):
+            raise PermissionDeniedException()
+
+    def require_command(self, action: PlanAction, plan: ClientPlan | None = None) -> None:
+        """403 unless the relation may give the form's command (and see what the form shows)."""
+        if not may_give(self.relation, action.command):
+            raise PermissionDeniedException()
+        if action.shows_contact and not may_see_client_contact(plan or self.plan, self.relation):
+            raise PermissionDeniedException()
+
+
+async def plan_access(
+    request: Request[Any, Any, Any], views: PlanViews, plan_id: str, permission: Permission = Permission.VIEW_PLAN
+) -> PlanAccess:
+    """The plan and the signed-in person's relation to it, or refuse (404/403, see the module)."""
+    account = account_of(request)
+    if account is None:
+        raise NotAuthorizedException()
+    plan = await _read_plan(views, plan_id)
+    if plan is None:
+        raise NotFoundException()
+    relation = relation_of(account, plan, today_in_finland())
+    if relation in HIDDEN_FROM:
+        raise NotFoundException()
+    access = PlanAccess(account=account, plan=plan, relation=relation)
+    access.require(permission)
+    return access
+
+
+async def _read_plan(views: PlanViews, plan_id: str) -> ClientPlan | None:
+    """The read model's plan (our own copy), or None; an id that is no plan id is none."""
+    try:
+        plan_id = str(uuid.UUID(plan_id))
+    except ValueError:
+        return None
+    return await anyio.to_thread.run_sync(views.plan, plan_id)
 
 
 # ------------------------------------------------------------------------ the actions
@@ -160,7 +230,8 @@ class Action:
     ``prefill(plan, item)`` gives the form's first values (the item's current ones);
     ``command_fields(plan, form, item_id)`` the command's fields, by default the form's
     own plus ``id_field``; ``target`` is what a save re-renders: the ``item`` or its
-    ``panel`` (when the change moves things around in it).
+    ``panel`` (when the change moves things around in it). ``shows_contact``: the form
+    shows the client's contact details (only to those ``domain.access`` lets see them).
     """
 
     kind: str
@@ -173,6 +244,10 @@ class Action:
     revision: Callable[[ClientPlan, Any], int] | None = None
     command_fields: Callable[[ClientPlan, Any, str], dict[str, Any]] | None = None
     aliases: dict[str, str] = field(default_factory=dict)
+    shows_contact: bool = False
+
+
+PlanAction = Action
 
 
 def _iso(day: date | None) -> str:
@@ -194,6 +269,12 @@ ACTIONS = {
         Action("client", "edit", f.ClientDetailsForm, "change_client_details", target="panel",
                prefill=lambda plan, c: {"client_name": c.name, "segment": c.segment, "language": c.language,
                                         "referring_party": c.referring_party},
+               revision=lambda plan, c: c.revision),
+        Action("client", "contact", f.ClientContactForm, "record_client_contact", target="panel",
+               prefill=lambda plan, c: {"contact": c.contact}, revision=lambda plan, c: c.revision,
+               shows_contact=True),
+        Action("client", "nondisclosure", f.NonDisclosureForm, "set_non_disclosure", target="panel",
+               prefill=lambda plan, c: {"active": "false" if c.non_disclosure else "true"},
                revision=lambda plan, c: c.revision),
         Action("client", "close", f.CloseForm, "close_plan", target="panel"),
         Action("client", "reopen", f.ReopenForm, "reopen_plan", target="panel"),
@@ -257,10 +338,10 @@ class PlanController(Controller):
     async def show(
         self, request: Request[Any, Any, Any], plan_id: FromPath[str], views: NamedDependency[PlanViews]
     ) -> Response[str]:
-        account = signed_in_professional(request)
-        plan = await _visible_plan(views, plan_id, account)
-        await anyio.to_thread.run_sync(views.mark_seen, account.person_id, plan_id, plan.version)
-        return _page(request, plan)
+        access = await plan_access(request, views, plan_id)
+        plan = access.plan
+        await anyio.to_thread.run_sync(views.mark_seen, access.account.person_id, str(plan.id), plan.version)
+        return _page(request, access)
 
     @get("/{plan_id:str}/history", name="plan:history")
     async def history(
@@ -271,8 +352,9 @@ class PlanController(Controller):
         views: NamedDependency[PlanViews],
         at: FromQuery[str] = "",
     ) -> Response[str]:
-        account = signed_in_professional(request)
-        latest = await _visible_plan(views, plan_id, account)
+        access = await plan_access(request, views, plan_id, Permission.VIEW_HISTORY)
+        latest = access.plan
+        plan_id = str(latest.id)
         lang = language_of(request)
         _ = translations(lang).gettext
         entries = await anyio.to_thread.run_sync(plans.history, plan_id)
@@ -282,7 +364,8 @@ class PlanController(Controller):
         chosen = next((e for e in entries if e.version == version), None)
         moment = chosen.at if chosen else None
         today = moment.astimezone(FINLAND).date() if moment else today_in_finland()
-        context = page_context(then, lang, today=today, readonly=True)
+        audience = audience_of(latest, access.relation, shown=then)
+        context = page_context(then, lang, today=today, readonly=True, audience=audience)
         view = context["view"]
         context.update(
             request=request,
@@ -306,6 +389,20 @@ class PlanController(Controller):
         )
         return _html(request, "plans/history.html", context)
 
+    @get("/{plan_id:str}/contact", name="plan:contact")
+    async def contact(
+        self, request: Request[Any, Any, Any], plan_id: FromPath[str], views: NamedDependency[PlanViews]
+    ) -> Response[Any]:
+        """The client's contact details as this viewer may see them, with their controls.
+
+        The live fragments hold a placeholder that fetches this (htmx); without htmx: back
+        to the page, at the client's details.
+        """
+        access = await plan_access(request, views, plan_id)
+        if not is_htmx_request(request):
+            return Redirect(f"/plans/{access.plan.id}#client-details", status_code=HTTP_303_SEE_OTHER)
+        return _html(request, "plans/_contact.html", _context(request, access))
+
     @get("/{plan_id:str}/{kind:str}/{item_id:str}", name="plan:item")
     async def item(
         self,
@@ -316,14 +413,14 @@ class PlanController(Controller):
         views: NamedDependency[PlanViews],
     ) -> Response[Any]:
         """The item as shown (a form's Cancel). Without htmx: back to the page, at the item."""
-        account = signed_in_professional(request)
+        access = await plan_access(request, views, plan_id)
+        plan = access.plan
         item_kind = _kind(kind)
-        plan = await _visible_plan(views, plan_id, account)
         item = None if item_id == "new" else item_kind.find(plan, item_id)
         dom_id = _dom_id(item_kind, item_id)
         if not is_htmx_request(request):
-            return Redirect(f"/plans/{plan_id}#{dom_id}", status_code=HTTP_303_SEE_OTHER)
-        return _fragment(request, plan, item_kind, item, dom_id, None)
+            return Redirect(f"/plans/{plan.id}#{dom_id}", status_code=HTTP_303_SEE_OTHER)
+        return _fragment(request, access, item_kind, item, dom_id, None)
 
     @get("/{plan_id:str}/{kind:str}/{item_id:str}/{form:str}", name="plan:form")
     async def open_form(
@@ -336,10 +433,11 @@ class PlanController(Controller):
         views: NamedDependency[PlanViews],
     ) -> Response[str]:
         """The item with the form open: a fragment for htmx, else the whole page."""
-        account = signed_in_professional(request)
+        access = await plan_access(request, views, plan_id)
+        plan = access.plan
         action = _action(kind, item_id, form)
+        access.require_command(action)
         item_kind = KINDS[kind]
-        plan = await _visible_plan(views, plan_id, account)
         item = None if item_id == "new" else item_kind.find(plan, item_id)
         state = FormState(
             form=form,
@@ -348,8 +446,8 @@ class PlanController(Controller):
         )
         dom_id = _dom_id(item_kind, item_id)
         if is_htmx_request(request):
-            return _fragment(request, plan, item_kind, item, dom_id, state)
-        return _page(request, plan, editing={dom_id: state})
+            return _fragment(request, access, item_kind, item, dom_id, state)
+        return _page(request, access, editing={dom_id: state})
 
     @post("/{plan_id:str}/{kind:str}/{item_id:str}/{form:str}", name="plan:submit", status_code=200)
     async def submit(
@@ -362,10 +460,13 @@ class PlanController(Controller):
         plans: NamedDependency[PlanService],
         views: NamedDependency[PlanViews],
     ) -> Response[Any]:
-        account = signed_in_professional(request)
+        access = await plan_access(request, views, plan_id)
+        plan = access.plan
+        plan_id = str(plan.id)
+        account = access.account
         action = _action(kind, item_id, form)
+        access.require_command(action)
         item_kind = KINDS[kind]
-        plan = await _visible_plan(views, plan_id, account)
         item = None if item_id == "new" else item_kind.find(plan, item_id)
         dom_id = _dom_id(item_kind, item_id)
         posted = await request.form()
@@ -384,29 +485,37 @@ class PlanController(Controller):
                               seen_revision=_int_or_none(draft.get("seen_revision")))
             for name, (template, params) in invalid.errors.items():
                 _place_error(state, action, name, translate_message(template, params, _, lang))
-            return _refused(request, plan, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
+            return _refused(request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
         except EditConflict as conflict:
             position = await anyio.to_thread.run_sync(plans.recorder.max_notification_id)
-            fresh = await _fresh_plan(views, plan_id, position or 0)
+            fresh_access = await _fresh_access(views, access, position or 0)
+            if fresh_access is None:
+                return _gone(request)
+            fresh = fresh_access.plan
+            # The change may have taken away what the form shows (a non-disclosure order).
+            fresh_access.require_command(action)
             fresh_item = item_kind.find(fresh, item_id) if item is not None else None
             rows = _compare(action, fresh, fresh_item, draft, PlanView(fresh, _, lang))
             state = FormState(form=form, values=draft, seen_revision=conflict.current_revision,
                               conflict=conflict_view(conflict, rows, _))
-            return _refused(request, fresh, item_kind, fresh_item, dom_id, state, HTTP_409_CONFLICT)
+            return _refused(request, fresh_access, item_kind, fresh_item, dom_id, state, HTTP_409_CONFLICT)
         except DomainError as error:
             state = FormState(form=form, values=draft, command_id=str(draft.get("command_id") or ""),
                               seen_revision=_int_or_none(draft.get("seen_revision")))
             _place_error(state, action, error.field, translate_message(error.template, error.params, _, lang))
-            return _refused(request, plan, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
+            return _refused(request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
 
-        fresh = await _fresh_plan(views, plan_id, outcome.position)
+        fresh_access = await _fresh_access(views, access, outcome.position)
+        if fresh_access is None:
+            return _gone(request)
+        fresh = fresh_access.plan
         await anyio.to_thread.run_sync(views.mark_seen, account.person_id, plan_id, fresh.version)
         focus = _focus_after(item_kind, item_id, outcome.item_id, fresh)
         if not is_htmx_request(request):
             return Redirect(f"/plans/{plan_id}#{focus}", status_code=HTTP_303_SEE_OTHER)
         what = ITEM_KINDS[{"member": "network member"}.get(item_kind.singular, item_kind.singular)]
         message = _(SAVED) % {"what": _(what)}
-        return _saved(request, fresh, item_kind, action, dom_id, focus, message)
+        return _saved(request, fresh_access, item_kind, action, dom_id, focus, message)
 
 
 PLAN_ROUTE_HANDLERS: tuple[ControllerRouterHandler, ...] = (PlanController,)
@@ -447,24 +556,26 @@ def _default_fields(action: Action) -> Callable[[ClientPlan, Any, str], dict[str
     return fields
 
 
-async def _visible_plan(views: PlanViews, plan_id: str, account: Any) -> ClientPlan:
-    plan = await anyio.to_thread.run_sync(views.plan, plan_id)  # our own copy of the plan
-    if plan is None:
-        raise NotFoundException()
-    if not may_see(plan, account):
-        raise PermissionDeniedException()
-    return plan
-
-
-async def _fresh_plan(views: PlanViews, plan_id: str, position: int) -> ClientPlan:
-    """The plan from the read model once it has reached ``position`` (our own write)."""
+async def _fresh_access(views: PlanViews, access: PlanAccess, position: int) -> PlanAccess | None:
+    """The plan once the read model has reached ``position`` (our own write), with the
+    relation to it asked again: None when the asker may no longer see it."""
     reached = await anyio.to_thread.run_sync(views.wait_for, position)
     if not reached:
         logger.warning("the plan views did not reach position %s in time; showing what they have", position)
-    plan = await anyio.to_thread.run_sync(views.plan, plan_id)
+    plan = await _read_plan(views, str(access.plan.id))
     if plan is None:
-        raise NotFoundException()
-    return plan
+        return None
+    relation = relation_of(access.account, plan, today_in_finland())
+    if not may(relation, Permission.VIEW_PLAN):
+        return None
+    return PlanAccess(account=access.account, plan=plan, relation=relation)
+
+
+def _gone(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The asker's own change took the plan out of their reach: off to their caseload."""
+    if is_htmx_request(request):
+        return Response("", media_type=MediaType.HTML, headers={"HX-Redirect": "/caseload"})
+    return Redirect("/caseload", status_code=HTTP_303_SEE_OTHER)
 
 
 def _draft(posted: Any, struct: type[msgspec.Struct]) -> dict[str, Any]:
@@ -511,6 +622,9 @@ def _shown(name: str, value: Any, view: PlanView) -> str:
     gettext = view.gettext
     if name == "need_ids":
         return "; ".join(view.need_title(v) for v in value or [])
+    if name == "active":
+        setting = str(value).lower() in ("true", "1")
+        return gettext(_SET_ORDER) if setting else gettext(_LIFT_ORDER)
     if name == "need_id":
         return view.need_title(value) if value else ""
     if name == "responsible_member_id":
@@ -549,25 +663,25 @@ def _item_template(kind: Kind, item_id_is_new: bool) -> str:
     return f"plans/items/{kind.singular}{'_new' if item_id_is_new else ''}.html"
 
 
-def _context(request: Request[Any, Any, Any], plan: ClientPlan, **options: Any) -> dict[str, Any]:
-    context = page_context(plan, language_of(request), **options)
+def _context(request: Request[Any, Any, Any], access: PlanAccess, **options: Any) -> dict[str, Any]:
+    context = page_context(access.plan, language_of(request), audience=access.audience, **options)
     context["request"] = request
     return context
 
 
 def _page(
     request: Request[Any, Any, Any],
-    plan: ClientPlan,
+    access: PlanAccess,
     *,
     editing: dict[str, FormState] | None = None,
     status_code: int = 200,
 ) -> Response[str]:
-    return _html(request, "plans/show.html", _context(request, plan, editing=editing), status_code)
+    return _html(request, "plans/show.html", _context(request, access, editing=editing), status_code)
 
 
 def _fragment(
     request: Request[Any, Any, Any],
-    plan: ClientPlan,
+    access: PlanAccess,
     kind: Kind,
     item: Any,
     dom_id: str,
@@ -575,7 +689,7 @@ def _fragment(
     *,
     status_code: int = 200,
 ) -> Response[str]:
-    context = _context(request, plan, editing={dom_id: state} if state else None)
+    context = _context(request, access, editing={dom_id: state} if state else None)
     context.update(item=item, state=state)
     template = _item_template(kind, item is None and kind.segment != "client")
     return _html(request, template, context, status_code,
@@ -584,7 +698,7 @@ def _fragment(
 
 def _refused(
     request: Request[Any, Any, Any],
-    plan: ClientPlan,
+    access: PlanAccess,
     kind: Kind,
     item: Any,
     dom_id: str,
@@ -592,13 +706,13 @@ def _refused(
     status_code: int,
 ) -> Response[str]:
     if is_htmx_request(request):
-        return _fragment(request, plan, kind, item, dom_id, state, status_code=status_code)
-    return _page(request, plan, editing={dom_id: state}, status_code=status_code)
+        return _fragment(request, access, kind, item, dom_id, state, status_code=status_code)
+    return _page(request, access, editing={dom_id: state}, status_code=status_code)
 
 
 def _saved(
     request: Request[Any, Any, Any],
-    plan: ClientPlan,
+    access: PlanAccess,
     kind: Kind,
     action: Action,
     dom_id: str,
@@ -607,9 +721,10 @@ def _saved(
 ) -> Response[str]:
     """The saved item or panel, every other fragment out of band, and the status message."""
     engine = request.app.template_engine
+    plan = access.plan
     target_is_item = action.target == "item" and focus == dom_id
     main_id = dom_id if target_is_item else kind.panel
-    context = _context(request, plan, focus=focus)
+    context = _context(request, access, focus=focus)
     parts = []
     if target_is_item:
         context.update(item=kind.find(plan, dom_id.split("-", 1)[1]) if kind.segment != "client" else plan.client,

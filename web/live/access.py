@@ -6,15 +6,23 @@ Three checks, each one function, so that later issues change one place:
   ``Origin``; websockets are not covered by the CSRF middleware);
 - :func:`signed_in_account` — the session's account (``web.identity.account_of``), or None,
   and :func:`still_signed_in` — whether that session is still alive (sign-out, expiry);
-- :func:`may_view` — whether that account may see that plan. It is asked on the handshake,
-  on every message the browser sends, and before every fragment the hub sends (so a
-  member taken out of the network stops receiving the plan at once).
+- :func:`may_view` — whether that account may see that plan: ``domain.access``'s one table
+  (:func:`relation_of` the account to the plan, then ``may(relation, VIEW_PLAN)``), the
+  same question every plan page asks. It is asked on the handshake, on every message the
+  browser sends, and before every fragment the hub sends. Withdrawing a consent or
+  removing a member is an event of the plan, so the hub loads the plan and asks again for
+  every open socket of it: a socket that may no longer see the plan is closed with 1008
+  before anything more is sent to it.
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from domain.access import Action, Relation, may, relation_to
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -22,9 +30,17 @@ if TYPE_CHECKING:
     from domain.plan import ClientPlan
     from domain.values import Actor
 
-__all__ = ("Viewer", "may_view", "same_origin", "signed_in_account", "still_signed_in")
+__all__ = (
+    "Viewer",
+    "may_view",
+    "relation_of",
+    "same_origin",
+    "signed_in_account",
+    "still_signed_in",
+    "today_in_finland",
+)
 
-PROFESSIONAL = "professional"
+_FINLAND = ZoneInfo("Europe/Helsinki")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -35,6 +51,7 @@ class Viewer(Protocol):
     kind: str
     person_id: str
     organisation_id: str
+    # and, for a client, ``plan_id``: the plan the account belongs to (read with getattr)
 
 
 def signed_in_account(connection: ASGIConnection[Any, Any, Any, Any]) -> Viewer | None:
@@ -51,22 +68,33 @@ async def still_signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> boo
     return await alive(connection)
 
 
-def may_view(account: Viewer | None, plan: ClientPlan | None) -> bool:
-    """Whether ``account`` may see ``plan`` live.
+def today_in_finland() -> date:
+    """The day it is in Finland: the day consents are valid on."""
+    return datetime.now(_FINLAND).date()
 
-    For now: a signed-in professional who is in the plan's network (the named expert and
-    the counterpart are members too), or who works in the named expert's or the
-    counterpart's organisation.
+
+def relation_of(account: Viewer, plan: ClientPlan, today: date | None = None) -> Relation:
+    """How ``account`` stands to ``plan`` today (``domain.access.relation_to``)."""
+    return relation_to(
+        plan,
+        kind=account.kind,
+        person_id=account.person_id,
+        organisation_id=account.organisation_id or "",
+        client_plan_id=getattr(account, "plan_id", None),
+        today=today or today_in_finland(),
+    )
+
+
+def may_view(account: Viewer | None, plan: ClientPlan | None) -> bool:
+    """Whether ``account`` may see ``plan`` live: the plan page's rule, ``VIEW_PLAN``.
+
+    A network member (the named expert and the counterpart are members too), or a colleague
+    in the named expert's or the counterpart's organisation while the client's consent for
+    that organisation is valid today.
     """
-    if account is None or plan is None or account.kind != PROFESSIONAL:
+    if account is None or plan is None:
         return False
-    if plan.member_of_person(account.person_id) is not None:
-        return True
-    organisations = {plan.expert.organisation_id}
-    counterpart = plan.counterpart
-    if counterpart is not None:
-        organisations.add(counterpart.organisation_id)
-    return account.organisation_id in organisations
+    return may(relation_of(account, plan), Action.VIEW_PLAN)
 
 
 def same_origin(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
