@@ -351,6 +351,35 @@ def test_a_second_writer_that_has_not_noticed_it_lost_the_lock_cannot_apply_an_e
     assert read_side(a, plan_ids) == write_side(service, plan_ids)
 
 
+def test_an_instance_that_lost_its_listen_connection_catches_up_on_what_it_missed(
+    settings: StoreSettings, service: PlanService, open_views: Callable[..., PlanViews]
+) -> None:
+    """Notices sent while a listener is reconnecting are lost; it reads what changed instead."""
+    random_commands(service, random.Random(10), 10, "before")
+    a = open_labelled(open_views, "A")
+    assert wait_until(lambda: a.is_leader, 5) is not None
+    b = open_labelled(open_views, "B")
+    heard_b = Heard(b)
+    assert wait_until(lambda: b.is_listening, 5) is not None
+    assert_caught_up(service, a, b)
+
+    notices = b._notices
+    assert notices is not None and notices.backend_pid is not None
+    with connect(settings) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (notices.backend_pid,))
+    assert wait_until(lambda: not b.is_listening, 5) is not None
+    plan_ids = all_plan_ids(service)
+    missed = [note(service, plan_id, f"missed-{plan_id}") for plan_id in plan_ids[:3]]
+    assert a.wait_for(missed[-1].position, timeout=5)  # written while B was not listening
+
+    assert wait_until(lambda: b.is_listening, 5) is not None
+    assert b.wait_for(missed[-1].position, timeout=5)
+    for outcome in missed:
+        assert heard_b.wait(outcome.plan_id, outcome.position) is not None, "B's listeners never heard a missed edit"
+    later = note(service, plan_ids[0], "after-reconnect")
+    assert heard_b.wait(plan_ids[0], later.position) is not None
+
+
 _CHILD = """
 import sys, time
 from tests.projections.test_multi_instance import install_applied_log
