@@ -33,6 +33,8 @@ from domain.storage import StoreSettings
 from projections.leader import StartupLock
 from projections.plans import PlanViews
 from web.app import create_app
+from web.controllers.admin import ADMIN_ROUTE_HANDLERS, access_log_lifespan, provide_access_log
+from web.controllers.admin import EXCEPTION_HANDLERS as ACCESS_LOG_EXCEPTION_HANDLERS
 from web.controllers.caseload import CASELOAD_ROUTE_HANDLERS
 from web.controllers.plans import PLAN_ROUTE_HANDLERS
 from web.settings import Settings
@@ -59,8 +61,10 @@ def build_app(web_settings: Settings | None = None, store_settings: StoreSetting
         dependencies={
             "plans": Provide(_plans_of, sync_to_thread=False),
             "views": Provide(_views_of, sync_to_thread=False),
+            "access_log": Provide(provide_access_log, sync_to_thread=False),  # app.state.access_log
         },
     )
+    app.exception_handlers.update(ACCESS_LOG_EXCEPTION_HANDLERS)  # a read that cannot be logged: 503
     app.state.store_settings = store
     lifespan = _Lifespan(store, lifespan_hooks())
     app.on_startup.append(lifespan.start)
@@ -88,6 +92,8 @@ def extra_route_handlers() -> list[ControllerRouterHandler]:
 
     handlers += identity.route_handlers
 
+    handlers += ADMIN_ROUTE_HANDLERS  # /admin: organisations, people, statistics, the access log
+
     handlers += live.route_handlers
 
     from web.controllers.client import CLIENT_ROUTE_HANDLERS
@@ -111,6 +117,8 @@ def lifespan_hooks() -> list[LifespanHook]:
     from web.controllers.health import readiness_hook
 
     hooks += [readiness_hook]  # after the wall: /readyz is answered in front of it (no session)
+
+    hooks += [access_log_lifespan]  # before the live hub: its sockets' first loads are logged
 
     hooks += live.lifespan_hooks
 
