@@ -88,6 +88,8 @@ _GOAL_STATUS = {
     GoalStatus.ACHIEVED.value: N_("Reached"),
     GoalStatus.DROPPED.value: N_("Not pursued any more"),
 }
+_NOT_MARKED_DONE = N_("Not marked done yet")
+"""A planned step whose time has passed: not "coming up" any more."""
 _READS = {
     "page": N_("Your plan"),
     "history": N_("Earlier versions of your plan"),
@@ -381,7 +383,11 @@ class ClientView:
             start=step.started_on or step.planned_start,
             end=step.planned_end,
             status=step.status,
-            status_words=self.gettext(_STEP_STATUS.get(step.status, step.status)),
+            status_words=self.gettext(
+                _NOT_MARKED_DONE
+                if step.status == StepStatus.PLANNED and step.planned_end < self.today
+                else _STEP_STATUS.get(step.status, step.status)
+            ),
             who=self._person(member, "member") if member else None,
         )
 
