@@ -68,7 +68,8 @@ run: $(INSTALLED) catalogues
 
 ensure-services: $(INSTALLED_TEST)
 	bash scripts/ensure-postgres.sh
-	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-debian-tool.sh chromium /usr/bin/chromium chromium fonts-dejavu-core
+	bash scripts/ensure-debian-tool.sh nginx /usr/sbin/nginx nginx
 
 test: $(INSTALLED_TEST) catalogues ensure-services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -310,7 +310,11 @@ def _rebuild_projections() -> int:
             bar.total = total
             bar.update(position - bar.n)
 
-        applied = rebuild(StoreSettings.from_environ(), progress)
+        try:
+            applied = rebuild(StoreSettings.from_environ(), progress)
+        except RuntimeError as refusal:
+            print(f"polku: {refusal}", file=sys.stderr)
+            return 1
     print(f"Rebuilt the plan views from {applied} events.")
     return 0
 

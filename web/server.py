@@ -44,6 +44,7 @@ def build_server(
         "server_header": False,  # do not advertise the server software
         "proxy_headers": True,  # trusts X-Forwarded-* from FORWARDED_ALLOW_IPS (default 127.0.0.1)
         "lifespan": "on",
+        "timeout_graceful_shutdown": 10,  # then open websockets are closed (1012) and drained
     }
     options.update(config)
     if app is not None:
