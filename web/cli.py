@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _admin(args)
     if args.command == "accesslog":
         return _accesslog(args)
-    service = PlanService()
+    service = _open_plan_service()
     try:
         return _COMMANDS[args.command](service, args)
     except DomainError as error:
@@ -77,6 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         service.close()
+
+
+def _open_plan_service() -> PlanService:
+    """The plan service, opened as a server instance opens it: one at a time on
+    PostgreSQL, creating the event store's schema if this is a fresh database."""
+    from domain.storage import StoreSettings
+    from projections.leader import StartupLock
+
+    settings = StoreSettings.from_environ()
+    startup = StartupLock.hold(settings)
+    try:
+        return PlanService(settings)
+    finally:
+        startup.release()
 
 
 def _demo(service: PlanService, args: argparse.Namespace) -> int:
@@ -268,7 +282,7 @@ def _existing_plan(plan_id: str) -> str:
     """The id of a plan in the store, or refuse (a client account is for an existing plan)."""
     from web.accounts import AccountError
 
-    service = PlanService()
+    service = _open_plan_service()
     try:
         return str(service.get_plan(plan_id.strip()).id)
     except DomainError:
