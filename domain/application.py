@@ -12,6 +12,7 @@ sees a conflict when the item they edited really changed (`EditConflict`).
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -294,42 +295,30 @@ class PlanService(Application):
         command_id: str,
         fields: dict[str, Any],
     ) -> Outcome:
-        try:
-            return self._change_once_saved(plan_id, command, by, command_id, fields)
-        except (OperationalError, InterfaceError) as error:
-            raise StoreBusy() from error
-
-    def _change_once_saved(
-        self,
-        plan_id: str | uuid.UUID,
-        command: Callable[..., str | None],
-        by: Actor,
-        command_id: str,
-        fields: dict[str, Any],
-    ) -> Outcome:
-        for _attempt in range(SAVE_ATTEMPTS):
-            plan = self.get_plan(plan_id)
-            receipt = plan.receipt_for(command_id)
-            if receipt is not None:
+        with _store_failure_as_busy():
+            for _attempt in range(SAVE_ATTEMPTS):
+                plan = self.get_plan(plan_id)
+                receipt = plan.receipt_for(command_id)
+                if receipt is not None:
+                    return Outcome(
+                        plan_id=str(plan.id),
+                        item_id=receipt.item_id,
+                        version=receipt.version,
+                        position=self._position_covering_everything(),
+                        repeated=True,
+                    )
+                item_id = command(plan, by=by, command_id=command_id, at=self.clock(), **fields)
+                try:
+                    recordings = self.save(plan)
+                except RecordConflictError:
+                    continue
                 return Outcome(
                     plan_id=str(plan.id),
-                    item_id=receipt.item_id,
-                    version=receipt.version,
-                    position=self._position_covering_everything(),
-                    repeated=True,
+                    item_id=item_id,
+                    version=plan.version,
+                    position=recordings[-1].notification.id,
                 )
-            item_id = command(plan, by=by, command_id=command_id, at=self.clock(), **fields)
-            try:
-                recordings = self.save(plan)
-            except RecordConflictError:
-                continue
-            return Outcome(
-                plan_id=str(plan.id),
-                item_id=item_id,
-                version=plan.version,
-                position=recordings[-1].notification.id,
-            )
-        raise StoreBusy()
+            raise StoreBusy()
 
     def _forget_cached(self, plan_id: uuid.UUID) -> None:
         if self.repository.cache is None:
@@ -361,6 +350,15 @@ def summarise(plan: ClientPlan) -> PlanSummary:
         version=plan.version,
         opened_on=plan.opened_on.isoformat(),
     )
+
+
+@contextmanager
+def _store_failure_as_busy() -> Iterator[None]:
+    """A store that stays locked or unreachable is a retryable refusal, not a crash."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as error:
+        raise StoreBusy() from error
 
 
 def _plan_uuid(plan_id: uuid.UUID | str) -> uuid.UUID:
