@@ -64,6 +64,7 @@ from domain.errors import DomainError, EditConflict, NotFound
 from domain.plan import ClientPlan
 from projections.plans import PlanViews
 from web import forms as f
+from web.controllers.admin import record_plan_read
 from web.domain_messages import ITEM_KINDS, field_label, translate_message, vocabulary_label
 from web.errors import is_htmx_request
 from web.i18n import N_, language_of, translations
@@ -340,6 +341,7 @@ class PlanController(Controller):
     ) -> Response[str]:
         access = await plan_access(request, views, plan_id)
         plan = access.plan
+        await record_plan_read(request, str(plan.id), "page", version=plan.version)  # before anything is sent
         await anyio.to_thread.run_sync(views.mark_seen, access.account.person_id, str(plan.id), plan.version)
         return _page(request, access)
 
@@ -360,6 +362,7 @@ class PlanController(Controller):
         entries = await anyio.to_thread.run_sync(plans.history, plan_id)
         last_version = max(latest.version, entries[-1].version if entries else 1)
         version, message = _chosen_version(at, entries, last_version)
+        await record_plan_read(request, str(latest.id), "history", version=version, moment=at)
         then = await anyio.to_thread.run_sync(lambda: plans.get_plan(plan_id, version=version))
         chosen = next((e for e in entries if e.version == version), None)
         moment = chosen.at if chosen else None
@@ -447,6 +450,7 @@ class PlanController(Controller):
         dom_id = _dom_id(item_kind, item_id)
         if is_htmx_request(request):
             return _fragment(request, access, item_kind, item, dom_id, state)
+        await record_plan_read(request, str(plan.id), "page", version=plan.version)  # the whole page
         return _page(request, access, editing={dom_id: state})
 
     @post("/{plan_id:str}/{kind:str}/{item_id:str}/{form:str}", name="plan:submit", status_code=200)
