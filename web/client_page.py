@@ -42,7 +42,7 @@ __all__ = (
     "AUDIENCE",
     "FRAGMENT_IDS",
     "FRAGMENT_TEMPLATES",
-    "AccessEntry",
+    "AccessLine",
     "ClientView",
     "client_language",
     "client_may_view",
@@ -219,7 +219,7 @@ class ConsentView:
 
 
 @dataclass(frozen=True)
-class AccessEntry:
+class AccessLine:
     """One read of the plan, as the client's list shows it."""
 
     who: str
@@ -495,7 +495,7 @@ def page_context(
     plan: ClientPlan,
     lang: str,
     *,
-    access_log: Sequence[AccessEntry] = (),
+    access_log: Sequence[AccessLine] = (),
     organisations: Iterable[tuple[str, str]] = (),
     forms: Mapping[str, FormState] | None = None,
     live: bool = False,
@@ -543,7 +543,7 @@ def render_client_fragments(
     plan: ClientPlan,
     lang: str,
     *,
-    access_log: Sequence[AccessEntry] = (),
+    access_log: Sequence[AccessLine] = (),
     organisations: Iterable[tuple[str, str]] = (),
 ) -> str:
     """Every fragment of ``/my-plan`` for ``plan`` in ``lang``, each with ``hx-swap-oob``.

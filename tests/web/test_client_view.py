@@ -538,6 +538,7 @@ async def test_a_live_update_reaches_the_clients_socket_without_internal_notes(s
     version = site.app.state.views.plan(own.plan_id).version
     with signed_in(site, own.username) as client, signed_in(site, "aino.virtanen") as professional:
         mine = await open_socket(site, client, f"/my-plan/live?version={version}")
+        other_tab = await open_socket(site, client, f"/my-plan/live?version={version}")
         theirs = await open_socket(site, professional, f"/plans/{own.plan_id}/live?version={version}")
         try:
             await asyncio.sleep(0.2)
@@ -553,10 +554,12 @@ async def test_a_live_update_reaches_the_clients_socket_without_internal_notes(s
                                     title=title, need_id=need_id, responsible_member_id=member_id,
                                     planned_start=day, planned_end=day)
             update = await update_containing(mine, title)
+            same = await update_containing(other_tab, title)
             professional_update = await update_containing(theirs, title)
         finally:
-            await mine.close()
-            await theirs.close()
+            for socket in (mine, other_tab, theirs):
+                await socket.close()
+    assert same == update, "rendered once for the client's audience and language: the same bytes to each tab"
     assert secret not in update and own.internal_note not in update
     assert str(escape(own.client_note)) in update
     for fragment_id in FRAGMENT_IDS:
@@ -565,6 +568,7 @@ async def test_a_live_update_reaches_the_clients_socket_without_internal_notes(s
     assert secret in professional_update and 'id="my-notes"' not in professional_update
     hub = site.app.state.live_hub
     assert AUDIENCE in hub.audiences
+    assert str(escape(translations("fi").gettext("Your plan"))) in update  # the client's language
 
 
 async def test_the_clients_socket_is_refused_to_others_and_from_elsewhere(site: PlanSite) -> None:

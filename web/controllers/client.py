@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -60,7 +60,7 @@ from web.client_page import (
     AUDIENCE,
     FRAGMENT_IDS,
     FRAGMENT_TEMPLATES,
-    AccessEntry,
+    AccessLine,
     client_language,
     client_may_view,
     page_context,
@@ -110,7 +110,7 @@ async def _own_plan(views: PlanViews, account: Account) -> ClientPlan:
     return plan
 
 
-def load_extras(state: Any, plan_id: str) -> tuple[list[AccessEntry], list[tuple[str, str]]]:
+def load_extras(state: Any, plan_id: str) -> tuple[list[AccessLine], list[tuple[str, str]]]:
     """What the client's page shows besides the plan (blocking: call it in a worker thread):
     the latest reads of the plan from the access log, and the region's organisations (the
     consent form's choices)."""
@@ -128,30 +128,36 @@ def _organisations(state: Any) -> list[tuple[str, str]]:
         return []
 
 
-def _access_log(state: Any, plan_id: str) -> list[AccessEntry]:
+def _access_log(state: Any, plan_id: str) -> list[AccessLine]:
     """The latest reads of the plan (``AccessLog.entries_for_plan``), newest first.
 
     The access log lives in ``app.state.access_log`` (``web.accesslog.AccessLog``) when the
     application keeps one; without it the list is empty.
     """
-    log = _state_value(state, "access_log") or _state_value(state, "accesslog")
+    log = _state_value(state, "access_log")
     entries_for_plan = getattr(log, "entries_for_plan", None)
     if entries_for_plan is None:
         return []
-    return [_entry(raw) for raw in entries_for_plan(plan_id, ACCESS_LOG_LIMIT)]
+    lines = (_line(raw) for raw in entries_for_plan(plan_id, ACCESS_LOG_LIMIT))
+    return [line for line in lines if line is not None]
 
 
 def _state_value(state: Any, name: str) -> Any:
     return state.get(name) if hasattr(state, "get") else getattr(state, name, None)
 
 
-def _entry(raw: Any) -> AccessEntry:
+def _line(raw: Any) -> AccessLine | None:
     """An access log entry (``web.accesslog.LoggedEntry``) as the client's list shows it."""
     when = getattr(raw, "when", None)
-    return AccessEntry(
+    if not isinstance(when, datetime):
+        try:
+            when = datetime.fromisoformat(str(getattr(raw, "at", "")).replace("Z", "+00:00"))
+        except ValueError:
+            return None  # an entry without a readable time is not shown with a made-up one
+    return AccessLine(
         who=str(getattr(raw, "person_name", "")),
         organisation=str(getattr(raw, "organisation_name", "")),
-        at=when if isinstance(when, datetime) else datetime.now(UTC),
+        at=when,
         what=str(getattr(raw, "what", "")),
     )
 
