@@ -341,7 +341,7 @@ def test_polku_demo_makes_the_demo_accounts_and_prints_the_password(
     assert "POLKU_DEMO_PASSWORD" in capsys.readouterr().out
     store = AccountStore.open(StoreSettings.from_environ())
     try:
-        assert store.count_accounts() == 12
+        assert store.count_accounts() == 13  # twelve professionals and the demo client
         assert store.verify_password("timo.lehtonen", "chosen for the demo").ok
     finally:
         store.close()
