@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -135,3 +136,29 @@ def htmx_playground() -> Template:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- a real browser -----------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's Chromium, which `make test` installs (scripts/ensure-debian-tool.sh)."""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright, one per test module.
+
+    Missing Chromium skips the browser tests with the reason, except in CI (CI=true),
+    where it is an error: there the browser tests must run.
+    """
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing (make test installs it with scripts/ensure-debian-tool.sh)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield chromium
+        chromium.close()

@@ -279,49 +279,42 @@ async def test_a_non_disclosure_order_hides_the_contact_details_from_a_member_bu
 
 
 @pytest.mark.browser
-def test_the_live_update_fills_in_each_browsers_own_contact_details(site: AccessSite) -> None:
+def test_the_live_update_fills_in_each_browsers_own_contact_details(site: AccessSite, browser: Any) -> None:
     """htmx swaps the live fragment in, and the placeholder fetches this viewer's own details."""
-    from pathlib import Path
-
     from tests.web.identity_fixtures import TEST_PASSWORD
 
-    chromium_path = Path("/usr/bin/chromium")
-    if not chromium_path.exists():
-        pytest.skip(f"{chromium_path} is missing (scripts/ensure-chromium.sh installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
     plan = build_plan(site.service, "browser", non_disclosure=True)
     site.wait_for_views()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium_path), args=["--no-sandbox"])
-        try:
-            pages = {}
-            for username in (AINO, TIMO):
-                page = browser.new_page(locale="fi-FI")
-                page.goto(f"{site.base_url}/signin")
-                page.fill("#username", username)
-                page.fill("#password", TEST_PASSWORD)
-                page.click("form button[type=submit] >> text=Kirjaudu")
-                page.wait_for_url(f"{site.base_url}/caseload")
-                page.goto(f"{site.base_url}/plans/{plan.plan_id}")
-                page.fetched = []  # type: ignore[attr-defined]
-                page.on("request", lambda request, page=page: page.fetched.append(request.url))
-                pages[username] = page
-            for page in pages.values():
-                page.wait_for_selector("#presence li", timeout=5000)  # both connected: each sees the other
-            version = site.app.state.views.plan(plan.plan_id).version
-            site.service.record_need(plan.plan_id, by=_aino(), command_id=str(uuid.uuid4()), category="health",
-                                     description="Uusi tarve selaimessa")
-            for username, page in pages.items():
-                page.wait_for_function(
-                    "v => Number(document.getElementById('live-version').dataset.version) > v", arg=version,
-                    timeout=5000)
-                page.wait_for_selector("#client-contact:not([aria-busy])", timeout=5000)
-                shown = page.inner_text("#client-contact")
-                assert (plan.contact in shown) is (username == AINO), (username, shown)
-                assert "Uusi tarve selaimessa" in page.inner_text("#panel-needs")
-                assert f"{site.base_url}/plans/{plan.plan_id}/contact" in page.fetched  # its own request
-        finally:
-            browser.close()
+    pages: dict[str, Any] = {}
+    try:
+        for username in (AINO, TIMO):
+            page = browser.new_page(locale="fi-FI")  # a context of its own: its own session
+            page.goto(f"{site.base_url}/signin")
+            page.fill("#username", username)
+            page.fill("#password", TEST_PASSWORD)
+            page.click("form button[type=submit] >> text=Kirjaudu")
+            page.wait_for_url(f"{site.base_url}/caseload")
+            page.goto(f"{site.base_url}/plans/{plan.plan_id}")
+            page.fetched = []  # type: ignore[attr-defined]
+            page.on("request", lambda request, page=page: page.fetched.append(request.url))
+            pages[username] = page
+        for page in pages.values():
+            page.wait_for_selector("#presence li", timeout=5000)  # both connected: each sees the other
+        version = site.app.state.views.plan(plan.plan_id).version
+        site.service.record_need(plan.plan_id, by=_aino(), command_id=str(uuid.uuid4()), category="health",
+                                 description="Uusi tarve selaimessa")
+        for username, page in pages.items():
+            page.wait_for_function(
+                "v => Number(document.getElementById('live-version').dataset.version) > v", arg=version,
+                timeout=5000)
+            page.wait_for_selector("#client-contact:not([aria-busy])", timeout=5000)
+            shown = page.inner_text("#client-contact")
+            assert (plan.contact in shown) is (username == AINO), (username, shown)
+            assert "Uusi tarve selaimessa" in page.inner_text("#panel-needs")
+            assert f"{site.base_url}/plans/{plan.plan_id}/contact" in page.fetched  # its own request
+    finally:
+        for page in pages.values():
+            page.context.close()
 
 
 def _aino() -> Any:

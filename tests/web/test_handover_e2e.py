@@ -11,10 +11,7 @@ Screenshots go to ``test-artifacts/`` (``handover-*.png``).
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,25 +23,10 @@ from tests.web.test_client_view import open_own_plan
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 LIVE_WITHIN_MS = 5000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing (scripts/ensure-chromium.sh installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 def signed_in_page(browser: Any, site: PlanSite, username: str, *, viewport: dict[str, int] = DESKTOP) -> Any:
@@ -81,7 +63,7 @@ def test_an_escorted_handover_with_three_browsers(plan_site: PlanSite, browser: 
     counterpart = signed_in_page(browser, site, "pekka.nieminen")
     try:
         # The client has their plan open on a phone, live.
-        with client.expect_websocket(lambda socket: "/my-plan/live" in socket.url) as opened:
+        with client.expect_websocket(lambda socket: "/my-plan/live" in socket.url):
             client.goto("/my-plan")
         assert "Aino Virtanen" in client.inner_text("#my-expert")
         client.wait_for_timeout(300)  # the socket is open before anything happens
@@ -114,7 +96,7 @@ def test_an_escorted_handover_with_three_browsers(plan_site: PlanSite, browser: 
         counterpart.wait_for_url(f"**/plans/{plan_id}")
         waiting = counterpart.wait_for_selector(".item--handover.item--proposed")
         assert note in waiting.inner_text()
-        counterpart.click(f'.item--handover form[action$="/accept"] button[type=submit]')
+        counterpart.click('.item--handover form[action$="/accept"] button[type=submit]')
         counterpart.wait_for_selector(".item--handover textarea[name=note]")
         counterpart.fill(".item--handover textarea[name=note]", "Otan vastuun.")
         counterpart.click(".item--handover form[data-item-form] button[type=submit]")

@@ -671,8 +671,6 @@ def test_presence_leaves_out_the_viewer_and_escapes_names() -> None:
 # ---------------------------------------------------------------------------- in a browser
 # live.js in a real Chromium, on a test page with the same live markup as plans/show.html.
 
-CHROMIUM = Path("/usr/bin/chromium")
-
 _LIVE_PAGE = """{% extends "base.html" %}
 {% block content %}
 <div class="plan" hx-ext="ws" ws-connect="/plans/{{ plan.id }}/live?version={{ plan.version }}">
@@ -702,17 +700,6 @@ def live_test_page(request: Request[Any, Any, Any], plan_id: FromPath[str]) -> T
     return Template(template_str=_LIVE_PAGE, context={"plan": request.app.state.views.plan(plan_id)})
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (scripts/ensure-chromium.sh installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
 def sync_receive(socket: SyncClientConnection, wanted: Callable[[str], bool], timeout: float = WITHIN) -> str:
     """:func:`receive` for a blocking client (the browser test is not async)."""
     deadline = time.monotonic() + timeout
@@ -728,12 +715,12 @@ def run_on(loop: asyncio.AbstractEventLoop, coroutine: Any) -> Any:
 
 
 @pytest.mark.browser
-def test_live_js_keeps_drafts_shows_the_connection_and_catches_up(live: LiveServer, chromium: Any) -> None:
+def test_live_js_keeps_drafts_shows_the_connection_and_catches_up(live: LiveServer, browser: Any) -> None:
     plan_id = live.open_plan()
     first = live.record_need(plan_id, "Alkuperäinen kuvaus")
     live.caught_up(first.position)
     need_id = first.item_id
-    context = chromium.new_context(base_url=live.base_url, locale="fi-FI")
+    context = browser.new_context(base_url=live.base_url, locale="fi-FI")
     context.add_cookies([
         {"name": "polku_session", "value": live.cookies_of(AINO)["polku_session"], "url": live.base_url},
         {"name": "lang", "value": "fi", "url": live.base_url},
@@ -809,13 +796,13 @@ def test_live_js_keeps_drafts_shows_the_connection_and_catches_up(live: LiveServ
 
 
 @pytest.mark.browser
-def test_the_plan_page_lives_an_edit_a_kept_draft_and_the_conflict_after_it(live: LiveServer, chromium: Any) -> None:
+def test_the_plan_page_lives_an_edit_a_kept_draft_and_the_conflict_after_it(live: LiveServer, browser: Any) -> None:
     """The real plan page (plans/show.html), as Aino, while Bert edits the same plan."""
     plan_id = live.open_plan()
     first = live.record_need(plan_id, "Alkuperäinen kuvaus")
     live.caught_up(first.position)
     need = f"#need-{first.item_id}"
-    context = chromium.new_context(base_url=live.base_url, locale="fi-FI")
+    context = browser.new_context(base_url=live.base_url, locale="fi-FI")
     context.add_cookies([{"name": "polku_session", "value": live.cookies_of(AINO)["polku_session"], "url": live.base_url}])
     stack = ExitStack()
     stack.callback(context.close)
