@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -55,6 +55,7 @@ from domain.plan import ClientPlan
 from domain.values import NoteVisibility
 from projections.plans import PlanViews
 from web import forms as f
+from web.accesslog import AccessLog, LoggedEntry
 from web.client_page import (
     ACCESS_LOG_LIMIT,
     AUDIENCE,
@@ -110,6 +111,10 @@ async def _own_plan(views: PlanViews, account: Account) -> ClientPlan:
     return plan
 
 
+SAME_VISIT = timedelta(minutes=2)
+"""A live socket's first load this soon after the page read is the same visit."""
+
+
 def load_extras(state: Any, plan_id: str) -> tuple[list[AccessLine], list[tuple[str, str]]]:
     """What the client's page shows besides the plan (blocking: call it in a worker thread):
     the latest reads of the plan from the access log, and the region's organisations (the
@@ -118,7 +123,7 @@ def load_extras(state: Any, plan_id: str) -> tuple[list[AccessLine], list[tuple[
 
 
 def _organisations(state: Any) -> list[tuple[str, str]]:
-    accounts = _state_value(state, "accounts")
+    accounts = state.get("accounts") if hasattr(state, "get") else getattr(state, "accounts", None)
     if accounts is None:
         return []
     try:
@@ -129,36 +134,29 @@ def _organisations(state: Any) -> list[tuple[str, str]]:
 
 
 def _access_log(state: Any, plan_id: str) -> list[AccessLine]:
-    """The latest reads of the plan (``AccessLog.entries_for_plan``), newest first.
+    """The latest reads of the plan, newest first, one line per visit.
 
-    The access log lives in ``app.state.access_log`` (``web.accesslog.AccessLog``) when the
-    application keeps one; without it the list is empty.
+    A plan page read over HTTP is followed by its live socket's first load, logged as a
+    read of its own; the client sees the two as one visit.
     """
-    log = _state_value(state, "access_log")
-    entries_for_plan = getattr(log, "entries_for_plan", None)
-    if entries_for_plan is None:
-        return []
-    lines = (_line(raw) for raw in entries_for_plan(plan_id, ACCESS_LOG_LIMIT))
-    return [line for line in lines if line is not None]
+    log: AccessLog = state.access_log
+    entries = log.entries_for_plan(plan_id, ACCESS_LOG_LIMIT)
+    return [
+        AccessLine(who=entry.person_name, organisation=entry.organisation_name, at=entry.at, what=entry.what)
+        for entry in entries
+        if not _same_visit_as_a_page_read(entry, entries)
+    ]
 
 
-def _state_value(state: Any, name: str) -> Any:
-    return state.get(name) if hasattr(state, "get") else getattr(state, name, None)
-
-
-def _line(raw: Any) -> AccessLine | None:
-    """An access log entry (``web.accesslog.LoggedEntry``) as the client's list shows it."""
-    when = getattr(raw, "when", None)
-    if not isinstance(when, datetime):
-        try:
-            when = datetime.fromisoformat(str(getattr(raw, "at", "")).replace("Z", "+00:00"))
-        except ValueError:
-            return None  # an entry without a readable time is not shown with a made-up one
-    return AccessLine(
-        who=str(getattr(raw, "person_name", "")),
-        organisation=str(getattr(raw, "organisation_name", "")),
-        at=when,
-        what=str(getattr(raw, "what", "")),
+def _same_visit_as_a_page_read(entry: LoggedEntry, entries: list[LoggedEntry]) -> bool:
+    if entry.via != "websocket":
+        return False
+    return any(
+        other.via == "http"
+        and other.what == "page"
+        and other.person_id == entry.person_id
+        and timedelta(0) <= entry.at - other.at <= SAME_VISIT
+        for other in entries
     )
 
 
