@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any, ClassVar
 
+import msgspec
 from eventsourcing.domain import Aggregate
 
 from domain.errors import EditConflict, InvalidValue, NotFound, NotYours, PlanClosed, RuleViolation
@@ -581,6 +582,28 @@ class ClientPlan(Aggregate):
         self.notes: list[Note] = []
         self.closing: Closing | None = None
         self.receipts: dict[str, Receipt] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ClientPlan:
+        """A copy that a command may change without touching the original.
+
+        The repository hands every command a copy of the cached plan. Every part an
+        event can change is copied; what never changes once recorded (notes,
+        measures, an item's remembered changes, earlier schedules) is shared.
+        Copying the whole history instead took most of a command's time on long
+        plans (180 ms at 10,000 events).
+        """
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin.client = _copy_part(self.client)
+        twin.responsibility = _copy_part(self.responsibility)
+        for name in ("consents", "needs", "goals", "members", "steps"):
+            setattr(twin, name, {key: _copy_part(part) for key, part in getattr(self, name).items()})
+        twin.handovers = [_copy_part(handover) for handover in self.handovers]
+        twin.measures = list(self.measures)
+        twin.notes = list(self.notes)
+        twin.receipts = dict(self.receipts)
+        twin._pending_events = list(self._pending_events)
+        return twin
 
     # ----------------------------------------------------------------- opening
 
@@ -1512,6 +1535,12 @@ class ClientPlan(Aggregate):
             note=optional_text(note, "note"),
         )
         return handover_id
+
+
+def _copy_part(part: Any) -> Any:
+    """A new Struct with the same values and lists of its own (their elements never change)."""
+    lists = {name: list(value) for name in part.__struct_fields__ if isinstance(value := getattr(part, name), list)}
+    return msgspec.structs.replace(part, **lists)
 
 
 def _check_sender(by: object, command_id: object) -> None:

@@ -2123,3 +2123,17 @@ def test_an_unknown_stance_on_a_goal_is_refused(s: Scene) -> None:
     goal = s.plan.goals[s.goal_id]
     with refused(s.plan, InvalidValue, "agrees, questions", field="stance"):
         do(s.plan, "record_client_view_on_goal", CLIENT, goal_id=s.goal_id, seen_revision=goal.revision, stance="maybe")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_copy_of_a_plan_can_be_changed_without_touching_the_original(s: Scene, command: str) -> None:
+    """The repository hands each command a copy of the cached plan (ClientPlan.__deepcopy__)."""
+    by, fields = COMMANDS[command](s)
+    before = state_of(s.plan)
+    twin = copy.deepcopy(s.plan)
+    assert state_of(twin) == before
+
+    getattr(twin, command)(by=by, command_id=cid(), at=NOW, **fields)
+
+    assert twin.version == s.plan.version + 1
+    assert state_of(s.plan) == before
