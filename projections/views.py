@@ -299,7 +299,22 @@ class PostgresPlanViews(PlanViewTables, PostgresTrackingRecorder):
                 "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                 (LOCK_CLASS, f"{self.datastore.schema or 'public'}.plan_views.create"),
             )
+            if self._tables_exist(cursor):
+                return
             super().create_table()
+
+    def _tables_exist(self, cursor: Any) -> bool:
+        """Whether every table and index is there already.
+
+        Even ``CREATE INDEX IF NOT EXISTS`` takes its table's lock, in another order than
+        the writer's row writes: an instance starting beside a busy writer deadlocked.
+        """
+        names = [*TABLES, *INDEXES, self.tracking_table_name]
+        cursor.execute(
+            "SELECT count(to_regclass(name)) AS found FROM unnest(%s::text[]) AS name",
+            ([self._qualified(name) for name in names],),
+        )
+        return cursor.fetchone()["found"] == len(names)
 
     def skip(self, tracking: Tracking) -> None:
         with self._cursor(commit=True) as cursor:
