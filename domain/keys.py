@@ -154,6 +154,7 @@ class PostgresKeyring(Keyring):
             max_size=4,
             kwargs={"autocommit": True, "options": f"-c lock_timeout={lock_timeout_s * 1000}"},
             open=True,
+            check=ConnectionPool.check_connection,  # replace connections a database restart killed
         )
         with self._pool.connection() as conn:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')

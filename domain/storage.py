@@ -103,6 +103,7 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
             "POSTGRES_SCHEMA": self.pg_schema,
             "POSTGRES_LOCK_TIMEOUT": str(max(self.lock_timeout_s, 1)),
             "POSTGRES_POOL_SIZE": "5",
+            "POSTGRES_PRE_PING": "y",  # a connection that died with a database restart is replaced
             "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
         }
 

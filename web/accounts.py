@@ -291,6 +291,7 @@ class _PostgresDatabase:
                 "options": f"-c search_path={schema} -c lock_timeout={max(lock_timeout_s, 1) * 1000}",
             },
             open=True,
+            check=ConnectionPool.check_connection,  # replace connections a database restart killed
         )
         self._local = threading.local()
 

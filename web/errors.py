@@ -19,9 +19,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
+import psycopg
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ExceptionHandlersMap
 
 from web.i18n import N_, language_of, translations
@@ -63,6 +66,11 @@ _TEXTS: Final = {
         "method_not_allowed",
         N_("Not allowed"),
         N_("This address does not accept that kind of request."),
+    ),
+    503: _ErrorText(
+        "store_unavailable",
+        N_("The service is busy"),
+        N_("The service could not reach its database just now. Nothing was saved. Please try again in a moment."),
     ),
     500: _ErrorText(
         "internal_error",
@@ -113,6 +121,12 @@ def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Re
     return _error_response(request, exc.status_code, text, headers=exc.headers)
 
 
+def handle_store_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The database was unreachable or locked (a restart, a failover): a retryable 503."""
+    logger.warning("store unavailable for %s %s: %s", request.method, request.url.path, exc)
+    return _error_response(request, HTTP_503_SERVICE_UNAVAILABLE, _TEXTS[503], headers={"Retry-After": "2"})
+
+
 def handle_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.error("unhandled error for %s %s", request.method, request.url.path, exc_info=exc)
     return _error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, _TEXTS[500])
@@ -121,6 +135,9 @@ def handle_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Re
 EXCEPTION_HANDLERS: Final[ExceptionHandlersMap] = {
     ValidationException: handle_validation_error,
     HTTPException: handle_http_error,
+    StoreOperationalError: handle_store_unavailable,
+    StoreInterfaceError: handle_store_unavailable,
+    psycopg.OperationalError: handle_store_unavailable,
     Exception: handle_internal_error,
 }
 
