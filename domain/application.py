@@ -11,6 +11,8 @@ sees a conflict when the item they edited really changed (`EditConflict`).
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Mapping
@@ -311,6 +313,7 @@ class PlanService(Application):
                 try:
                     recordings = self.save(plan)
                 except RecordConflictError:
+                    _back_off(_attempt)
                     continue
                 return Outcome(
                     plan_id=str(plan.id),
@@ -350,6 +353,15 @@ def summarise(plan: ClientPlan) -> PlanSummary:
         version=plan.version,
         opened_on=plan.opened_on.isoformat(),
     )
+
+
+def _back_off(attempt: int) -> None:
+    """Wait a little, at random, after losing a race to save the plan.
+
+    Without it one editor can lose to a faster one again and again (the other
+    thread wins every race while this one reloads); the jitter breaks the rhythm.
+    """
+    time.sleep(random.uniform(0, 0.001 * (attempt + 1)))
 
 
 @contextmanager
