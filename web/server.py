@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 from litestar import Litestar
 
+from web import log_redaction
 from web.settings import Settings
 from web.wiring import build_app
 
@@ -47,6 +48,7 @@ def build_server(
         "timeout_graceful_shutdown": 10,  # then open websockets are closed (1012) and drained
     }
     options.update(config)
+    log_redaction.install()  # the filter outlives uvicorn's logging set-up in its Config
     if app is not None:
         return uvicorn.Server(uvicorn.Config(app, **options))
     return uvicorn.Server(
@@ -56,4 +58,5 @@ def build_server(
 
 def app_factory() -> Litestar:
     """The whole app with settings from the environment, for ``uvicorn --factory``."""
+    log_redaction.install()
     return build_app(Settings.from_env())
