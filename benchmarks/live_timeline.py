@@ -67,7 +67,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 HERE = Path(__file__).resolve().parent
@@ -92,6 +92,9 @@ from live_load import (  # noqa: E402
     rss_mib,
     summary_ms,
 )
+
+if TYPE_CHECKING:
+    from domain.storage import StoreSettings
 
 DEFAULT_OUT = HERE / "results" / "live_timeline.json"
 _STARTED = time.monotonic()
@@ -177,15 +180,17 @@ class World:
     ``web.live.access.may_view``); its viewers and editors are signed in as them."""
 
 
-def build_world(work: Path, sizes: Sizes) -> World:
-    """The plans (through PlanService, in the data folder), the read model, the demo accounts."""
+def build_world(work: Path, sizes: Sizes, settings: StoreSettings | None = None) -> World:
+    """The plans (through PlanService), the read model, the demo accounts: in the store of
+    `settings` (``benchmarks/instances.py`` passes a PostgreSQL one), by default SQLite in the
+    data folder."""
     from domain.application import PlanService
     from domain.demo import PEOPLE, _Story
     from domain.storage import StoreSettings
     from projections.plans import PlanViews, rebuild
 
     world = World(data_dir=work / "data")
-    settings = StoreSettings(data_dir=str(world.data_dir))
+    settings = settings or StoreSettings(data_dir=str(world.data_dir))
     service = PlanService(settings)
 
     class CopiedStory(_Story):
