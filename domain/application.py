@@ -28,7 +28,7 @@ from domain.crypto import PlanKeyMapper
 from domain.erasure import ErasureRecord
 from domain.errors import PlanErased, PlanNotFound, StoreBusy
 from domain.history import HistoryEntry, describe
-from domain.plan import ClientPlan
+from domain.plan import ClientPlan, PlanRecord
 from domain.storage import StoreSettings
 from domain.transcodings import plan_transcoder
 from domain.values import Actor
@@ -116,38 +116,52 @@ class PlanService(Application):
     # ---------------------------------------------------------------- queries
 
     def get_plan(self, plan_id: uuid.UUID | str, version: int | None = None) -> ClientPlan:
-        identifier = _plan_uuid(plan_id)
-        if self.keyring.is_erased(identifier):
-            raise PlanErased(identifier)
+        """The plan as its rules see it now (snapshot, cache), or the whole `PlanRecord`
+        at an earlier `version` (for the history view)."""
+        if version is not None:
+            return self.plan_record(plan_id, version)
+        identifier = self._readable(plan_id)
         try:
-            return self.repository.get(identifier, version=version)
+            return self.repository.get(identifier)
         except AggregateNotFoundError:
             raise PlanNotFound(plan_id) from None
 
-    def plan_at(self, plan_id: uuid.UUID | str, moment: datetime) -> ClientPlan:
+    def plan_record(self, plan_id: uuid.UUID | str, version: int | None = None) -> PlanRecord:
+        """The plan with everything it recorded (notes, measures, earlier schedules,
+        the latest changes of each item), after its event `version` or its last one.
+
+        It is replayed from the events: snapshots hold only what the rules need.
+        """
+        identifier = self._readable(plan_id)
+        record = PlanRecord.replay(self.events.get(identifier, lte=version))
+        if record is None:
+            raise PlanNotFound(plan_id)
+        return record
+
+    def plan_at(self, plan_id: uuid.UUID | str, moment: datetime) -> PlanRecord:
         """The plan as it was at `moment`: after every event recorded by then."""
-        identifier = _plan_uuid(plan_id)
-        self.get_plan(identifier, version=1)
-        version = None
+        identifier = self._readable(plan_id)
+        record = None
         for event in self.events.get(identifier):
             if event.timestamp > moment:
                 break
-            version = event.originator_version
-        if version is None:
+            record = PlanRecord.fold(event, record)
+        if record is None:
             raise PlanNotFound(plan_id)
-        return self.get_plan(identifier, version=version)
+        return record
 
     def history(self, plan_id: uuid.UUID | str) -> list[HistoryEntry]:
         """Every change of the plan, oldest first, as who did what and when."""
-        identifier = _plan_uuid(plan_id)
-        self.get_plan(identifier, version=1)
+        identifier = self._readable(plan_id)
         entries = []
-        plan = None
+        record = None
         member_names: dict[str, str] = {}
         for event in self.events.get(identifier):
-            plan = event.mutate(plan)
-            member_names.update((member.id, member.name) for member in plan.members.values())
-            entries.append(describe(event, plan, member_names))
+            record = PlanRecord.fold(event, record)
+            member_names.update((member.id, member.name) for member in record.members.values())
+            entries.append(describe(event, record, member_names))
+        if not entries:
+            raise PlanNotFound(plan_id)
         return entries
 
     def plan_ids(self) -> Iterator[uuid.UUID]:
@@ -322,6 +336,13 @@ class PlanService(Application):
                     position=recordings[-1].notification.id,
                 )
             raise StoreBusy()
+
+    def _readable(self, plan_id: uuid.UUID | str) -> uuid.UUID:
+        """The plan's id, unless it names no plan or an erased one."""
+        identifier = _plan_uuid(plan_id)
+        if self.keyring.is_erased(identifier):
+            raise PlanErased(identifier)
+        return identifier
 
     def _forget_cached(self, plan_id: uuid.UUID) -> None:
         if self.repository.cache is None:

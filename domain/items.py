@@ -4,7 +4,8 @@ They are mutable msgspec Structs: the aggregate's events change them in
 place, and a snapshot stores them through one generic transcoding per type
 (`domain.transcodings`). An editable part is an `Item` with a revision that
 counts its changes and a short list of the latest changes, so that a stale
-edit can be told what changed since and by whom.
+edit can be told what changed since and by whom (the read side keeps a longer
+list, for pages).
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import msgspec
 from domain.values import Actor
 
 KEPT_CHANGES = 20
-"""How many of an item's latest changes it remembers for conflict messages."""
+"""How many of an item's latest changes the read side (`PlanRecord`) shows."""
+
+CONFLICT_CHANGES = 3
+"""How many of an item's latest changes the write side keeps to tell an editor, whose
+edit came too late, what changed since and by whom (usually one or two)."""
 
 
 class Change(msgspec.Struct, kw_only=True):
@@ -32,10 +37,11 @@ class Item(msgspec.Struct, kw_only=True):
     revision: int = 0
     changes: list[Change] = []
 
-    def record_change(self, by: Actor, at: datetime, action: str, fields: list[str]) -> None:
+    def record_change(self, by: Actor, at: datetime, action: str, fields: list[str], *, keep: int) -> None:
+        """Count a change and remember it among the latest `keep`."""
         self.revision += 1
         self.changes.append(Change(revision=self.revision, by=by, at=at, action=action, fields=fields))
-        del self.changes[:-KEPT_CHANGES]
+        del self.changes[:-keep]
 
     def changes_since(self, revision: int) -> list[Change]:
         return [change for change in self.changes if change.revision > revision]

@@ -15,13 +15,15 @@ conflict with each other.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from typing import Any, ClassVar
 
 import msgspec
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
 
 from domain.errors import EditConflict, InvalidValue, NotFound, NotYours, PlanClosed, RuleViolation
 from domain.inputs import (
@@ -35,6 +37,8 @@ from domain.inputs import (
     required_text,
 )
 from domain.items import (
+    CONFLICT_CHANGES,
+    KEPT_CHANGES,
     Client,
     Closing,
     Consent,
@@ -81,7 +85,21 @@ ITEM_NAMESPACE = uuid.UUID("6f1c0f55-5a53-4a8e-9d0e-3c3f2f4f3b10")
 
 
 class ClientPlan(Aggregate):
-    """A client's plan: needs, goals, network, responsibility and service path."""
+    """A client's plan, as its rules need it: the write side.
+
+    It keeps the current needs, goals, network, responsibility, consents, steps and
+    handovers, the latest few changes of each item (to explain a conflict) and the
+    receipts of recent commands. What only readers need (notes, measures, a step's
+    earlier schedules, an item's longer list of changes) is handed by the events to
+    hooks (`keep_note`, `keep_measure`, `keep_earlier_schedule`, `kept_changes`)
+    that this class ignores and `PlanRecord` keeps, so snapshots stay small however
+    long the plan lives.
+    """
+
+    class_version = 2
+    """Version 2 no longer keeps notes, measures, earlier schedules and old changes."""
+
+    kept_changes: ClassVar[int] = CONFLICT_CHANGES
 
     class Event(Aggregate.Event):
         actor: Actor
@@ -153,7 +171,7 @@ class ClientPlan(Aggregate):
             changed = [field for field, value in new.items() if getattr(client, field) != value]
             for field, value in new.items():
                 setattr(client, field, value)
-            client.record_change(self.actor, self.timestamp, "changed", changed)
+            plan.record_change(client, self.actor, self.timestamp, "changed", changed)
 
     class ClientContactRecorded(Event):
         """The client's own contact details (phone, address), encrypted like all else."""
@@ -194,7 +212,7 @@ class ClientPlan(Aggregate):
                 organisation_name=self.organisation_name,
                 valid_from=self.valid_from,
             )
-            consent.record_change(self.actor, self.timestamp, "given", ["valid_from"])
+            plan.record_change(consent, self.actor, self.timestamp, "given", ["valid_from"])
             plan.consents[self.consent_id] = consent
 
     class ConsentWithdrawn(Event):
@@ -207,7 +225,7 @@ class ClientPlan(Aggregate):
         def apply(self, plan: ClientPlan) -> None:
             consent = plan.consents[self.consent_id]
             consent.withdrawn_on = self.withdrawn_on
-            consent.record_change(self.actor, self.timestamp, "withdrawn", ["withdrawn_on"])
+            plan.record_change(consent, self.actor, self.timestamp, "withdrawn", ["withdrawn_on"])
             leaving = [m.id for m in plan.members.values() if m.organisation_id == consent.organisation_id]
             for member_id in leaving:
                 plan.detach_member(member_id, self.actor, self.timestamp)
@@ -226,7 +244,7 @@ class ClientPlan(Aggregate):
                 description=self.description,
                 financial=self.financial,
             )
-            need.record_change(self.actor, self.timestamp, "recorded", ["category", "description", "financial"])
+            plan.record_change(need, self.actor, self.timestamp, "recorded", ["category", "description", "financial"])
             plan.needs[self.need_id] = need
 
     class NeedUpdated(Event):
@@ -261,7 +279,7 @@ class ClientPlan(Aggregate):
                 need_ids=list(self.need_ids),
                 target_date=self.target_date,
             )
-            goal.record_change(self.actor, self.timestamp, "set", ["title", "need_ids", "target_date"])
+            plan.record_change(goal, self.actor, self.timestamp, "set", ["title", "need_ids", "target_date"])
             plan.goals[self.goal_id] = goal
 
     class GoalRevised(Event):
@@ -332,7 +350,7 @@ class ClientPlan(Aggregate):
                 contact=self.contact,
                 part=self.part,
             )
-            member.record_change(self.actor, self.timestamp, "added", ["name", "profession", "organisation"])
+            plan.record_change(member, self.actor, self.timestamp, "added", ["name", "profession", "organisation"])
             plan.members[self.member_id] = member
 
     class MemberUpdated(Event):
@@ -432,7 +450,7 @@ class ClientPlan(Aggregate):
                 planned_start=self.planned_start,
                 planned_end=self.planned_end,
             )
-            step.record_change(self.actor, self.timestamp, "planned", ["title", "need_id", "planned_start"])
+            plan.record_change(step, self.actor, self.timestamp, "planned", ["title", "need_id", "planned_start"])
             plan.steps[self.step_id] = step
 
     class StepUpdated(Event):
@@ -464,14 +482,15 @@ class ClientPlan(Aggregate):
 
         def apply(self, plan: ClientPlan) -> None:
             step = plan.steps[self.step_id]
-            step.earlier_schedules.append(
+            plan.keep_earlier_schedule(
+                step,
                 Schedule(
                     start=step.planned_start,
                     end=step.planned_end,
                     changed_at=self.timestamp,
                     by=self.actor,
                     reason=self.reason,
-                )
+                ),
             )
             plan.update_item(step, self, planned_start=self.planned_start, planned_end=self.planned_end)
 
@@ -516,7 +535,7 @@ class ClientPlan(Aggregate):
         measured_on: date
 
         def apply(self, plan: ClientPlan) -> None:
-            plan.measures.append(
+            plan.keep_measure(
                 Measure(
                     id=self.measure_id,
                     kind=self.kind,
@@ -543,7 +562,7 @@ class ClientPlan(Aggregate):
             state["visibility"] = NoteVisibility.PROFESSIONALS.value
 
         def apply(self, plan: ClientPlan) -> None:
-            plan.notes.append(
+            plan.keep_note(
                 Note(
                     id=self.note_id,
                     text=self.text,
@@ -578,19 +597,30 @@ class ClientPlan(Aggregate):
         self.members: dict[str, Member] = {}
         self.steps: dict[str, Step] = {}
         self.handovers: list[Handover] = []
-        self.measures: list[Measure] = []
-        self.notes: list[Note] = []
         self.closing: Closing | None = None
         self.receipts: dict[str, Receipt] = {}
+
+    @classmethod
+    def upcast_v1_v2(cls, state: dict[str, Any]) -> None:
+        """A version 1 snapshot held the plan's whole record: keep what version 2 keeps.
+
+        Version 1 kept every note and measure, every earlier schedule of a step and
+        up to 20 changes of each item; the rules read none of them, and they made a
+        10,000-event plan's snapshot 4.8 MB.
+        """
+        state.pop("notes", None)
+        state.pop("measures", None)
+        for item in _items_in(state):
+            del item.changes[: -cls.kept_changes]
+            if isinstance(item, Step):
+                item.earlier_schedules = []
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ClientPlan:
         """A copy that a command may change without touching the original.
 
         The repository hands every command a copy of the cached plan. Every part an
-        event can change is copied; what never changes once recorded (notes,
-        measures, an item's remembered changes, earlier schedules) is shared.
-        Copying the whole history instead took most of a command's time on long
-        plans (180 ms at 10,000 events).
+        event can change is copied; what never changes once recorded (an item's
+        remembered changes, earlier schedules) is shared.
         """
         twin = object.__new__(type(self))
         twin.__dict__.update(self.__dict__)
@@ -599,8 +629,6 @@ class ClientPlan(Aggregate):
         for name in ("consents", "needs", "goals", "members", "steps"):
             setattr(twin, name, {key: _copy_part(part) for key, part in getattr(self, name).items()})
         twin.handovers = [_copy_part(handover) for handover in self.handovers]
-        twin.measures = list(self.measures)
-        twin.notes = list(self.notes)
         twin.receipts = dict(self.receipts)
         twin._pending_events = list(self._pending_events)
         return twin
@@ -1385,12 +1413,24 @@ class ClientPlan(Aggregate):
         if len(self.receipts) > REMEMBERED_COMMANDS:
             del self.receipts[next(iter(self.receipts))]
 
-    @staticmethod
-    def update_item(item: Item, event: ClientPlan.Event, **values: Any) -> None:
+    def update_item(self, item: Item, event: ClientPlan.Event, **values: Any) -> None:
         changed = [field for field, value in values.items() if getattr(item, field) != value]
         for field, value in values.items():
             setattr(item, field, value)
-        item.record_change(event.actor, event.timestamp, type(event).__name__, changed)
+        self.record_change(item, event.actor, event.timestamp, type(event).__name__, changed)
+
+    def record_change(self, item: Item, by: Actor, at: datetime, action: str, fields: list[str]) -> None:
+        """Count the item's change; keep the latest few, enough to explain a conflict."""
+        item.record_change(by, at, action, fields, keep=self.kept_changes)
+
+    def keep_note(self, note: Note) -> None:
+        """No rule reads notes: the write side drops them (`PlanRecord` keeps them)."""
+
+    def keep_measure(self, measure: Measure) -> None:
+        """No rule reads measures: the write side drops them (`PlanRecord` keeps them)."""
+
+    def keep_earlier_schedule(self, step: Step, schedule: Schedule) -> None:
+        """No rule reads a step's earlier dates: the write side drops them (`PlanRecord` keeps them)."""
 
     def detach_member(self, member_id: str, by: Actor, at: datetime) -> None:
         """Take a member out of the network, with what hangs on them.
@@ -1402,10 +1442,10 @@ class ClientPlan(Aggregate):
         for step in self.steps.values():
             if step.responsible_member_id == member_id:
                 step.responsible_member_id = None
-                step.record_change(by, at, "responsible left the network", ["responsible_member_id"])
+                self.record_change(step, by, at, "responsible left the network", ["responsible_member_id"])
         if self.responsibility.counterpart_id == member_id:
             self.responsibility.counterpart_id = None
-            self.responsibility.record_change(by, at, "counterpart left the network", ["counterpart_id"])
+            self.record_change(self.responsibility, by, at, "counterpart left the network", ["counterpart_id"])
         pending = self.pending_handover
         if pending and member_id in (pending.from_member_id, pending.to_member_id):
             pending.status = HandoverStatus.WITHDRAWN.value
@@ -1535,6 +1575,64 @@ class ClientPlan(Aggregate):
             note=optional_text(note, "note"),
         )
         return handover_id
+
+
+class PlanRecord(ClientPlan):
+    """The plan with everything it has recorded, for reading: the read side.
+
+    The same events, applied by the same code, build it; it also keeps every note
+    and measure, each step's earlier schedules and the latest 20 changes of each
+    item, which pages, the history view and `polku plan` show. It is folded from
+    events (`fold`) by the read model and for a plan at an earlier version, and is
+    never saved: commands run on `ClientPlan`.
+    """
+
+    class_version = 1
+    """A read-side plan keeps everything a version 1 plan kept: nothing to upcast."""
+
+    kept_changes: ClassVar[int] = KEPT_CHANGES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.measures: list[Measure] = []
+        self.notes: list[Note] = []
+
+    @classmethod
+    def fold(cls, event: ClientPlan.Event, record: PlanRecord | None) -> PlanRecord:
+        """`record` after `event`; an `Opened` event starts a new record."""
+        if isinstance(event, ClientPlan.Opened):
+            return dataclasses.replace(event, originator_topic=get_topic(cls)).mutate(None)
+        return event.mutate(record)
+
+    @classmethod
+    def replay(cls, events: Iterable[ClientPlan.Event]) -> PlanRecord | None:
+        record = None
+        for event in events:
+            record = cls.fold(event, record)
+        return record
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PlanRecord:
+        twin = super().__deepcopy__(memo)
+        twin.measures = list(self.measures)
+        twin.notes = list(self.notes)
+        return twin
+
+    def keep_note(self, note: Note) -> None:
+        self.notes.append(note)
+
+    def keep_measure(self, measure: Measure) -> None:
+        self.measures.append(measure)
+
+    def keep_earlier_schedule(self, step: Step, schedule: Schedule) -> None:
+        step.earlier_schedules.append(schedule)
+
+
+def _items_in(state: dict[str, Any]) -> Iterator[Item]:
+    """Every item of a plan's state: the client, the roles, consents, needs, goals, members, steps."""
+    yield state["client"]
+    yield state["responsibility"]
+    for name in ("consents", "needs", "goals", "members", "steps"):
+        yield from state[name].values()
 
 
 def _copy_part(part: Any) -> Any:

@@ -1,8 +1,9 @@
 """The plan projection: every plan's current state and its caseload rows.
 
-It folds each plan's events with the domain's own `apply` methods (the same
-code that rebuilds the aggregate), so the read model cannot drift from the
-rules. The folded plan is kept as a snapshot-shaped JSON document in the
+It folds each plan's events into a `PlanRecord` with the domain's own `apply`
+methods (the same code that rebuilds the aggregate, keeping also what the
+rules never read: notes, measures, earlier schedules, the latest changes of
+each item), so the read model cannot drift from the rules. The folded plan is kept as a snapshot-shaped JSON document in the
 read-model store; the follower keeps its working copies of recently changed
 plans in memory, which nothing else sees.
 
@@ -35,7 +36,7 @@ from eventsourcing.utils import Environment, get_topic
 
 from domain.application import PlanService
 from domain.erasure import ErasureRecord
-from domain.plan import ClientPlan
+from domain.plan import ClientPlan, PlanRecord
 from domain.storage import StoreSettings
 from domain.transcodings import plan_transcoder
 from projections.leader import LeaderElection, NoticeListener, try_advisory_lock
@@ -43,7 +44,7 @@ from projections.leader import connect as pg_connect
 from projections.summary import people_of, summarise
 from projections.views import CaseloadEntry, PlanRow, PlanViewTables, PostgresPlanViews, SQLitePlanViews
 
-PLAN_TOPIC = get_topic(ClientPlan)
+PLAN_TOPIC = get_topic(PlanRecord)
 CACHED_PLANS = 1000
 RESTART_DELAY = 0.1
 MAX_RESTART_DELAY = 10.0
@@ -61,7 +62,7 @@ class PlanProjection(Projection[PlanViewTables]):
     def __init__(self, view: PlanViewTables):
         super().__init__(view)
         self.transcoder = plan_transcoder()
-        self._plans: OrderedDict[str, ClientPlan] = OrderedDict()
+        self._plans: OrderedDict[str, PlanRecord] = OrderedDict()
         self._lock = threading.Lock()
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> str | None:
@@ -81,7 +82,7 @@ class PlanProjection(Projection[PlanViewTables]):
         with self._lock:
             self._plans.clear()
 
-    def load(self, plan_id: str) -> ClientPlan | None:
+    def load(self, plan_id: str) -> PlanRecord | None:
         """The plan as the read model has it, or None: a fresh object for the caller.
 
         Pages get their own copy decoded from the stored row, never the
@@ -107,7 +108,7 @@ class PlanProjection(Projection[PlanViewTables]):
             self.view.skip(tracking)
             return plan_id
         try:
-            plan = event.mutate(plan)
+            plan = PlanRecord.fold(event, plan)
             state = Snapshot.take(plan).state
             self.view.save_plan(
                 PlanRow(
@@ -130,13 +131,13 @@ class PlanProjection(Projection[PlanViewTables]):
         self._remember(plan_id, plan)
         return plan_id
 
-    def _working_copy(self, plan_id: str) -> ClientPlan | None:
+    def _working_copy(self, plan_id: str) -> PlanRecord | None:
         """The follower's own copy of a plan, which only the follower changes."""
         with self._lock:
             cached = self._plans.get(plan_id)
         return cached if cached is not None else self.load(plan_id)
 
-    def _remember(self, plan_id: str, plan: ClientPlan) -> None:
+    def _remember(self, plan_id: str, plan: PlanRecord) -> None:
         with self._lock:
             self._plans[plan_id] = plan
             self._plans.move_to_end(plan_id)
@@ -212,7 +213,7 @@ class PlanViews:
         with self._moved:
             return self._moved.wait_for(lambda: self._position >= position, timeout=timeout)
 
-    def plan(self, plan_id: str) -> ClientPlan | None:
+    def plan(self, plan_id: str) -> PlanRecord | None:
         return self.projection.load(plan_id)
 
     def caseload(self, **query: Any) -> list[CaseloadEntry]:

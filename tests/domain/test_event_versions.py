@@ -18,7 +18,8 @@ is turned back into a `StoredEvent` and read through the application's own mappe
 - a plan replayed from the samples, in order, through a real store and `PlanService`, is a
   sane plan, with either version of the note;
 - a snapshot stored before `NoteAdded` v2 (`samples/snapshots/ClientPlan.v1.json`, written
-  with the code of commit fe161d9) still loads.
+  with the code of commit fe161d9) still loads; it is also a version 1 `ClientPlan`
+  snapshot (the whole record in it), which loads as the lean version 2 plan.
 """
 
 from __future__ import annotations
@@ -34,16 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic, resolve_topic
 
 from domain.application import PlanService
 from domain.erasure import ErasureRecord
-from domain.plan import ClientPlan
+from domain.items import CONFLICT_CHANGES
+from domain.plan import ClientPlan, PlanRecord
 from domain.storage import StoreSettings
 from domain.values import NoteVisibility
 from tests.domain.make_event_samples import EVENT_SAMPLES, SNAPSHOT_SAMPLES, encode_state, event_classes, sample_name
-from tests.domain.test_stateful import check_plan_rules
+from tests.domain.test_stateful import check_plan_rules, plan_state, write_side_state
 
 SAMPLE_PLAN_ID = uuid.UUID("2f6a3c55-8f3e-5a0c-9d52-6a1f2b7e9c01")
 
@@ -208,13 +211,15 @@ def test_a_plan_replayed_from_the_samples_is_sane(tmp_path: Path, note_version: 
             [as_stored(sample, version=number) for number, sample in enumerate(samples, start=1)]
         )
 
-        plan = service.get_plan(SAMPLE_PLAN_ID)
+        plan = service.plan_record(SAMPLE_PLAN_ID)
+        lean = service.get_plan(SAMPLE_PLAN_ID)
         history = service.history(SAMPLE_PLAN_ID)
     finally:
         service.close()
 
     assert plan.version == len(samples) == len(event_classes()) - 1  # not ErasureRecord.Erased
     check_plan_rules(plan, plan.modified_on.date())
+    assert plan_state(lean) == write_side_state(plan)
     assert plan.client.name == "Matti Meikäläinen"
     assert plan.client.non_disclosure is True
     assert not plan.is_closed  # closed, then reopened
@@ -260,9 +265,30 @@ def test_the_snapshot_sample_is_a_snapshot_of_a_client_plan() -> None:
 
 
 def test_a_snapshot_stored_before_note_visibility_still_loads(service: PlanService) -> None:
+    """The sample is a version 1 snapshot, with the plan's whole record in it: the write
+    side reads it as a lean plan, and a read model row of the same shape reads as a
+    `PlanRecord` with its notes (which default to the professionals)."""
     sample = load(SNAPSHOT_SAMPLES / "ClientPlan.v1.json")
+    snapshot = service.mapper.to_domain_event(as_stored(sample))
 
-    plan = service.mapper.to_domain_event(as_stored(sample)).mutate(None)
+    plan = snapshot.mutate(None)
+    record = dataclasses.replace(snapshot, topic=get_topic(PlanRecord)).mutate(None)
 
+    assert type(plan) is ClientPlan and type(record) is PlanRecord
     check_plan_rules(plan, plan.modified_on.date())
-    assert [note.visibility for note in plan.notes] == ["professionals"]
+    assert not hasattr(plan, "notes") and not hasattr(plan, "measures")
+    assert all(len(item.changes) <= CONFLICT_CHANGES for item in plan.needs.values())
+    assert [note.visibility for note in record.notes] == ["professionals"]
+    assert plan_state(plan) == write_side_state(record)
+
+
+def test_a_snapshot_of_the_lean_plan_round_trips(service: PlanService) -> None:
+    sample = load(SNAPSHOT_SAMPLES / "ClientPlan.v1.json")
+    plan = service.mapper.to_domain_event(as_stored(sample)).mutate(None)
+    service.keyring.create(plan.id)
+
+    stored = service.mapper.to_stored_event(Snapshot.take(plan))
+    again = service.mapper.to_domain_event(stored).mutate(None)
+
+    assert stored.state.startswith(b"PK1")  # encrypted like the version 1 snapshot
+    assert plan_state(again) == plan_state(plan)

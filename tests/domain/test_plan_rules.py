@@ -28,8 +28,8 @@ import pytest
 
 from domain.errors import DomainError, EditConflict, InvalidValue, NotFound, NotYours, PlanClosed, RuleViolation
 from domain.inputs import LONG_TEXT, SHORT_TEXT
-from domain.items import Receipt
-from domain.plan import REMEMBERED_COMMANDS, ClientPlan
+from domain.items import CONFLICT_CHANGES, KEPT_CHANGES, Receipt
+from domain.plan import REMEMBERED_COMMANDS, ClientPlan, PlanRecord
 from domain.values import (
     Actor,
     ClosingOutcome,
@@ -62,7 +62,14 @@ def cid() -> str:
 # --- helpers ---------------------------------------------------------------------------
 
 
-def open_plan(by: Actor, *, command_id: str | None = None, at: datetime = OPENED_AT, **overrides: Any) -> ClientPlan:
+def open_plan(
+    by: Actor,
+    *,
+    command_id: str | None = None,
+    at: datetime = OPENED_AT,
+    plan_class: type[ClientPlan] = ClientPlan,
+    **overrides: Any,
+) -> ClientPlan:
     fields: dict[str, Any] = {
         "client_name": "Maija Mäkinen",
         "segment": "unemployed",
@@ -71,7 +78,7 @@ def open_plan(by: Actor, *, command_id: str | None = None, at: datetime = OPENED
         "expert_profession": "nurse",
     }
     fields.update(overrides)
-    return ClientPlan.open(by=by, command_id=command_id or cid(), at=at, **fields)
+    return plan_class.open(by=by, command_id=command_id or cid(), at=at, **fields)
 
 
 def do(plan: ClientPlan, command: str, by: Actor, *, at: datetime = NOW, **fields: Any) -> Any:
@@ -227,7 +234,17 @@ class Scene:
 
 @pytest.fixture
 def s(anna: Actor, aino: Actor, bert: Actor, carla: Actor) -> Scene:
-    plan = open_plan(anna)
+    return make_scene(ClientPlan, anna, aino, bert, carla)
+
+
+@pytest.fixture
+def r(anna: Actor, aino: Actor, bert: Actor, carla: Actor) -> Scene:
+    """The same scene as read back: a `PlanRecord`, which also keeps what the rules never read."""
+    return make_scene(PlanRecord, anna, aino, bert, carla)
+
+
+def make_scene(plan_class: type[ClientPlan], anna: Actor, aino: Actor, bert: Actor, carla: Actor) -> Scene:
+    plan = open_plan(anna, plan_class=plan_class)
     (health_centre_consent,) = plan.consents
     kela_consent = give_consent_for(plan, anna, bert)
     te_consent = give_consent_for(plan, anna, carla)
@@ -1442,44 +1459,44 @@ def test_the_step_statuses_are_planned_started_done_cancelled() -> None:
     assert [status.value for status in StepStatus] == ["planned", "started", "done", "cancelled"]
 
 
-def test_rescheduling_a_step_keeps_the_earlier_schedules(s: Scene) -> None:
-    original = (s.plan.steps[s.step_id].planned_start, s.plan.steps[s.step_id].planned_end)
+def test_rescheduling_a_step_keeps_the_earlier_schedules(r: Scene) -> None:
+    original = (r.plan.steps[r.step_id].planned_start, r.plan.steps[r.step_id].planned_end)
     later = NOW + timedelta(days=1)
     do(
-        s.plan,
+        r.plan,
         "reschedule_step",
-        s.aino,
-        step_id=s.step_id,
+        r.aino,
+        step_id=r.step_id,
         seen_revision=1,
         planned_start=TODAY + timedelta(days=7),
         planned_end=TODAY + timedelta(days=21),
         reason="Waiting list",
     )
     do(
-        s.plan,
+        r.plan,
         "reschedule_step",
-        s.bert,
+        r.bert,
         at=later,
-        step_id=s.step_id,
+        step_id=r.step_id,
         seen_revision=2,
         planned_start=TODAY + timedelta(days=10),
         planned_end=TODAY + timedelta(days=24),
     )
 
-    assert recorded(s.plan) == ["StepRescheduled", "StepRescheduled"]
-    step = s.plan.steps[s.step_id]
+    assert recorded(r.plan) == ["StepRescheduled", "StepRescheduled"]
+    step = r.plan.steps[r.step_id]
     assert (step.planned_start, step.planned_end) == (TODAY + timedelta(days=10), TODAY + timedelta(days=24))
     first, second = step.earlier_schedules
     assert (first.start, first.end, first.by, first.changed_at, first.reason) == (
         *original,
-        s.aino,
+        r.aino,
         NOW,
         "Waiting list",
     )
     assert (second.start, second.end, second.by, second.changed_at) == (
         TODAY + timedelta(days=7),
         TODAY + timedelta(days=21),
-        s.bert,
+        r.bert,
         later,
     )
 
@@ -1566,14 +1583,14 @@ ZERO_TO_TEN_KINDS = ["work_ability_score", "self_assessment"]
 
 @pytest.mark.parametrize("kind", ZERO_TO_TEN_KINDS)
 @pytest.mark.parametrize("value", [0, 10, 7, 7.0])
-def test_a_zero_to_ten_measure_takes_whole_numbers_from_zero_to_ten(s: Scene, kind: str, value: float) -> None:
-    measure_id = do(s.plan, "record_measure", s.anna, kind=kind, value=value, measured_on=TODAY)
+def test_a_zero_to_ten_measure_takes_whole_numbers_from_zero_to_ten(r: Scene, kind: str, value: float) -> None:
+    measure_id = do(r.plan, "record_measure", r.anna, kind=kind, value=value, measured_on=TODAY)
 
-    assert recorded(s.plan) == ["MeasureRecorded"]
-    (measure,) = s.plan.measures
+    assert recorded(r.plan) == ["MeasureRecorded"]
+    (measure,) = r.plan.measures
     assert measure.id == measure_id
     assert (measure.kind, measure.scale_name, measure.scale_min, measure.scale_max) == (kind, kind, 0.0, 10.0)
-    assert (measure.value, measure.measured_on, measure.recorded_by) == (float(value), TODAY, s.anna)
+    assert (measure.value, measure.measured_on, measure.recorded_by) == (float(value), TODAY, r.anna)
 
 
 @pytest.mark.parametrize("kind", ZERO_TO_TEN_KINDS)
@@ -1597,11 +1614,11 @@ def test_a_zero_to_ten_measure_refuses_anything_else(s: Scene, kind: str, value:
         do(s.plan, "record_measure", s.anna, kind=kind, value=value, measured_on=TODAY)
 
 
-def test_a_measure_on_another_scale_brings_its_name_and_bounds(s: Scene) -> None:
+def test_a_measure_on_another_scale_brings_its_name_and_bounds(r: Scene) -> None:
     do(
-        s.plan,
+        r.plan,
         "record_measure",
-        s.carla,
+        r.carla,
         kind="other",
         value=3.5,
         measured_on="2026-03-10",
@@ -1610,7 +1627,7 @@ def test_a_measure_on_another_scale_brings_its_name_and_bounds(s: Scene) -> None
         scale_max=5,
     )
 
-    (measure,) = s.plan.measures
+    (measure,) = r.plan.measures
     assert (measure.kind, measure.scale_name, measure.scale_min, measure.scale_max, measure.value) == (
         "other",
         "Motivation (1–5)",
@@ -1678,11 +1695,11 @@ def test_a_measure_dated_in_the_future_is_refused(s: Scene) -> None:
         do(s.plan, "record_measure", s.anna, kind="work_ability_score", value=6, measured_on=TOMORROW)
 
 
-def test_a_measure_dated_today_or_earlier_is_accepted(s: Scene) -> None:
-    do(s.plan, "record_measure", s.anna, kind="work_ability_score", value=6, measured_on=TODAY)
-    do(s.plan, "record_measure", s.anna, kind="work_ability_score", value=4, measured_on=OPENING_DAY)
+def test_a_measure_dated_today_or_earlier_is_accepted(r: Scene) -> None:
+    do(r.plan, "record_measure", r.anna, kind="work_ability_score", value=6, measured_on=TODAY)
+    do(r.plan, "record_measure", r.anna, kind="work_ability_score", value=4, measured_on=OPENING_DAY)
 
-    assert [m.value for m in s.plan.measures] == [6.0, 4.0]
+    assert [m.value for m in r.plan.measures] == [6.0, 4.0]
 
 
 def test_an_unknown_measure_kind_is_refused(s: Scene) -> None:
@@ -1693,18 +1710,82 @@ def test_an_unknown_measure_kind_is_refused(s: Scene) -> None:
 # --- notes -----------------------------------------------------------------------------
 
 
-def test_a_note_is_for_the_professionals_by_default(s: Scene) -> None:
-    note_id = do(s.plan, "add_note", s.bert, text="  Called the client  ")
+def test_a_note_is_for_the_professionals_by_default(r: Scene) -> None:
+    note_id = do(r.plan, "add_note", r.bert, text="  Called the client  ")
 
-    assert recorded(s.plan) == ["NoteAdded"]
-    (note,) = s.plan.notes
+    assert recorded(r.plan) == ["NoteAdded"]
+    (note,) = r.plan.notes
     assert (note.id, note.text, note.visibility) == (note_id, "Called the client", "professionals")
-    assert (note.written_by, note.written_at) == (s.bert, NOW)
+    assert (note.written_by, note.written_at) == (r.bert, NOW)
 
 
-def test_a_note_can_be_shared_with_the_client(s: Scene) -> None:
-    do(s.plan, "add_note", s.bert, text="See you on Monday", visibility="client_and_professionals")
-    assert s.plan.notes[0].visibility == NoteVisibility.CLIENT_AND_PROFESSIONALS
+def test_a_note_can_be_shared_with_the_client(r: Scene) -> None:
+    do(r.plan, "add_note", r.bert, text="See you on Monday", visibility="client_and_professionals")
+    assert r.plan.notes[0].visibility == NoteVisibility.CLIENT_AND_PROFESSIONALS
+
+
+def edit_the_need_often(scene: Scene, times: int) -> None:
+    for n in range(times):
+        need = scene.plan.needs[scene.need_id]
+        do(
+            scene.plan,
+            "update_need",
+            scene.bert,
+            need_id=scene.need_id,
+            seen_revision=need.revision,
+            category=need.category,
+            description=f"Back pain, week {n}",
+            financial=need.financial,
+            status=need.status,
+        )
+
+
+def test_the_plan_keeps_only_what_its_rules_read_and_its_record_keeps_the_rest(s: Scene, r: Scene) -> None:
+    for scene in (s, r):
+        do(scene.plan, "add_note", scene.bert, text="Called the client")
+        do(scene.plan, "record_measure", scene.anna, kind="work_ability_score", value=6, measured_on=TODAY)
+        do(
+            scene.plan,
+            "reschedule_step",
+            scene.aino,
+            step_id=scene.step_id,
+            seen_revision=1,
+            planned_start=TODAY + timedelta(days=7),
+            planned_end=TODAY + timedelta(days=21),
+        )
+        edit_the_need_often(scene, KEPT_CHANGES + 5)
+
+    assert not hasattr(s.plan, "notes") and not hasattr(s.plan, "measures")
+    assert s.plan.steps[s.step_id].earlier_schedules == []
+    assert [len(r.plan.notes), len(r.plan.measures), len(r.plan.steps[r.step_id].earlier_schedules)] == [1, 1, 1]
+    lean, whole = s.plan.needs[s.need_id], r.plan.needs[r.need_id]
+    assert lean.revision == whole.revision == KEPT_CHANGES + 6
+    assert len(lean.changes) == CONFLICT_CHANGES and len(whole.changes) == KEPT_CHANGES
+    assert lean.changes == whole.changes[-CONFLICT_CHANGES:]
+    assert (lean.description, s.plan.version) == (whole.description, r.plan.version)
+
+
+def test_a_conflict_tells_the_latest_changes_the_plan_keeps(s: Scene) -> None:
+    edit_the_need_often(s, CONFLICT_CHANGES + 2)
+    need = s.plan.needs[s.need_id]
+
+    with pytest.raises(EditConflict) as caught:
+        do(
+            s.plan,
+            "update_need",
+            s.carla,
+            need_id=s.need_id,
+            seen_revision=1,
+            category=need.category,
+            description="Too late",
+            financial="",
+            status=need.status,
+        )
+
+    conflict = caught.value
+    assert (conflict.seen_revision, conflict.current_revision) == (1, need.revision)
+    assert [change["revision"] for change in conflict.changes] == list(range(need.revision - CONFLICT_CHANGES + 1, need.revision + 1))
+    assert {change["by_name"] for change in conflict.changes} == {s.bert.name}
 
 
 @pytest.mark.parametrize("text", ["", "   ", None])

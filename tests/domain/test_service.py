@@ -341,7 +341,7 @@ def test_a_version_clash_in_the_store_is_retried_on_the_fresh_plan(
     assert calls == ["interloper", "save", "save"]  # the interloper's save, our clash, our retry
     assert outcome.version == before + 2
     assert event_count(service, team.plan_id) == before + 2
-    plan = service.get_plan(team.plan_id)
+    plan = service.plan_record(team.plan_id)
     assert plan.notes[-1].text == "Meanwhile"
     assert plan.needs[team.health_need].description == "Back pain, easing"
 
@@ -470,7 +470,7 @@ def test_get_plan_at_a_version_past_a_snapshot(service: PlanService, anna: Actor
 
     assert len(list(service.snapshots.get(uuid.UUID(plan_id)))) >= 1
     assert service.get_plan(plan_id).version == 106
-    assert len(service.get_plan(plan_id).notes) == 105
+    assert len(service.plan_record(plan_id).notes) == 105
     assert len(service.get_plan(plan_id, version=50).notes) == 49
     assert len(service.get_plan(plan_id, version=103).notes) == 102
 

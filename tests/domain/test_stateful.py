@@ -27,6 +27,7 @@ PostgreSQL. The deterministic tests at the end pin defects found on the way, now
 from __future__ import annotations
 
 import base64
+import copy
 import os
 import shutil
 import tempfile
@@ -53,7 +54,7 @@ from psycopg import sql
 
 from domain.application import Outcome, PlanService
 from domain.errors import DomainError, InvalidValue, PlanErased
-from domain.plan import ClientPlan
+from domain.plan import ClientPlan, PlanRecord
 from domain.storage import StoreSettings
 from domain.values import (
     Actor,
@@ -137,6 +138,15 @@ def plan_state(plan: ClientPlan) -> dict[str, Any]:
     events) and the order of its receipts (which decides which ones it forgets first)."""
     state = {name: value for name, value in vars(plan).items() if name != "_pending_events"}
     state["receipt order"] = list(plan.receipts)
+    return state
+
+
+def write_side_state(record: PlanRecord) -> dict[str, Any]:
+    """What the write side keeps of a read-side plan: its state, trimmed the way an old
+    snapshot of the whole record is upcast (no notes, measures, earlier schedules; the
+    latest few changes of each item)."""
+    state = copy.deepcopy(plan_state(record))
+    ClientPlan.upcast_v1_v2(state)
     return state
 
 
@@ -240,7 +250,7 @@ class PlanEditing(RuleBasedStateMachine):
         self.run = uuid.uuid4().hex[:8]
         self.commands = 0
         self.opened = 0
-        self.plans: dict[str, PlanRecord] = {}
+        self.plans: dict[str, KnownPlan] = {}
         self.erased: dict[str, int] = {}
 
     # ---------------------------------------------------------------- helpers
@@ -328,7 +338,7 @@ class PlanEditing(RuleBasedStateMachine):
         }
         outcome = self.service.open_plan(by=by, command_id=command_id, **fields)
         assert not outcome.repeated and outcome.version == 1
-        self.plans[outcome.plan_id] = PlanRecord(opening=(command_id, fields, by))
+        self.plans[outcome.plan_id] = KnownPlan(opening=(command_id, fields, by))
         again = self.service.open_plan(by=PEOPLE[0], command_id=command_id, **fields)
         assert again.repeated and again.plan_id == outcome.plan_id
         assert self.stored_version(outcome.plan_id) == 1
@@ -1036,6 +1046,7 @@ class PlanEditing(RuleBasedStateMachine):
             from_snapshot = self.service.repository.get(identifier, version=record.version)
             assert plan_state(replayed) == plan_state(live)
             assert plan_state(from_snapshot) == plan_state(live)
+            assert write_side_state(self.reader.plan_record(plan_id)) == plan_state(live)
 
     @invariant()
     def erased_plans_stay_erased(self) -> None:
@@ -1065,7 +1076,7 @@ class PlanEditing(RuleBasedStateMachine):
             self._cleanup()
 
 
-class PlanRecord:
+class KnownPlan:
     """What the machine knows of one plan: its version and the answers it gave."""
 
     def __init__(self, opening: tuple[str, dict[str, Any], Actor]):

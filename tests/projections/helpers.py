@@ -36,7 +36,8 @@ def read_side(views: PlanViews, plan_ids: list[str]) -> dict[str, dict[str, Any]
 
 
 def write_side(service: PlanService, plan_ids: list[str]) -> dict[str, dict[str, Any]]:
-    return {plan_id: state_of(service.get_plan(plan_id)) for plan_id in plan_ids}
+    """Each plan's whole record replayed from the event store, as the read model should hold it."""
+    return {plan_id: state_of(service.plan_record(plan_id)) for plan_id in plan_ids}
 
 
 def caseloads(views: PlanViews) -> dict[tuple[str, str | None], list[Any]]:
