@@ -29,6 +29,7 @@ from domain.erasure import ErasureRecord
 from domain.errors import PlanErased, PlanNotFound, StoreBusy
 from domain.history import HistoryEntry, describe
 from domain.plan import ClientPlan, PlanRecord
+from domain.snapshots import prune_snapshots
 from domain.storage import StoreSettings
 from domain.transcodings import plan_transcoder
 from domain.values import Actor
@@ -102,6 +103,11 @@ class PlanService(Application):
             factory.datastore.lock_timeout = per_attempt_s
             factory.datastore.pool.kwargs["options"] = f"-c lock_timeout={int(per_attempt_s * 1000)}"
         return factory
+
+    def take_snapshot(self, aggregate_id: uuid.UUID, version: int | None = None, **options: Any) -> None:
+        """Take the snapshot, then delete all but the latest two of the plan."""
+        super().take_snapshot(aggregate_id, version, **options)
+        prune_snapshots(self.snapshots.recorder, aggregate_id)
 
     def construct_mapper(self) -> Mapper:
         return PlanKeyMapper(self.construct_transcoder(), self.keyring)

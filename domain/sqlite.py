@@ -1,7 +1,7 @@
 """SQLite persistence for Polku: the library's SQLite module, made durable and followable.
 
 Select it with ``PERSISTENCE_MODULE=domain.sqlite`` and ``SQLITE_DBNAME=<file>``.
-It differs from ``eventsourcing.sqlite`` in three ways only:
+It differs from ``eventsourcing.sqlite`` in four ways only:
 
 * Durability. The library switches a file database to WAL but leaves ``synchronous`` at
   the build's default. That is FULL in the Python here (SQLite 3.40.1), but builds made
@@ -15,8 +15,13 @@ It differs from ``eventsourcing.sqlite`` in three ways only:
   to catch saves made by other processes, which cannot signal us.
 * Closing. The pool waits for connections in use before closing them (see
   ``DurableSQLiteConnectionPool.close``).
+* Snapshots. The library keeps them in a ``WITHOUT ROWID`` table, whose B-tree holds
+  whole rows: SQLite advises that only for rows well under a page, and once a few big
+  snapshots were in it, looking up any plan's snapshot took 1.5-5 ms instead of 0.04 ms.
+  Here they live in an ordinary rowid table (``RowidSnapshotRecorder``); a file made
+  before is converted when the recorder starts.
 
-Everything else (tables, tracking, process recorder, other settings) is the library's.
+Everything else (events table, tracking, process recorder, other settings) is the library's.
 
 Note: ``InfrastructureFactory.construct`` resolves a module topic by looking for the
 single non-generic ``InfrastructureFactory`` subclass in the module's namespace, so the
@@ -227,16 +232,59 @@ class SubscribableSQLiteProcessRecorder(
     saves also wake subscribers and which can itself be followed."""
 
 
+class RowidSnapshotRecorder(_lib.SQLiteAggregateRecorder):
+    """The library's aggregate recorder (used for snapshots) on an ordinary rowid table.
+
+    ``create_table`` also converts a ``WITHOUT ROWID`` table left by the library's
+    recorder, in one transaction, keeping the latest two snapshots of each plan (the
+    ones ``PlanService`` would keep): the older ones only cost space and lookups.
+    """
+
+    KEPT_ON_CONVERSION = 2
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [self._create_statement(self.events_table_name)]
+
+    @staticmethod
+    def _create_statement(table: str) -> str:
+        return (
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            "originator_id TEXT, originator_version INTEGER, topic TEXT, state BLOB, "
+            "PRIMARY KEY (originator_id, originator_version))"
+        )
+
+    def _create_table(self, c: _lib.SQLiteCursor) -> None:
+        c.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (self.events_table_name,))
+        row = c.fetchone()
+        if row is not None and "WITHOUT ROWID" in row[0].upper():
+            self._convert(c)
+        super()._create_table(c)
+
+    def _convert(self, c: _lib.SQLiteCursor) -> None:
+        table, converted = self.events_table_name, f"{self.events_table_name}_rowid"
+        c.execute(f"DROP TABLE IF EXISTS {converted}")
+        c.execute(self._create_statement(converted))
+        c.execute(
+            f"INSERT INTO {converted} SELECT * FROM {table} AS s WHERE ("
+            f"SELECT COUNT(*) FROM {table} AS newer WHERE newer.originator_id = s.originator_id "
+            "AND newer.originator_version > s.originator_version) < ?",
+            (self.KEPT_ON_CONVERSION,),
+        )
+        c.execute(f"DROP TABLE {table}")
+        c.execute(f"ALTER TABLE {converted} RENAME TO {table}")
+
+
 class DurableSQLiteFactory(_lib.SQLiteFactory):
-    """The library's SQLite factory with the durable datastore and subscribable
-    recorders. Tracking and aggregate (snapshot) recorders are the library's classes,
-    running on the same durable datastore.
+    """The library's SQLite factory with the durable datastore, subscribable
+    recorders and snapshots in a rowid table. The tracking recorder is the library's
+    class, running on the same durable datastore.
 
     Extra environment key: ``SQLITE_POLL_INTERVAL`` (seconds, default 0.05).
     """
 
     SQLITE_POLL_INTERVAL = "SQLITE_POLL_INTERVAL"
 
+    aggregate_recorder_class = RowidSnapshotRecorder
     application_recorder_class = SubscribableSQLiteApplicationRecorder
     process_recorder_class = SubscribableSQLiteProcessRecorder
 

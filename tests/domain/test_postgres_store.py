@@ -398,6 +398,20 @@ def test_a_command_behind_an_access_exclusive_lock_fails_soon(
     assert isinstance(error, DomainError), f"raised {error!r}"
 
 
+def test_only_the_latest_two_snapshots_of_a_plan_are_kept(services: Callable[..., PlanService]) -> None:
+    service = services()
+    plan_id = open_plan(service)
+    fill_plan(service, plan_id)
+    identifier = uuid.UUID(plan_id)
+    for version in range(1, service.get_plan(plan_id).version + 1):
+        service.take_snapshot(identifier, version=version)
+
+    kept = [snapshot.originator_version for snapshot in service.snapshots.get(identifier)]
+    assert kept == [version - 1, version]
+    uncached = services(POLKU_AGGREGATE_CACHE_SIZE="0")
+    assert plan_state(uncached.get_plan(plan_id)) == plan_state(service.get_plan(plan_id))
+
+
 # --- the SQLite store's durability --------------------------------------------------------
 
 

@@ -475,6 +475,60 @@ def test_get_plan_at_a_version_past_a_snapshot(service: PlanService, anna: Actor
     assert len(service.get_plan(plan_id, version=103).notes) == 102
 
 
+def snapshot_versions(service: PlanService, plan_id: str) -> list[int]:
+    return [snapshot.originator_version for snapshot in service.snapshots.get(uuid.UUID(plan_id))]
+
+
+def test_only_the_latest_two_snapshots_of_a_plan_are_kept(service: PlanService, anna: Actor) -> None:
+    plan_id = open_plan(service, anna).plan_id
+    for n in range(349):
+        service.add_note(plan_id, by=anna, command_id=cid(), text=f"note {n}")
+
+    assert snapshot_versions(service, plan_id) == [200, 300]
+    uncached = PlanService(StoreSettings(data_dir=service.settings.data_dir, aggregate_cache_size=0))
+    try:
+        assert vars(uncached.get_plan(plan_id)) == vars(service.get_plan(plan_id))
+    finally:
+        uncached.close()
+
+
+def test_a_data_folder_with_the_old_snapshot_table_keeps_working(tmp_path: Path, anna: Actor) -> None:
+    """Stores made before snapshots moved to a rowid table had the library's WITHOUT ROWID
+    table, with every snapshot ever taken: opening the service converts it."""
+    settings = StoreSettings(data_dir=str(tmp_path))
+    service = PlanService(settings)
+    plan_id = open_plan(service, anna).plan_id
+    for n in range(250):
+        service.add_note(plan_id, by=anna, command_id=cid(), text=f"note {n}")
+    before = vars(service.get_plan(plan_id))
+    service.close()
+    _as_the_library_made_it(tmp_path / "events.sqlite3", older_version=50)
+
+    reopened = PlanService(settings)
+    try:
+        assert snapshot_versions(reopened, plan_id) == [100, 200]
+        assert vars(reopened.get_plan(plan_id)) == before
+        reopened.add_note(plan_id, by=anna, command_id=cid(), text="after the conversion")
+        assert reopened.plan_record(plan_id).notes[-1].text == "after the conversion"
+    finally:
+        reopened.close()
+
+
+def _as_the_library_made_it(path: Path, older_version: int) -> None:
+    """Turn the snapshots table back into the library's WITHOUT ROWID table, with an
+    older snapshot in it that pruning would have removed."""
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE stored_snapshots RENAME TO kept")
+        db.execute(
+            "CREATE TABLE stored_snapshots (originator_id TEXT, originator_version INTEGER, topic TEXT, "
+            "state BLOB, PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO stored_snapshots SELECT * FROM kept")
+        oldest = db.execute("SELECT * FROM kept ORDER BY originator_version LIMIT 1").fetchone()
+        db.execute("INSERT INTO stored_snapshots VALUES (?, ?, ?, ?)", (oldest[0], older_version, oldest[2], oldest[3]))
+        db.execute("DROP TABLE kept")
+
+
 def test_history_says_who_from_which_organisation_did_what_and_when(
     service: PlanService, team: TeamPlan, anna: Actor, bert: Actor, carla: Actor
 ) -> None:

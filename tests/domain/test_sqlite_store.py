@@ -25,13 +25,14 @@ from eventsourcing.persistence import (
     Tracking,
 )
 from eventsourcing.projection import Projection, ProjectionRunner
-from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteTrackingRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteDatastore, SQLiteTrackingRecorder
 from eventsourcing.tests import persistence as lib_tests
 from eventsourcing.utils import Environment, get_topic
 
 from domain.sqlite import (
     DurableSQLiteConnectionPool,
     DurableSQLiteFactory,
+    RowidSnapshotRecorder,
     SubscribableSQLiteApplicationRecorder,
     SubscribableSQLiteProcessRecorder,
     database_key,
@@ -151,7 +152,7 @@ class TestFactory(FileDatabase, lib_tests.InfrastructureFactoryTestCase[Any]):
         return DurableSQLiteFactory
 
     def expected_aggregate_recorder_class(self) -> type[SQLiteAggregateRecorder]:
-        return SQLiteAggregateRecorder
+        return RowidSnapshotRecorder
 
     def expected_application_recorder_class(self) -> type[Any]:
         return SubscribableSQLiteApplicationRecorder
@@ -167,6 +168,52 @@ class TestFactory(FileDatabase, lib_tests.InfrastructureFactoryTestCase[Any]):
 
 
 # --- What this module adds ------------------------------------------------------------
+
+
+def table_sql(db_name: str, table: str) -> str:
+    import sqlite3
+
+    with sqlite3.connect(db_name) as db:
+        return db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+
+
+def test_snapshots_live_in_a_rowid_table(tmp_path: Path) -> None:
+    db_name = str(tmp_path / "events.db")
+    factory = InfrastructureFactory.construct(sqlite_env(db_name))
+    try:
+        recorder = factory.aggregate_recorder("snapshots")
+    finally:
+        factory.close()
+
+    assert isinstance(recorder, RowidSnapshotRecorder)
+    assert "WITHOUT ROWID" not in table_sql(db_name, "stored_snapshots").upper()
+
+
+def test_a_without_rowid_snapshot_table_is_converted_keeping_each_plans_latest_two(tmp_path: Path) -> None:
+    db_name = str(tmp_path / "events.db")
+    old_store = SQLiteDatastore(db_name)
+    old = SQLiteAggregateRecorder(old_store, events_table_name="stored_snapshots")
+    old.create_table()
+    long_plan, short_plan = uuid4(), uuid4()
+    old.insert_events(
+        [StoredEvent(long_plan, version, "topic", f"state {version}".encode()) for version in (100, 200, 300)]
+        + [StoredEvent(short_plan, 100, "topic", b"state")]
+    )
+    old_store.close()
+    assert "WITHOUT ROWID" in table_sql(db_name, "stored_snapshots").upper()
+
+    factory = InfrastructureFactory.construct(sqlite_env(db_name))
+    try:
+        recorder = factory.aggregate_recorder("snapshots")
+        kept = [(e.originator_version, e.state) for e in recorder.select_events(long_plan)]
+        (short,) = recorder.select_events(short_plan)
+    finally:
+        factory.close()
+
+    assert "WITHOUT ROWID" not in table_sql(db_name, "stored_snapshots").upper()
+    assert kept == [(200, b"state 200"), (300, b"state 300")]
+    assert (short.originator_version, short.state) == (100, b"state")
+
 
 
 @pytest.fixture
