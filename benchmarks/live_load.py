@@ -11,7 +11,8 @@
   ``t0 + i / rate``); a request that cannot get a connection (all busy) or an idle item
   within `max_lag` of its intended time is not sent and counted as `not_sent`.
 - :class:`ProcMeter`: CPU seconds and RSS of processes (and of a process's main thread),
-  from /proc, to show who was busy during a step.
+  from /proc, to show who was busy during a step. :class:`CpuAccount`: the CPU seconds of
+  groups of processes that come and go (e.g. a database's backends), to charge per edit.
 """
 
 from __future__ import annotations
@@ -293,6 +294,18 @@ async def open_loop(
     return load
 
 
+def merge_loads(loads: list[StepLoad]) -> StepLoad:
+    """Loads run side by side (e.g. one open loop per instance) as one step."""
+    merged = StepLoad()
+    for load in loads:
+        merged.sent.extend(load.sent)
+        merged.not_sent += load.not_sent
+    merged.started = min(load.started for load in loads)
+    merged.finished_sending = max(load.finished_sending for load in loads)
+    merged.finished = max(load.finished for load in loads)
+    return merged
+
+
 async def closed_loop(
     pool: HttpPool,
     items: Items,
@@ -358,13 +371,80 @@ def _ticks(path: Path) -> int:
 
 
 def rss_mib(pid: int) -> float | None:
+    """The process's resident memory now (MiB)."""
+    return _status_mib(pid, "VmRSS:")
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The most resident memory the process has had since it started (MiB, the kernel's high-water mark)."""
+    return _status_mib(pid, "VmHWM:")
+
+
+def _status_mib(pid: int, field: str) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds the process (all its threads) has used; None once it is gone."""
+    try:
+        return _ticks(Path(f"/proc/{pid}/stat")) / CLOCK_TICKS
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> tuple[float, int]:
+    """CPU seconds a group of processes spent between two readings (pid -> seconds), and how
+    many processes of the first reading were gone at the second.
+
+    A process in both readings counts its difference; one only in the second started in
+    between and counts all it used; one gone counts nothing (its last share is lost, so
+    the figure is a lower bound when processes end). A pid reused by a new process (its
+    reading went down) counts as new.
+    """
+    spent = 0.0
+    for pid, now in after.items():
+        then = before.get(pid)
+        spent += now - then if then is not None and now >= then else now
+    return spent, sum(1 for pid in before if pid not in after)
+
+
+class CpuAccount:
+    """CPU seconds of named groups of processes between `start()` and `stop()`.
+
+    `groups()` lists each group's pids when called, at the start and again at the stop, so
+    processes that come and go (a database's backends) are followed: see :func:`cpu_spent`.
+    """
+
+    def __init__(self, groups: Callable[[], dict[str, list[int]]]) -> None:
+        self.groups = groups
+        self._before: dict[str, dict[int, float]] = {}
+        self._wall = 0.0
+
+    def _read(self) -> dict[str, dict[int, float]]:
+        readings: dict[str, dict[int, float]] = {}
+        for name, pids in self.groups().items():
+            seconds = {pid: cpu_seconds(pid) for pid in pids}
+            readings[name] = {pid: value for pid, value in seconds.items() if value is not None}
+        return readings
+
+    def start(self) -> None:
+        self._before = self._read()
+        self._wall = time.monotonic()
+
+    def stop(self) -> dict[str, Any]:
+        """Per group: CPU seconds, processes seen at the stop, processes that ended meanwhile; and the wall time."""
+        after = self._read()
+        result: dict[str, Any] = {"wall_s": round(time.monotonic() - self._wall, 3)}
+        for name in set(after) | set(self._before):
+            spent, ended = cpu_spent(self._before.get(name, {}), after.get(name, {}))
+            result[name] = {"cpu_s": round(spent, 3), "processes": len(after.get(name, {})), "ended": ended}
+        return result
 
 
 class ProcMeter:

@@ -2,14 +2,16 @@
 
 Run by the benchmark as ``python benchmarks/live_viewers.py SPEC.json`` (one process per
 slice of the viewers, so that the client side is not what limits the run). The spec
-names the server and, per viewer, its path, cookie and language. Each viewer connects as
-a browser would (``Origin``, ``Cookie``, ``Accept-Language``, permessage-deflate offered,
-as browsers do) and keeps reading. In every message it looks for the benchmark's markers
-``mk<plan>.<item>.<seq>.`` and notes, per (plan, item), the moment (time.monotonic, one
-clock for every process on the machine) it first saw a higher seq: the edit with that seq,
-and every earlier edit of the item, has then reached this viewer. A viewer closed with a
-code that htmx 2 retries (1006, 1011, 1012, 1013) reconnects as htmx would (full-jitter
-backoff, ``?version=`` the version it last received), and the server's catch-up counts.
+names the server and, per viewer, its path, cookie and language; a viewer may name a
+server of its own (``ws_base`` and ``origin``: one of several instances, as in
+``benchmarks/instances.py``). Each viewer connects as a browser would (``Origin``,
+``Cookie``, ``Accept-Language``, permessage-deflate offered, as browsers do) and keeps
+reading. In every message it looks for the benchmark's markers ``mk<plan>.<item>.<seq>.``
+and notes, per (plan, item), the moment (time.monotonic, one clock for every process on
+the machine) it first saw a higher seq: the edit with that seq, and every earlier edit of
+the item, has then reached this viewer. A viewer closed with a code that htmx 2 retries
+(1006, 1011, 1012, 1013) reconnects as htmx would (full-jitter backoff, ``?version=`` the
+version it last received), and the server's catch-up counts.
 
 Control, one line at a time on stdin; answers on stdout:
 
@@ -63,7 +65,8 @@ class Viewers:
         htmx 2's ws extension (full-jitter backoff) with the version it shows, as the page would."""
         vid = viewer["id"]
         path = viewer["path"]
-        headers = [("Origin", self.spec["origin"]), ("Accept-Language", viewer["lang"])]
+        headers = [("Origin", viewer.get("origin", self.spec["origin"])), ("Accept-Language", viewer["lang"])]
+        ws_base = viewer.get("ws_base", self.spec["ws_base"])
         if viewer.get("cookie"):
             headers.append(("Cookie", viewer["cookie"]))
         first, retries = True, 0
@@ -79,7 +82,7 @@ class Viewers:
                 try:
                     async with gate:
                         socket = await connect(
-                            self.spec["ws_base"] + path,
+                            ws_base + path,
                             additional_headers=headers,
                             max_size=2**23,
                             compression=None if self.spec.get("no_deflate") else "deflate",

@@ -1,0 +1,645 @@
+"""Several instances benchmark (issue 5): experts editing many plans, viewers on every instance.
+
+Three set-ups in one run, each with the same plans, viewers and load:
+
+- **sqlite-1**, the baseline: one ``polku serve`` over SQLite files (as issue 3 measured it);
+- **postgres-1**: one ``polku serve`` over PostgreSQL;
+- **postgres-2**: two ``polku serve`` processes (ports of their own, separate data folders,
+  the same POLKU_* database, master key and secret key) over the same PostgreSQL database.
+
+The PostgreSQL database is a fresh one per run (``polku_bench_<hex>`` on 127.0.0.1:5432),
+filled once with the plans and dropped at the end, even on error (so are the data folders
+and every process started here).
+
+The world is the live timeline's (``benchmarks/live_timeline.py``, reused, not copied):
+1,000 plans made through ``PlanService`` (copies of the demo's open plans), the read model
+rebuilt, the demo accounts; 2,000 signed-in viewers (1-5 a plan, as htmx's websocket
+connects) in viewer processes (``live_viewers.py``); the need-edit form posted as htmx posts
+it, open loop (``live_load.py``) at increasing rates until one saturates; every edit writes a
+marker that the viewers note on arrival.
+
+**Across instances.** With two instances, the edits of plan ``p`` go to instance ``p % 2``
+(so half of the edits to each), and the viewers of each plan are dealt out starting with the
+OTHER instance: every plan has at least one viewer on the instance that did not take the
+edit. The latency reported as "across" is from sending an edit to the moment every viewer of
+the plan on the other instance has it; "every viewer" is the same over both instances.
+
+**CPU per edit.** Per step, from /proc: the CPU seconds of each instance (all its threads),
+of the PostgreSQL backends connected to the benchmark's database (listed from
+``pg_stat_activity`` at the start and the end of the step), and of PostgreSQL's shared
+processes (postmaster, WAL writer, checkpointer, background writer, autovacuum launcher:
+these also serve the other databases of the server); divided by the edits answered 200.
+Peak memory per instance: the kernel's high-water mark of resident memory (VmHWM).
+
+    .venv/bin/python benchmarks/instances.py            # full run
+    .venv/bin/python benchmarks/instances.py --quick    # 100 plans, 200 viewers, short steps
+
+Writes ``benchmarks/results/instances.json`` (or ``--out``), prints a table, a Markdown
+table and the capacity estimate for a larger deployment (:func:`capacity`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import multiprocessing
+import os
+import random
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import live_timeline  # noqa: E402
+from live_load import (  # noqa: E402
+    CpuAccount,
+    HttpPool,
+    Items,
+    ProcMeter,
+    StepLoad,
+    merge_loads,
+    open_loop,
+    peak_rss_mib,
+    rss_mib,
+    summary_ms,
+)
+from live_timeline import (  # noqa: E402
+    Audience,
+    Server,
+    Sizes,
+    World,
+    build_world,
+    edit_answered,
+    edit_request,
+    log,
+    machine_info,
+    measure_step,
+    refresh_items,
+    saturated,
+    sign_in_sessions,
+    spread_viewers,
+    start_audience,
+    viewer_specs,
+)
+
+DEFAULT_OUT = HERE / "results" / "instances.json"
+HOST = "127.0.0.1"
+TARGET_RATE = 200
+"""Issue 5: p99 edit-to-viewer under 150 ms across instances at 200 edits a second."""
+TARGET_P99_MS = 150.0
+SERVER_NAMES = ("a", "b")
+
+FULL = replace(live_timeline.FULL, rates=(10, 20, 50, 100, 200, 400), step_seconds=10.0, extra_meeting_needs=0)
+QUICK = replace(live_timeline.QUICK, rates=(10, 25), step_seconds=3.0, extra_meeting_needs=0)
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    store: str
+    """sqlite or postgres"""
+    instances: int
+
+
+SETUPS = (Setup("sqlite-1", "sqlite", 1), Setup("postgres-1", "postgres", 1), Setup("postgres-2", "postgres", 2))
+
+
+# ============================================================================ PostgreSQL
+
+
+@dataclass
+class Database:
+    """A fresh PostgreSQL database for one run, and who in the server works for it."""
+
+    host: str
+    port: int
+    user: str
+    name: str = field(default_factory=lambda: f"polku_bench_{secrets.token_hex(4)}")
+    master_key: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode())
+
+    def _admin(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(host=self.host, port=self.port, user=self.user, dbname="postgres", autocommit=True)
+
+    def create(self) -> None:
+        from psycopg import sql
+
+        with self._admin() as connection:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+
+    def drop(self) -> None:
+        from psycopg import sql
+
+        with self._admin() as connection:
+            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+
+    def settings(self, data_dir: Path) -> Any:
+        from domain.storage import StoreSettings
+
+        return StoreSettings(kind="postgres", data_dir=str(data_dir), pg_host=self.host, pg_port=self.port,
+                             pg_db=self.name, pg_user=self.user, master_key_b64=self.master_key)
+
+    def processes(self) -> dict[str, list[int]]:
+        """The pids of the backends of this database, and of the server's shared processes."""
+        with self._admin() as connection:
+            rows = connection.execute("SELECT pid, datname, backend_type FROM pg_stat_activity").fetchall()
+        ours = [pid for pid, database, _kind in rows if database == self.name]
+        shared = [pid for pid, database, kind in rows if database is None and kind != "client backend"]
+        postmaster = _parent(shared[0]) if shared else None
+        return {"postgres_backends": ours, "postgres_shared": shared + ([postmaster] if postmaster else [])}
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+# ============================================================================== set-ups
+
+
+@dataclass
+class Running:
+    """The processes of one set-up while it runs."""
+
+    setup: Setup
+    servers: list[Server]
+    sessions: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    audience: Audience | None = None
+    across: Audience | None = None
+    """The same receipts as `audience`, but a plan's viewers are only those on the instance
+    that did not take its edits (with one instance: every viewer)."""
+
+    def host(self, index: int) -> str:
+        return f"{HOST}:{self.servers[index].port}"
+
+    def instance_of_plan(self, plan: int) -> int:
+        """The instance that takes the plan's edits."""
+        return plan % len(self.servers)
+
+
+def server_environ(setup: Setup, world: World, database: Database | None, data_dir: Path, secret: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("POLKU_", "LIVE_TIMELINE_PROFILE"))}
+    env.update({"PYTHONUNBUFFERED": "1", "POLKU_SECRET_KEY": secret})
+    if os.environ.get("LIVE_TIMELINE_APP_ROOT"):
+        env["LIVE_TIMELINE_APP_ROOT"] = os.environ["LIVE_TIMELINE_APP_ROOT"]
+    if setup.store == "sqlite":
+        env.update({"POLKU_STORE": "sqlite", "POLKU_DATA_DIR": str(world.data_dir)})
+    else:
+        assert database is not None
+        env.update(database.settings(data_dir).as_environ())
+    return env
+
+
+def start_servers(setup: Setup, world: World, database: Database | None, work: Path) -> list[Server]:
+    """`polku serve` (through the benchmark's harness, which is exactly that) once per instance."""
+    secret = secrets.token_urlsafe(32)
+    servers = []
+    for index in range(setup.instances):
+        name = f"{setup.name}-{SERVER_NAMES[index]}"
+        data_dir = work / name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        port = live_timeline._free_port()
+        command = [sys.executable, str(HERE / "live_server.py"), "--host", HOST, "--port", str(port)]
+        env = server_environ(setup, world, database, data_dir, secret)
+        servers.append(Server(name, command, env, port, work / f"{name}.log"))
+    return servers
+
+
+def deal_viewers(running: Running, viewers: list[dict[str, Any]]) -> dict[int, list[int]]:
+    """Put each viewer on an instance, the first of each plan on one that does not take the plan's
+    edits; returns, per plan, the viewers on such instances."""
+    count = len(running.servers)
+    nth: dict[int, int] = {}
+    across: dict[int, list[int]] = {}
+    for viewer in viewers:
+        plan = viewer["plan"]
+        number = nth[plan] = nth.get(plan, -1) + 1
+        index = (running.instance_of_plan(plan) + 1 + number) % count
+        viewer["instance"] = index
+        viewer["ws_base"] = f"ws://{running.host(index)}"
+        viewer["origin"] = f"http://{running.host(index)}"
+        if count == 1 or index != running.instance_of_plan(plan):
+            across.setdefault(plan, []).append(viewer["id"])
+    return across
+
+
+async def run_setup(setup: Setup, world: World, database: Database | None, sizes: Sizes, work: Path,
+                    report: dict[str, Any], cleanup: list[Any]) -> None:
+    result: dict[str, Any] = {"instances": setup.instances, "store": setup.store}
+    report["setups"][setup.name] = result
+    servers = start_servers(setup, world, database, work)
+    cleanup.extend(servers)
+    running = Running(setup, servers)
+    try:
+        ready_path = "/readyz" if setup.store == "postgres" else "/healthz"
+        result["start_s"] = [await asyncio.to_thread(server.wait_ready, ready_path) for server in servers]
+        result["writer"] = await asyncio.to_thread(writers, running)
+        log(f"{setup.name}: {len(servers)} instance(s) up (pids {[s.pid for s in servers]}); signing in")
+        running.sessions = await asyncio.to_thread(sign_in_sessions, f"http://{running.host(0)}", world.password,
+                                                   world, sizes.sessions_per_account)
+        back = await asyncio.to_thread(refresh_items, f"http://{running.host(0)}", world.items, running.sessions,
+                                       world.allowed)
+        if back:
+            result["items_refreshed"] = back
+        await asyncio.sleep(2)  # the hub compiles its templates in the background at start
+        result["rss_mib_idle"] = [rss_mib(s.pid) for s in servers]
+        await connect_viewers(running, world, sizes, work, result)
+        result["rss_mib_connected"] = [rss_mib(s.pid) for s in servers]
+        await run_steps(running, world, database, sizes, result)
+        result["rss_mib_after_edits"] = [rss_mib(s.pid) for s in servers]
+        result["rss_mib_most_at_a_step_end"] = [max((step["rss_mib"][i] or 0 for step in result.get("steps", [])),
+                                                    default=None) for i in range(len(servers))]
+        # The kernel's high-water mark, which counts the argon2id hashing of the sign-ins (on instance a) too.
+        result["peak_rss_mib"] = [peak_rss_mib(s.pid) for s in servers]
+    finally:
+        if running.audience is not None:
+            await running.audience.quit()
+        result["server_errors"] = [server.errors() for server in servers]
+        for server in servers:
+            server.stop()
+            cleanup.remove(server)
+
+
+def writers(running: Running) -> list[bool | None]:
+    """Which instance writes the read model (/readyz; None on SQLite, where it is always the one)."""
+    import httpx
+
+    if running.setup.store != "postgres":
+        return [None]
+    return [httpx.get(f"http://{running.host(i)}/readyz", timeout=5).json().get("writer")
+            for i in range(len(running.servers))]
+
+
+async def connect_viewers(running: Running, world: World, sizes: Sizes, work: Path, result: dict[str, Any]) -> None:
+    rng = random.Random(3)
+    counts = spread_viewers(sizes.plans, sizes.viewers, rng)
+    viewers = viewer_specs(world, counts, running.sessions, rng, bare=False, plan_filter=list(range(sizes.plans)))
+    across_of = deal_viewers(running, viewers)
+    result["viewers_per_instance"] = [sum(1 for v in viewers if v["instance"] == i) for i in range(len(running.servers))]
+    result["viewers_across"] = sum(len(v) for v in across_of.values())
+    log(f"{running.setup.name}: connecting {len(viewers)} viewers {result['viewers_per_instance']}")
+    running.audience, result["connect"] = await start_audience(
+        viewers, sizes.viewer_processes, f"ws://{running.host(0)}", f"http://{running.host(0)}", work, timeout=600)
+    running.across = Audience(running.audience.processes, across_of, work)
+    running.across.receipts = running.audience.receipts
+    log(f"{running.setup.name}: {result['connect']}")
+    await asyncio.sleep(2)
+    await running.audience.collect()  # forget the presence messages of connecting
+
+
+async def run_steps(running: Running, world: World, database: Database | None, sizes: Sizes,
+                    result: dict[str, Any]) -> None:
+    assert running.audience is not None and running.across is not None
+    count = len(running.servers)
+    statuses: dict[int, int] = {}
+    answered = edit_answered(statuses)
+    pools = [HttpPool(HOST, server.port, size=256 // count, sessions=sizes.sessions_per_account)
+             for server in running.servers]
+    builds = [edit_request(running.host(i), f"http://{running.host(i)}", running.sessions, world.allowed)
+              for i in range(count)]
+    items = [Items([item for item in world.items if running.instance_of_plan(item.plan) == i], seed=7 + i)
+             for i in range(count)]
+    last: dict[str, StepLoad] = {}
+
+    async def edits(rate: float, seconds: float) -> StepLoad:
+        last["load"] = merge_loads(list(await asyncio.gather(*(
+            open_loop(pools[i], items[i], builds[i], answered, rate / count, seconds) for i in range(count)))))
+        return last["load"]
+
+    instance_pids = {f"instance_{SERVER_NAMES[i]}": s.pid for i, s in enumerate(running.servers)}
+    meter = ProcMeter({**instance_pids, **running.audience.pids, "load_generator": os.getpid()})
+    account = CpuAccount(lambda: {**{name: [pid] for name, pid in instance_pids.items()},
+                                  **(database.processes() if database is not None else {})})
+    try:
+        warm = await measure_step("warm-up", lambda: edits(5, 3), running.audience, meter, statuses, rate=5, seconds=3)
+        result["warm_up"] = {"achieved_per_s": warm["achieved_per_s"], "statuses": warm["statuses"]}
+        result["steps"] = []
+        for rate in sizes.rates:
+            account.start()
+            step = await measure_step(f"{rate}/s", lambda r=rate: edits(r, sizes.step_seconds), running.audience,
+                                      meter, statuses, rate=rate, seconds=sizes.step_seconds)
+            step["cpu_seconds"] = account.stop()
+            step["saturated"] = saturated(step)
+            step["edit_to_viewers_across_ms"] = across_latency(running.across, last["load"])
+            step["cpu_ms_per_edit"] = cpu_per_edit(step)
+            step["server_unhandled_errors"] = sum(s.errors().get("unhandled", 0) for s in running.servers)
+            step["rss_mib"] = [rss_mib(s.pid) for s in running.servers]
+            result["steps"].append(step)
+            print_step(running.setup.name, step)
+            for server in running.servers:
+                await live_timeline._quiet(server.pid)
+            if step["saturated"]:
+                break
+        result["rates_not_run"] = [r for r in sizes.rates if r not in [s["offered_per_s"] for s in result["steps"]]]
+    finally:
+        for pool in pools:
+            pool.close()
+
+
+def across_latency(across: Audience, load: StepLoad) -> dict[str, Any]:
+    """From sending each edit answered 200 to every viewer of its plan on the other instance."""
+    latencies = []
+    for sent in load.sent:
+        if sent.status == 200:
+            reached = across.reached_all(sent.plan, sent.need, sent.seq)
+            if reached is not None:
+                latencies.append(reached - sent.sent)
+    return summary_ms(latencies)
+
+
+def cpu_per_edit(step: dict[str, Any]) -> dict[str, float | None]:
+    """CPU milliseconds per edit answered 200, by group of processes (and the instances together)."""
+    edits = int(step["statuses"].get("200", 0))
+    spent = {name: value["cpu_s"] for name, value in step["cpu_seconds"].items() if isinstance(value, dict)}
+    spent["instances"] = sum(v for name, v in spent.items() if name.startswith("instance_"))
+    return {name: round(1000 * seconds / edits, 2) if edits else None for name, seconds in spent.items()}
+
+
+# ============================================================================ capacity
+
+
+def capacity(report: dict[str, Any], *, instance_processes: int = 16, database_cores: int = 16,
+             utilisation: float = 0.7) -> dict[str, Any]:
+    """What the figures mean for four 4-core instance machines (one `polku serve` per core: a Python
+    process uses about one core) and a 16-core database, at `utilisation` of every core.
+
+    Model, per edit: the instance that takes the edit runs the command and answers it, every
+    instance with viewers of the plan renders and sends the update (``hub``), and the one
+    writer instance runs the projection. From the busiest unsaturated step of each PostgreSQL
+    set-up: ``hub = (two - one) / (k2 - 1)``, where k2 is how many instances held viewers of the
+    edited plan in the two-instance run; with N processes and viewers spread at random the
+    instances' CPU per edit is ``one + hub * (kN - 1)``. The projection's share is what the
+    writer of the two-instance run spent more than the other (each took half the edits and
+    half the viewers); the writer does it for every edit of the deployment, in one process.
+    PostgreSQL's CPU per edit (its backends and its shared processes) is taken as it is.
+    """
+    one = _busiest_step(report, "postgres-1")
+    two = _busiest_step(report, "postgres-2")
+    if one is None or two is None:
+        return {"error": "a PostgreSQL set-up has no step to estimate from"}
+    per_plan = report.get("viewers_per_plan") or {}
+    k2 = _mean_instances_with_viewers(per_plan, 2)
+    kn = _mean_instances_with_viewers(per_plan, instance_processes)
+    one_ms, two_ms = one["cpu_ms_per_edit"]["instances"], two["cpu_ms_per_edit"]["instances"]
+    hub_ms = max((two_ms - one_ms) / (k2 - 1), 0.0) if k2 > 1 else 0.0
+    instances_ms = one_ms + hub_ms * (kn - 1)
+    writers = (report["setups"]["postgres-2"].get("writer") or [])
+    projection_ms = _writer_extra_ms(two, writers)
+    database_ms = sum((two["cpu_ms_per_edit"].get(name) or 0.0) for name in ("postgres_backends", "postgres_shared"))
+    bounds = {
+        "instances": instance_processes * utilisation * 1000 / instances_ms if instances_ms else None,
+        "the writer process (projection + its share of requests)":
+            utilisation * 1000 / (projection_ms + instances_ms / instance_processes)
+            if projection_ms is not None else None,
+        "database": database_cores * utilisation * 1000 / database_ms if database_ms else None,
+    }
+    known = {name: value for name, value in bounds.items() if value}
+    return {
+        "from_steps": {"postgres-1": one["label"], "postgres-2": two["label"]},
+        "instances_cpu_ms_per_edit": {"one instance": one_ms, "two instances": two_ms},
+        "mean_instances_with_viewers_of_a_plan": {"2": round(k2, 2), str(instance_processes): round(kn, 2)},
+        "hub_ms_per_extra_instance": round(hub_ms, 2),
+        f"instances_cpu_ms_per_edit_at_{instance_processes}": round(instances_ms, 2),
+        "projection_ms_per_edit_on_the_writer": None if projection_ms is None else round(projection_ms, 2),
+        "postgres_cpu_ms_per_edit": round(database_ms, 2),
+        "utilisation": utilisation,
+        "edits_per_s_each_bound": {name: round(value) if value else None for name, value in bounds.items()},
+        "estimate_edits_per_s": round(min(known.values())) if known else None,
+        "bound_by": min(known, key=known.__getitem__) if known else None,
+    }
+
+
+def _writer_extra_ms(step: dict[str, Any], writers: list[bool | None]) -> float | None:
+    """CPU ms per edit that the writer instance spent more than the other one (None without one writer)."""
+    if writers.count(True) != 1 or len(writers) != 2:
+        return None
+    cpu = step["cpu_ms_per_edit"]
+    writer = f"instance_{SERVER_NAMES[writers.index(True)]}"
+    other = f"instance_{SERVER_NAMES[writers.index(False)]}" if False in writers else None
+    if other is None or cpu.get(writer) is None or cpu.get(other) is None:
+        return None
+    return max(cpu[writer] - cpu[other], 0.0)
+
+
+def _busiest_step(report: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The step with the most edits answered that did not saturate (else the first step)."""
+    steps = (report.get("setups", {}).get(name) or {}).get("steps") or []
+    usable = [s for s in steps if not s["saturated"] and (s.get("cpu_ms_per_edit") or {}).get("instances")]
+    if usable:
+        return max(usable, key=lambda s: s["achieved_per_s"])
+    return steps[0] if steps and (steps[0].get("cpu_ms_per_edit") or {}).get("instances") else None
+
+
+def _mean_instances_with_viewers(viewers_per_plan: dict[str, int], instances: int) -> float:
+    """How many instances, on average, hold at least one viewer of an edited plan, with each
+    viewer on an instance of its own until there are more viewers than instances (the
+    benchmark deals them that way with two) or, past that, at random."""
+    plans = sum(viewers_per_plan.values())
+    if not plans:
+        return 1.0
+    total = 0.0
+    for viewers, count in viewers_per_plan.items():
+        n = int(viewers)
+        total += count * (min(n, instances) if instances <= 2 else instances * (1 - (1 - 1 / instances) ** n))
+    return total / plans
+
+
+# ================================================================================ report
+
+
+def print_step(name: str, step: dict[str, Any]) -> None:
+    every = step.get("edit_to_all_viewers_ms") or {}
+    across = step.get("edit_to_viewers_across_ms") or {}
+    cpu = step.get("cpu_ms_per_edit") or {}
+    others = (step.get("cpu_percent") or {}).get("other_processes")
+    log(f"{name:<10} {step['label']:<8} answered {step['achieved_per_s']:>6}/s  every viewer p50 {every.get('p50')}"
+        f" p99 {every.get('p99')}  across p50 {across.get('p50')} p99 {across.get('p99')} ms  statuses"
+        f" {step['statuses']} not sent {step['not_sent_generator_backlog']} undelivered"
+        f" {step.get('undelivered_after_wait')}  CPU ms/edit {cpu}  others {others}%")
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    lines = [
+        "| set-up | edits/s offered | answered/s | edit → every viewer p50 / p99 ms | across instances p50 / p99 ms"
+        " | instances CPU ms/edit | PostgreSQL CPU ms/edit (backends + shared) | other processes, % of a core |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, setup in report.get("setups", {}).items():
+        for step in setup.get("steps", []):
+            every = step.get("edit_to_all_viewers_ms") or {}
+            across = step.get("edit_to_viewers_across_ms") or {}
+            cpu = step.get("cpu_ms_per_edit") or {}
+            database = "—" if setup["store"] == "sqlite" else (
+                f"{cpu.get('postgres_backends')} + {cpu.get('postgres_shared')}")
+            mark = "*" if step["saturated"] else ""
+            lines.append(
+                f"| {name} | {step['offered_per_s']} | {step['achieved_per_s']}{mark}"
+                f" | {every.get('p50')} / {every.get('p99')} | "
+                + (f"{across.get('p50')} / {across.get('p99')}" if setup["instances"] > 1 else "—")
+                + f" | {cpu.get('instances')} | {database} | {(step.get('cpu_percent') or {}).get('other_processes')} |")
+    return "\n".join(lines)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    machine = report["machine"]
+    print(f"\nSeveral instances benchmark, {machine['date']}, {machine['cpu_count']} x {machine['cpu_model']},"
+          f" commit {machine.get('git_commit')} ({machine.get('git_uncommitted_paths')} uncommitted paths),"
+          f" load average {machine.get('load_average_at_start')} -> {machine.get('load_average_at_end')}\n")
+    print(markdown_table(report))
+    print("\n(* saturated: under 90 % of the offered rate answered, p99 over 2 s or over 1 % undelivered)")
+    for name, setup in report.get("setups", {}).items():
+        print(f"{name}: RSS MiB idle {setup.get('rss_mib_idle')}, {setup.get('connect', {}).get('connected')} viewers"
+              f" {setup.get('rss_mib_connected')}, most at a step's end {setup.get('rss_mib_most_at_a_step_end')},"
+              f" after the edits {setup.get('rss_mib_after_edits')}, peak (VmHWM) {setup.get('peak_rss_mib')}; viewers per instance {setup.get('viewers_per_instance')};"
+              f" writer {setup.get('writer')}; errors {setup.get('server_errors')}")
+    print(f"\nCapacity estimate: {json.dumps(report.get('capacity'), indent=2)}")
+    print(f"\nTarget: {json.dumps(report.get('target'))}")
+
+
+def target(report: dict[str, Any]) -> dict[str, Any]:
+    steps = (report.get("setups", {}).get("postgres-2") or {}).get("steps") or []
+    at = next((s for s in steps if s["offered_per_s"] == TARGET_RATE), None)
+    best = [s["offered_per_s"] for s in steps if not s["saturated"]
+            and ((s.get("edit_to_viewers_across_ms") or {}).get("p99") or 1e9) < TARGET_P99_MS]
+    p99 = (at.get("edit_to_viewers_across_ms") or {}).get("p99") if at else None
+    met = bool(at and not at["saturated"] and p99 is not None and p99 < TARGET_P99_MS)
+    if at:
+        answered: Any = at["achieved_per_s"]
+    else:
+        answered = "not run: a lower rate saturated" if any(s["saturated"] for s in steps) else "not run"
+    return {
+        f"p99 across instances at {TARGET_RATE}/s (ms)": p99,
+        f"answered/s at {TARGET_RATE}/s offered": answered,
+        f"highest rate with p99 across < {TARGET_P99_MS:g} ms": max(best, default=None),
+        "target": "met" if met else "MISSED",
+    }
+
+
+# ================================================================================== run
+
+
+async def orchestrate(args: argparse.Namespace, sizes: Sizes, work: Path, report: dict[str, Any],
+                      cleanup: list[Any]) -> None:
+    database = Database(args.pg_host, args.pg_port, args.pg_user)
+    database.create()
+    cleanup.append(database)
+    report["database"] = database.name
+    for store in ("sqlite", "postgres"):
+        (work / store).mkdir()
+    log(f"building {sizes.plans} plans twice, side by side: SQLite in {work / 'sqlite'}, PostgreSQL in database"
+        f" {database.name}")
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as builders:
+        sqlite_world, postgres_world = await asyncio.gather(
+            loop.run_in_executor(builders, build_world, work / "sqlite", sizes),
+            loop.run_in_executor(builders, build_world, work / "postgres", sizes,
+                                 database.settings(work / "postgres" / "build")),
+        )
+    worlds = {"sqlite": sqlite_world, "postgres": postgres_world}
+    report["setup"] = {store: {"events": w.events, "create_seconds": w.create_seconds,
+                               "rebuild_read_model_seconds": w.rebuild_seconds} for store, w in worlds.items()}
+    counts = spread_viewers(sizes.plans, sizes.viewers, random.Random(3))
+    report["viewers_per_plan"] = {str(n): counts.count(n) for n in range(1, 6)}
+    log(f"built: {report['setup']}")
+    for setup in SETUPS:
+        if args.only and setup.name not in args.only:
+            continue
+        await run_setup(setup, worlds[setup.store], database if setup.store == "postgres" else None, sizes, work,
+                        report, cleanup)
+    report["capacity"] = capacity(report)
+
+
+def release(cleanup: list[Any]) -> None:
+    """Stop what this run started and drop its database, whatever happened."""
+    for thing in reversed(cleanup):
+        try:
+            if isinstance(thing, Server):
+                thing.stop()
+            elif isinstance(thing, Database):
+                thing.drop()
+        except Exception as error:  # noqa: BLE001 - clean up the rest anyway, and say so
+            print(f"cleanup of {thing!r} failed: {error}", file=sys.stderr)
+    cleanup.clear()
+
+
+@contextmanager
+def terminated_as_interrupt() -> Iterator[None]:
+    """SIGTERM as Ctrl-C, so that the clean-up runs when the run is stopped."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_loop(coroutine: Any) -> None:
+    """On uvloop when it is installed (as `polku serve` runs), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Several instances benchmark (issue 5).")
+    parser.add_argument("--quick", action="store_true", help="100 plans, 200 viewers, two short steps")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
+    parser.add_argument("--only", nargs="+", choices=[s.name for s in SETUPS], help="run only these set-ups")
+    parser.add_argument("--pg-host", default="127.0.0.1")
+    parser.add_argument("--pg-port", type=int, default=5432)
+    parser.add_argument("--pg-user", default="postgres")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (data, logs)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    report: dict[str, Any] = {
+        "benchmark": "instances",
+        "command": "python benchmarks/instances.py" + (" --quick" if args.quick else "")
+                   + (f" --only {' '.join(args.only)}" if args.only else ""),
+        "machine": machine_info(),
+        "sizes": {"plans": sizes.plans, "viewers": sizes.viewers, "rates": sizes.rates,
+                  "step_seconds": sizes.step_seconds},
+        "setups": {},
+    }
+    work = Path(tempfile.mkdtemp(prefix="polku-instances-"))
+    cleanup: list[Any] = []
+    started = time.monotonic()
+    try:
+        with terminated_as_interrupt():
+            run_loop(orchestrate(args, sizes, work, report, cleanup))
+    finally:
+        release(cleanup)
+        report["seconds"] = round(time.monotonic() - started, 1)
+        report["machine"]["load_average_at_end"] = os.getloadavg()
+        report["target"] = target(report)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, default=str))
+        if args.keep:
+            print(f"Kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print_report(report)
+    print(f"\nWritten to {args.out} ({report['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
