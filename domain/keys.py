@@ -41,6 +41,8 @@ class Keyring(ABC):
             raise ValueError("The master key must be 32 bytes (256 bits).")
         self._master = AESGCM(master_key)
         self._cache: OrderedDict[str, tuple[AESGCM, float]] = OrderedDict()
+        self._erased: set[str] = set()
+        """Plans known to be erased: an erasure is for ever, so this is never stale."""
         self._lock = threading.Lock()
 
     def create(self, plan_id: uuid.UUID) -> None:
@@ -58,6 +60,8 @@ class Keyring(ABC):
         name = str(plan_id)
         now = time.monotonic()
         with self._lock:
+            if name in self._erased:
+                raise PlanErased(plan_id)
             cached = self._cache.get(name)
             if cached and now - cached[1] < KEY_CACHE_SECONDS:
                 self._cache.move_to_end(name)
@@ -66,6 +70,8 @@ class Keyring(ABC):
         if not found:
             return None
         if wrapped is None:
+            with self._lock:
+                self._erased.add(name)
             raise PlanErased(plan_id)
         cipher = AESGCM(self._master.decrypt(wrapped[:12], wrapped[12:], plan_id.bytes))
         with self._lock:
@@ -75,12 +81,23 @@ class Keyring(ABC):
         return cipher
 
     def is_erased(self, plan_id: uuid.UUID) -> bool:
-        found, wrapped = self._select(str(plan_id))
-        return found and wrapped is None
+        """Whether the plan's key was erased, answered from the cache like `cipher_for`.
+
+        Every command asks this first; a query each time was one more round trip per
+        command. A plan erased through this keyring is known at once; one erased
+        through another instance, within `KEY_CACHE_SECONDS` (as its events stop
+        decrypting here).
+        """
+        try:
+            self.cipher_for(plan_id)
+        except PlanErased:
+            return True
+        return False
 
     def erase(self, plan_id: uuid.UUID) -> None:
         with self._lock:
             self._cache.pop(str(plan_id), None)
+            self._erased.add(str(plan_id))
         self._tombstone(str(plan_id), datetime.now(UTC).isoformat())
 
     @abstractmethod

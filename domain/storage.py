@@ -8,6 +8,7 @@
     POLKU_PG_SCHEMA     schema of the event store (default: public); keys go to <schema>_keys
     POLKU_PG_LOCK_TIMEOUT  seconds to wait for a lock before failing (default 5, never 0)
     POLKU_MASTER_KEY    base64 of 32 bytes that wraps the per-plan keys
+    POLKU_AGGREGATE_CACHE_SIZE  plans kept in memory by the write side (default 500; 0: none)
 
 Without POLKU_MASTER_KEY a SQLite store keeps a generated master key in
 `<data dir>/master.key` (mode 0600); a PostgreSQL store refuses to start
@@ -91,7 +92,7 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
                 "PERSISTENCE_MODULE": "domain.sqlite",
                 "SQLITE_DBNAME": str(Path(self.data_dir) / "events.sqlite3"),
                 "SQLITE_LOCK_TIMEOUT": str(max(self.lock_timeout_s, 1)),
-                "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
+                "AGGREGATE_CACHE_MAXSIZE": self._cache_maxsize,
             }
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -104,8 +105,14 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
             "POSTGRES_LOCK_TIMEOUT": str(max(self.lock_timeout_s, 1)),
             "POSTGRES_POOL_SIZE": "5",
             "POSTGRES_PRE_PING": "y",  # a connection that died with a database restart is replaced
-            "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
+            "AGGREGATE_CACHE_MAXSIZE": self._cache_maxsize,
         }
+
+    @property
+    def _cache_maxsize(self) -> str:
+        """The cache size as the library reads it: it takes 0 for an unbounded cache and
+        only an empty value for none, so 0 (or less) here becomes empty."""
+        return str(self.aggregate_cache_size) if self.aggregate_cache_size > 0 else ""
 
     @property
     def pg_conninfo(self) -> str:

@@ -270,7 +270,10 @@ def test_the_plan_keys_live_in_their_own_schema(
 
 
 def test_erasing_a_plan_makes_it_unreadable_and_leaves_the_others_intact(
-    services: Callable[..., PlanService], db: psycopg.Connection[Any], environ: dict[str, str]
+    services: Callable[..., PlanService],
+    db: psycopg.Connection[Any],
+    environ: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     service = services()
     other_instance = services()
@@ -286,6 +289,9 @@ def test_erasing_a_plan_makes_it_unreadable_and_leaves_the_others_intact(
     stored = db.execute(count, (erased_id,)).fetchone()[0]
 
     service.erase_plan(erased_id, by=AINO, reason="Säilytysaika päättyi")
+    with pytest.raises(PlanErased):
+        service.get_plan(erased_id)  # at once on the instance that erased it
+    monkeypatch.setattr("domain.keys.KEY_CACHE_SECONDS", 0.0)  # another one trusts its cached key a while
 
     for instance in (service, other_instance, services()):
         with pytest.raises(PlanErased):

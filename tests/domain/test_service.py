@@ -678,6 +678,48 @@ def test_an_erased_plan_is_unreadable_and_the_others_read_fine(
     assert [summary.plan_id for summary in service.summaries()] == [other]
 
 
+def test_commands_on_a_plan_ask_the_key_store_nothing_while_its_key_is_cached(
+    service: PlanService, team: TeamPlan, carla: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service.get_plan(team.plan_id)
+    lookups: list[str] = []
+    select = service.keyring._select
+    monkeypatch.setattr(service.keyring, "_select", lambda plan_id: lookups.append(plan_id) or select(plan_id))
+
+    for n in range(3):
+        service.add_note(team.plan_id, by=carla, command_id=cid(), text=f"note {n}")
+
+    assert lookups == []
+
+
+def test_a_plan_erased_through_another_instance_is_refused_once_the_cached_key_expires(
+    service: PlanService, team: TeamPlan, anna: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service.close_plan(team.plan_id, by=anna, command_id=cid(), outcome="work")
+    other = PlanService(service.settings)
+    try:
+        other.erase_plan(team.plan_id, by=anna, reason="Retention period over")
+    finally:
+        other.close()
+    monkeypatch.setattr("domain.keys.KEY_CACHE_SECONDS", 0.0)
+
+    with pytest.raises(PlanErased):
+        service.get_plan(team.plan_id)
+    with pytest.raises(PlanErased):
+        service.reopen_plan(team.plan_id, by=anna, command_id=cid(), reason="Oops")
+
+
+@pytest.mark.parametrize(("size", "cached"), [(0, False), (2, True)])
+def test_an_aggregate_cache_size_of_zero_means_no_cache(tmp_path: Path, size: int, cached: bool) -> None:
+    service = PlanService(StoreSettings(data_dir=str(tmp_path), aggregate_cache_size=size))
+    try:
+        assert (service.repository.cache is not None) is cached
+        if cached:
+            assert service.repository.cache.maxsize == size
+    finally:
+        service.close()
+
+
 def test_an_erased_plans_key_is_gone_from_the_key_files(service: PlanService, tmp_path: Path, anna: Actor) -> None:
     plan_id = open_plan(service, anna).plan_id
     keys = sqlite3.connect(tmp_path / "keys.sqlite3")
