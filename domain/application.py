@@ -12,6 +12,7 @@ sees a conflict when the item they edited really changed (`EditConflict`).
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -77,6 +78,7 @@ class PlanService(Application):
         self.settings = settings
         self.clock = clock or (lambda: datetime.now(UTC))
         self.keyring = self.settings.open_keyring()
+        self._plan_locks = PlanLocks(wait_s=max(self.settings.lock_timeout_s, 1))
         super().__init__(env=self.settings.event_store_env)
 
     def construct_env(self, name: str, env: Any = None) -> Any:
@@ -128,7 +130,8 @@ class PlanService(Application):
             return self.plan_record(plan_id, version)
         identifier = self._readable(plan_id)
         try:
-            return self.repository.get(identifier)
+            with self._plan_locks.holding(identifier):
+                return self.repository.get(identifier)
         except AggregateNotFoundError:
             raise PlanNotFound(plan_id) from None
 
@@ -317,7 +320,7 @@ class PlanService(Application):
         command_id: str,
         fields: dict[str, Any],
     ) -> Outcome:
-        with _store_failure_as_busy():
+        with _store_failure_as_busy(), self._plan_locks.holding(_plan_uuid(plan_id)):
             for _attempt in range(SAVE_ATTEMPTS):
                 plan = self.get_plan(plan_id)
                 receipt = plan.receipt_for(command_id)
@@ -365,6 +368,41 @@ class PlanService(Application):
         current end of the log covers them without knowing exactly where.
         """
         return self.recorder.max_notification_id() or 0
+
+
+class PlanLocks:
+    """One re-entrant lock per plan, held by the thread running a command on it.
+
+    The library's repository deep-copies a cached plan outside the lock under which
+    another thread fast-forwards the same cached plan, so two commands on one plan at
+    once could copy it while it changed ("dictionary changed size during
+    iteration"). Commands on one plan in this process run one at a time (they would
+    clash in the store anyway); commands on different plans do not wait for each
+    other. A wait longer than `wait_s` is refused as `StoreBusy`, never endless.
+    """
+
+    def __init__(self, wait_s: float):
+        self.wait_s = wait_s
+        self._guard = threading.Lock()
+        self._locks: dict[uuid.UUID, tuple[threading.RLock, list[int]]] = {}
+
+    @contextmanager
+    def holding(self, plan_id: uuid.UUID) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.setdefault(plan_id, (threading.RLock(), [0]))
+            users[0] += 1
+        try:
+            if not lock.acquire(timeout=self.wait_s):
+                raise StoreBusy()
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            with self._guard:
+                users[0] -= 1
+                if not users[0]:
+                    del self._locks[plan_id]
 
 
 def summarise(plan: ClientPlan) -> PlanSummary:

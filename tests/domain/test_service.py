@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -287,6 +288,81 @@ def test_editors_of_different_items_never_conflict(
     plan = service.get_plan(team.plan_id)
     assert plan.needs[team.health_need].description == "Back pain, easing"
     assert plan.needs[team.work_need].description == "Looking for a work trial"
+
+
+def test_threads_editing_one_plan_never_read_it_from_the_cache_at_the_same_time(
+    service: PlanService, team: TeamPlan, anna: Actor, bert: Actor, carla: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library copies a cached plan outside the lock under which another thread brings
+    the same cached plan up to date; PlanService lets one command at a time read a plan."""
+    inside: list[int] = [0]
+    most: list[int] = [0]
+    count_lock = threading.Lock()
+    get = service.repository.get
+
+    def counting_get(*args: Any, **kwargs: Any) -> Any:
+        with count_lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.001)  # widen the window a race would need
+            return get(*args, **kwargs)
+        finally:
+            with count_lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(service.repository, "get", counting_get)
+    before = event_count(service, team.plan_id)
+    editors, rounds = [anna, bert, carla, anna, bert, carla], 15
+    start = threading.Barrier(len(editors))
+    failures: list[BaseException] = []
+
+    def edit(by: Actor) -> None:
+        try:
+            start.wait()
+            for n in range(rounds):
+                service.add_note(team.plan_id, by=by, command_id=cid(), text=f"{by.name} {n}")
+                service.get_plan(team.plan_id)
+        except BaseException as error:  # reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=edit, args=(by,)) for by in editors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert not failures, failures
+    assert most[0] == 1
+    assert event_count(service, team.plan_id) == before + len(editors) * rounds
+    assert len(service.plan_record(team.plan_id).notes) == len(editors) * rounds
+
+
+def test_a_command_waiting_too_long_for_its_plan_is_refused_as_busy(
+    tmp_path: Path, anna: Actor, carla: Actor
+) -> None:
+    service = PlanService(StoreSettings(data_dir=str(tmp_path), lock_timeout_s=1))
+    try:
+        plan_id = open_plan(service, anna).plan_id
+        held, release = threading.Event(), threading.Event()
+
+        def hold_the_plan() -> None:
+            with service._plan_locks.holding(uuid.UUID(plan_id)):
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold_the_plan)
+        holder.start()
+        held.wait(5)
+        try:
+            with pytest.raises(StoreBusy):
+                service.add_note(plan_id, by=carla, command_id=cid(), text="late")
+        finally:
+            release.set()
+            holder.join()
+        assert service.add_note(plan_id, by=carla, command_id=cid(), text="in time").version == 2
+    finally:
+        service.close()
 
 
 def test_a_stale_revision_is_an_edit_conflict_naming_the_other_editor(
