@@ -126,21 +126,27 @@ def _num(value: float) -> str:
 def _el(name: str, attrs: Mapping[str, Any] | None = None, *children: Any) -> Markup:
     """An element with escaped attributes and children; None attributes are left out.
 
-    Children that are `Markup` are trusted, anything else is text and is escaped.
+    Children that are `Markup` are trusted, anything else is text and is escaped. Built
+    with plain strings and `escape` (`Markup.format` took most of a timeline's time).
     """
-    parts = [Markup("<") + name]
-    for key, value in (attrs or {}).items():
+    parts = ["<", name]
+    for key, value in (attrs or {}).items():  # the names are this module's own literals
         if value is None:
             continue
         if isinstance(value, float):
-            value = _num(value)
-        parts.append(Markup(' {}="{}"').format(key, _clean(str(value))))
-    body = Markup("").join(
-        child if isinstance(child, Markup) else escape(_clean(str(child))) for child in children
-    )
+            text = _num(value)
+        elif isinstance(value, int):
+            text = str(value)
+        else:
+            text = escape(_clean(str(value)))
+        parts += (" ", key, '="', text, '"')
     if not children:
-        return Markup("").join(parts) + Markup("/>")
-    return Markup("").join(parts) + Markup(">") + body + Markup("</{}>").format(name)
+        parts.append("/>")
+    else:
+        parts.append(">")
+        parts += (child if isinstance(child, Markup) else escape(_clean(str(child))) for child in children)
+        parts += ("</", name, ">")
+    return Markup("".join(parts))
 
 
 def _truncate(text: str, chars: int) -> str:

@@ -43,12 +43,15 @@ viewer's own request is where the table is asked anyway.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 from domain.access import Relation, may_give, may_see_client_contact
 from domain.errors import EditConflict
@@ -62,9 +65,11 @@ __all__ = (
     "FINLAND",
     "PANEL_IDS",
     "PANEL_TEMPLATES",
+    "PLAN_PANELS",
     "Audience",
     "ConflictView",
     "FormState",
+    "PlanPanels",
     "RecentChange",
     "audience_of",
     "build_timeline_input",
@@ -112,13 +117,84 @@ def render_plan_fragments(engine: Any, plan: ClientPlan, lang: str) -> str:
     """Every fragment of the plan page for ``plan``, in ``lang``, each with ``hx-swap-oob="true"``.
 
     ``engine`` is the app's template engine (``app.template_engine``). The result is the
-    same for every viewer of the plan who reads ``lang``: the live hub renders it once per
-    language and change and sends it to every browser showing the plan. It therefore holds
-    nothing that depends on the viewer: the client's contact details are a placeholder that
-    each browser fills with its own request (see the module's docstring).
+    same for every viewer of the plan who reads ``lang`` (see :class:`PlanPanels`). It
+    holds nothing that depends on the viewer: the client's contact details are a
+    placeholder that each browser fills with its own request (see the module's docstring).
     """
-    context = page_context(plan, lang, oob=True, audience=None)
-    return "\n".join(engine.render(PANEL_TEMPLATES[panel_id], **context) for panel_id in PANEL_IDS)
+    return "\n".join(PLAN_PANELS.render(engine, plan, lang, PANEL_IDS).values())
+
+
+def _untranslated(message: str) -> str:
+    return message
+
+
+_ENCODE = msgspec.msgpack.Encoder().encode
+
+
+def _digest(*parts: Any) -> bytes:
+    """A short fingerprint of plan parts (msgspec Structs, dicts and lists of them, dates)."""
+    return hashlib.blake2b(_ENCODE(parts), digest_size=16).digest()
+
+
+class PlanPanels:
+    """The plan page's fragments for the live hub, one panel at a time.
+
+    :meth:`keys` tells, cheaply and without rendering, what each panel's text depends on
+    besides the language: the parts of the plan its template reads, and today's date
+    (the timeline's today mark, the consents valid today). Two versions of a plan whose
+    keys of a panel are equal give that panel the same text, so the hub renders a panel
+    only when its key changes and sends a browser only the panels whose keys differ from
+    those of the version the browser shows. A part a template starts to read must be
+    added to its key here (``tests/web/test_live.py`` checks the keys against renders).
+    """
+
+    ids = PANEL_IDS
+
+    def keys(self, plan: ClientPlan) -> dict[str, Hashable]:
+        today = today_in_finland()
+        closing = plan.closing
+        return {
+            "plan-header": _digest(today, plan.client, plan.members, plan.responsibility, closing, plan.opened_on),
+            "panel-timeline": build_timeline_input(plan, today, _untranslated),
+            "panel-client": _digest(today, plan.client, closing, plan.opened_on),
+            "panel-needs": _digest(today, plan.needs, closing),
+            "panel-goals": _digest(today, plan.goals, _needs_of_goals(plan), closing),
+            "panel-network": _digest(
+                today, plan.members, plan.responsibility, plan.handovers, plan.consents, closing
+            ),
+            "panel-steps": _digest(today, plan.steps, _needs_and_people_of_steps(plan), closing),
+            "panel-measures": _digest(today, plan.measures, closing),
+            "panel-notes": _digest(today, plan.notes, closing),
+            "panel-history": (today, plan.version),  # every change of the plan is listed there
+        }
+
+    def render(self, engine: Any, plan: ClientPlan, lang: str, ids: Iterable[str]) -> dict[str, str]:
+        """The panels ``ids`` (out of band, shared by every viewer), by id in page order."""
+        wanted = set(ids)
+        context = page_context(plan, lang, oob=True, audience=None, with_timeline="panel-timeline" in wanted)
+        return {
+            panel_id: engine.render(PANEL_TEMPLATES[panel_id], **context) for panel_id in PANEL_IDS if panel_id in wanted
+        }
+
+
+PLAN_PANELS = PlanPanels()
+
+
+def _needs_of_goals(plan: ClientPlan) -> list[str | None]:
+    """What the goals panel shows of the needs: the titles of those the goals answer."""
+    view = PlanView(plan, _untranslated, "en")
+    return [view.need_title(need_id) for goal in plan.goals.values() for need_id in goal.need_ids]
+
+
+def _needs_and_people_of_steps(plan: ClientPlan) -> list[tuple[str, str, str]]:
+    """What the steps panel shows of needs and members: each step's need and who is responsible."""
+    view = PlanView(plan, _untranslated, "en")
+    shown = []
+    for step in plan.steps.values():
+        need = plan.needs.get(step.need_id)
+        shown.append((need.category if need else "", need.description if need else "",
+                       view.member_name(step.responsible_member_id)))
+    return shown
 
 
 @dataclass(frozen=True)
@@ -251,6 +327,7 @@ def page_context(
     oob: bool = False,
     focus: str = "",
     audience: Audience | None = None,
+    with_timeline: bool = True,
 ) -> dict[str, Any]:
     """The templates' context for ``plan`` (add ``request`` for a whole page).
 
@@ -258,19 +335,21 @@ def page_context(
     ``readonly`` shows the plan without any control (the history page); ``oob`` marks
     every fragment ``hx-swap-oob``; ``focus`` names the item to focus after a save;
     ``audience`` is the viewer (:func:`audience_of`), or None for the live hub's
-    fragments shared by every viewer (the client's contact details are then a placeholder).
+    fragments shared by every viewer (the client's contact details are then a placeholder);
+    ``with_timeline=False`` leaves out the timeline (half the work of a whole page) for
+    renders without ``panel-timeline``.
     """
     gettext = translations(lang).gettext
     today = today or today_in_finland()
-    timeline = layout(build_timeline_input(plan, today, gettext))
+    timeline = layout(build_timeline_input(plan, today, gettext)) if with_timeline else None
     return {
         "lang": lang,
         "plan": plan,
         "plan_id": str(plan.id),
         "view": PlanView(plan, gettext, lang),
         "today": today,
-        "timeline_svg": render_svg(timeline, gettext, lang),
-        "timeline_table": render_table(timeline, gettext, lang),
+        "timeline_svg": render_svg(timeline, gettext, lang) if timeline else "",
+        "timeline_table": render_table(timeline, gettext, lang) if timeline else "",
         "editing": dict(editing or {}),
         "readonly": readonly or plan.is_closed,
         "history_mode": readonly,

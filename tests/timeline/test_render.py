@@ -1,12 +1,14 @@
 import re
 import xml.etree.ElementTree as ET
 from datetime import date
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
 from timeline import CATEGORIES, layout, render, render_svg, render_table
+from tests.timeline.golden_sample import sample
 from tests.timeline.helpers import TODAY, days, goal, marker, plan, step, upper
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -303,3 +305,13 @@ def test_goal_and_marker_labels_on_the_same_day_stack_instead_of_overlapping():
     assert len({y for *_, y in goal_boxes}) == 5
     marker_boxes = _label_boxes(root, "timeline__marker-label") + _label_boxes(root, "timeline__today-label")
     assert len(marker_boxes) == 4 and not _overlapping(marker_boxes)
+
+
+def test_output_is_byte_for_byte_what_it_was():
+    """The SVG and the table of a sample with every element and escaped text, as rendered
+    before the renderer was rewritten for speed (``golden/``, made by the earlier code)."""
+    golden = Path(__file__).parent / "golden"
+    lay = layout(sample())
+    for lang in ("fi", "en"):
+        assert str(render_svg(lay, lambda s: s + "§", lang)) == (golden / f"sample_{lang}.svg").read_text()
+        assert str(render_table(lay, lambda s: s + "§", lang)) == (golden / f"sample_{lang}.html").read_text()

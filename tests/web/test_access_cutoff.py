@@ -300,17 +300,22 @@ def test_the_live_update_fills_in_each_browsers_own_contact_details(site: Access
             pages[username] = page
         for page in pages.values():
             page.wait_for_selector("#presence li", timeout=5000)  # both connected: each sees the other
-        version = site.app.state.views.plan(plan.plan_id).version
-        site.service.record_need(plan.plan_id, by=_aino(), command_id=str(uuid.uuid4()), category="health",
-                                 description="Uusi tarve selaimessa")
+        # A change of the client's details sends the client panel (a change elsewhere leaves it be).
+        current = site.app.state.views.plan(plan.plan_id)
+        client = current.client
+        site.service.change_client_details(
+            plan.plan_id, by=_aino(), command_id=str(uuid.uuid4()), seen_revision=client.revision,
+            client_name="Uusi Nimi Selaimessa", segment=client.segment, language=client.language,
+            referring_party=client.referring_party,
+        )
         for username, page in pages.items():
             page.wait_for_function(
-                "v => Number(document.getElementById('live-version').dataset.version) > v", arg=version,
+                "v => Number(document.getElementById('live-version').dataset.version) > v", arg=current.version,
                 timeout=5000)
             page.wait_for_selector("#client-contact:not([aria-busy])", timeout=5000)
             shown = page.inner_text("#client-contact")
             assert (plan.contact in shown) is (username == AINO), (username, shown)
-            assert "Uusi tarve selaimessa" in page.inner_text("#panel-needs")
+            assert "Uusi Nimi Selaimessa" in page.inner_text("#panel-client")
             assert f"{site.base_url}/plans/{plan.plan_id}/contact" in page.fetched  # its own request
     finally:
         for page in pages.values():

@@ -541,6 +541,7 @@ async def test_a_live_update_reaches_the_clients_socket_without_internal_notes(s
             service = site.service
             secret = f"Sisäinen huomio {uuid.uuid4().hex[:6]}"
             await asyncio.to_thread(service.add_note, own.plan_id, by=aino, command_id=str(uuid.uuid4()), text=secret)
+            professional_update = await update_containing(theirs, secret)
             title = f"Uusi vaihe {uuid.uuid4().hex[:6]}"
             plan = site.app.state.views.plan(own.plan_id)
             need_id = next(iter(plan.needs))
@@ -551,7 +552,7 @@ async def test_a_live_update_reaches_the_clients_socket_without_internal_notes(s
                                     planned_start=day, planned_end=day)
             update = await update_containing(mine, title)
             same = await update_containing(other_tab, title)
-            professional_update = await update_containing(theirs, title)
+            await update_containing(theirs, title)
         finally:
             for socket in (mine, other_tab, theirs):
                 await socket.close()

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from web.accounts import AccountStore
 from web.live import LiveConnection, LiveHub, may_view, same_origin
 from web.live.messages import VERSION_MARKER_ID, decode_client_message, Editing, Resync
 from web.live.presence import Presence, render_presence
+from web.plan_page import PANEL_IDS, PLAN_PANELS, today_in_finland
 from web.i18n import translations
 from web.settings import Settings
 from web.wiring import build_app
@@ -83,36 +85,58 @@ PEOPLE = (AINO, BERT, CARLA, DAN)
 # ---------------------------------------------------------------------------- the renderer
 
 
-def tiny_fragments(_engine: Any, plan: Any, lang: str) -> str:
+class TinyPanels:
     """Needs and network only, replacing by id: the fragments of the browser test's page."""
-    needs = "".join(
-        f'<li id="need-{n.id}" data-revision="{n.revision}">{escape(n.description)}</li>' for n in plan.needs.values()
-    )
-    members = "".join(f'<li id="member-{m.id}">{escape(m.name)}</li>' for m in plan.members.values())
-    return (
-        f'<section id="panel-needs" hx-swap-oob="true" lang="{lang}"><ul>{needs}</ul></section>'
-        f'<section id="panel-network" hx-swap-oob="true" lang="{lang}"><ul>{members}</ul></section>'
-    )
+
+    ids = ("panel-needs", "panel-network")
+
+    def keys(self, plan: Any) -> dict[str, Any]:
+        return {
+            "panel-needs": tuple((n.id, n.revision, n.description) for n in plan.needs.values()),
+            "panel-network": tuple((m.id, m.name) for m in plan.members.values()),
+        }
+
+    def render(self, _engine: Any, plan: Any, lang: str, ids: Any) -> dict[str, str]:
+        needs = "".join(
+            f'<li id="need-{n.id}" data-revision="{n.revision}">{escape(n.description)}</li>' for n in plan.needs.values()
+        )
+        members = "".join(f'<li id="member-{m.id}">{escape(m.name)}</li>' for m in plan.members.values())
+        texts = {
+            "panel-needs": f'<section id="panel-needs" hx-swap-oob="true" lang="{lang}"><ul>{needs}</ul></section>',
+            "panel-network": f'<section id="panel-network" hx-swap-oob="true" lang="{lang}"><ul>{members}</ul></section>',
+        }
+        return {panel: texts[panel] for panel in ids}
 
 
 class CountingRenderer:
-    """Wraps the hub's renderer: counts renders by (plan id, version, language); can hold them."""
+    """Wraps the hub's panels: counts renders by (plan id, version, language) and notes which
+    panels each rendered; can hold them."""
 
-    def __init__(self, render: Callable[[Any, Any, str], str]) -> None:
-        self.render = render
+    def __init__(self, panels: Any) -> None:
+        self.panels = panels
         self.calls: Counter[tuple[str, int, str]] = Counter()
+        self.rendered: list[tuple[str, int, str, tuple[str, ...]]] = []
         self.lock = threading.Lock()
         self.hold: threading.Event | None = None
         self.entered = threading.Event()
 
-    def __call__(self, engine: Any, plan: Any, lang: str) -> str:
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.panels.ids
+
+    def keys(self, plan: Any) -> Any:
+        return self.panels.keys(plan)
+
+    def render(self, engine: Any, plan: Any, lang: str, ids: Any) -> Any:
+        ids = tuple(ids)
         with self.lock:
             self.calls[(str(plan.id), plan.version, lang)] += 1
+            self.rendered.append((str(plan.id), plan.version, lang, ids))
         hold = self.hold
         if hold is not None:
             self.entered.set()
             assert hold.wait(5), "the test never released the renderer"
-        return self.render(engine, plan, lang)
+        return self.panels.render(engine, plan, lang, ids)
 
     def of_plan(self, plan_id: str) -> Counter[tuple[int, str]]:
         with self.lock:
@@ -207,8 +231,7 @@ def sign_in(base_url: str, person: Person) -> str:
 def serving(data_dir: Path) -> Iterator[LiveServer]:
     """The whole Polku app over a fresh store in ``data_dir``, with the people, served by uvicorn.
 
-    The hub renders with its own renderer (the plan page's fragments) through a
-    :class:`CountingRenderer`.
+    The hub renders with its own panels (the plan page's) through a :class:`CountingRenderer`.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     accounts = AccountStore.sqlite(data_dir / "accounts.sqlite3", hasher=FAST_HASHER)
@@ -225,8 +248,8 @@ def serving(data_dir: Path) -> Iterator[LiveServer]:
             for handler in identity.route_handlers:
                 app.register(handler)
         with running(app) as base_url:
-            renderer = CountingRenderer(app.state.live_hub.render)
-            app.state.live_hub.render = renderer
+            renderer = CountingRenderer(app.state.live_hub.panels)
+            app.state.live_hub.panels = renderer
             hub_loop = app.state.live_hub.loop
             asyncio.run_coroutine_threadsafe(app.state.live_hub.warmed_up(), hub_loop).result(timeout=30)
             yield LiveServer(base_url=base_url, app=app, renderer=renderer, cookies={})
@@ -423,6 +446,126 @@ async def test_a_browser_without_a_version_gets_the_current_plan(
     sockets.append(bert)
     messages = await joined(bert)
     assert is_plan_update(messages[0]) and version_in(messages[0]) == live.version_of(plan_id)
+
+
+def oob_ids(message: str) -> list[str]:
+    """The ids of a message's top-level (out-of-band) elements, in order."""
+    return re.findall(r'<\w+ id="([\w-]+)"[^>]*hx-swap-oob=', message)
+
+
+def plan_step(live: LiveServer, plan_id: str, title: str) -> Any:
+    plan = live.app.state.views.plan(plan_id)
+    day = today_in_finland() + timedelta(days=7)
+    return live.app.state.plans.plan_step(
+        plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), title=title, need_id=next(iter(plan.needs)),
+        responsible_member_id=plan.expert.id, planned_start=day, planned_end=day + timedelta(days=14),
+    )
+
+
+async def test_an_update_carries_only_the_panels_the_change_touched(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    plan_id = live.open_plan()
+    first = live.record_need(plan_id, "Uniongelmat")
+    live.caught_up(first.position)
+    bert = await live.socket(plan_id, BERT, version=first.version)
+    sockets.append(bert)
+    await joined(bert)
+
+    note = live.app.state.plans.add_note(
+        plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), text="Soitettu asiakkaalle", visibility="professionals"
+    )
+    update = await receive(bert, containing("Soitettu asiakkaalle"))
+    assert version_in(update) == note.version
+    assert oob_ids(update) == [VERSION_MARKER_ID, "panel-notes", "panel-history"]
+
+    step = plan_step(live, plan_id, "Kuntoutustutkimus")
+    update = await receive(bert, containing("Kuntoutustutkimus"))
+    assert version_in(update) == step.version
+    assert oob_ids(update) == [VERSION_MARKER_ID, "panel-timeline", "panel-steps", "panel-history"]
+    rendered = [ids for p, version, _, ids in live.renderer.rendered if p == plan_id and version == step.version]
+    assert rendered == [("panel-timeline", "panel-steps", "panel-history")], "only the changed panels are rendered"
+
+
+async def test_a_browser_behind_gets_what_it_missed_and_one_further_behind_everything(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    plan_id = live.open_plan()
+    opened = live.version_of(plan_id)
+    aino = await live.socket(plan_id, AINO, version=opened)
+    sockets.append(aino)
+    await joined(aino)
+    need = live.record_need(plan_id, "Selkäkipu")
+    await receive(aino, containing("Selkäkipu"))
+    step = plan_step(live, plan_id, "Fysioterapia")
+    await receive(aino, containing("Fysioterapia"))
+
+    # Bert's page shows the version of the need: he misses the step, and only that.
+    bert = await live.socket(plan_id, BERT, version=need.version)
+    sockets.append(bert)
+    missed = [m for m in await joined(bert) if is_plan_update(m)]
+    assert len(missed) == 1 and version_in(missed[0]) == step.version
+    assert oob_ids(missed[0]) == [VERSION_MARKER_ID, "panel-timeline", "panel-steps", "panel-history"]
+
+    # Carla's page is older than any version the hub remembers: she gets every panel.
+    carla = await live.socket(plan_id, CARLA, version=1)
+    sockets.append(carla)
+    everything = [m for m in await joined(carla) if is_plan_update(m)]
+    assert len(everything) == 1 and oob_ids(everything[0]) == [VERSION_MARKER_ID, *PANEL_IDS]
+    assert "Selkäkipu" in everything[0] and "Fysioterapia" in everything[0]
+
+    # Asking to resync (after a kept draft) gives every panel too.
+    await bert.send('{"type": "resync"}')
+    again = await receive(bert, is_plan_update)
+    assert oob_ids(again) == [VERSION_MARKER_ID, *PANEL_IDS]
+
+
+def test_a_panel_whose_key_is_unchanged_renders_the_same(live: LiveServer) -> None:
+    """The panels' keys name everything their text depends on: after each kind of change,
+    every panel whose key stayed the same renders byte for byte as before."""
+    plans = live.app.state.plans
+    plan_id = live.open_plan()
+    need = live.record_need(plan_id, "Velat")
+    goal = plans.set_goal(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), title="Velkaneuvonta",
+                          need_ids=[need.item_id], target_date=today_in_finland() + timedelta(days=60))
+    step = plan_step(live, plan_id, "Talousneuvonta")
+    live.caught_up(step.position)
+    bert_id = next(m.id for m in live.app.state.views.plan(plan_id).members.values() if m.person_id == BERT.username)
+
+    def revision(kind: str, item_id: str) -> int:
+        return getattr(live.app.state.views.plan(plan_id), kind)[item_id].revision
+
+    changes = [
+        lambda: plans.update_need(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), need_id=need.item_id,
+                                  category="everyday_life", description="Velat <kasvavat>", financial="",
+                                  status="open", seen_revision=revision("needs", need.item_id)),
+        lambda: plans.revise_goal(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), goal_id=goal.item_id,
+                                  title="Velkajärjestely", need_ids=[need.item_id],
+                                  target_date=today_in_finland() + timedelta(days=90),
+                                  seen_revision=revision("goals", goal.item_id)),
+        lambda: plans.update_member(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), member_id=bert_id,
+                                    profession="etuusasiantuntija", contact="", part="toimeentulo",
+                                    seen_revision=revision("members", bert_id)),
+        lambda: plans.record_measure(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()),
+                                     kind="work_ability_score", value=6, measured_on=today_in_finland()),
+        lambda: plans.add_note(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), text="Muistiinpano",
+                               visibility="client_and_professionals"),
+        lambda: plans.name_counterpart(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), member_id=bert_id,
+                                       seen_revision=live.app.state.views.plan(plan_id).responsibility.revision),
+    ]
+    engine = live.app.template_engine
+    before = live.app.state.views.plan(plan_id)
+    for change in changes:
+        live.caught_up(change().position)
+        after = live.app.state.views.plan(plan_id)
+        keys_before, keys_after = PLAN_PANELS.keys(before), PLAN_PANELS.keys(after)
+        texts_before = PLAN_PANELS.render(engine, before, "fi", PANEL_IDS)
+        texts_after = PLAN_PANELS.render(engine, after, "fi", PANEL_IDS)
+        for panel in PANEL_IDS:
+            if keys_before[panel] == keys_after[panel]:
+                assert texts_before[panel] == texts_after[panel], (panel, after.version)
+        assert keys_before["panel-history"] != keys_after["panel-history"]
+        before = after
 
 
 # ---------------------------------------------------------------------------- presence
@@ -668,6 +811,52 @@ def test_presence_leaves_out_the_viewer_and_escapes_names() -> None:
     assert "No one else" in render_presence(people[2:], "en", me="b")
 
 
+def test_a_newer_presence_replaces_the_one_waiting_in_the_outbox() -> None:
+    async def scenario() -> list[str]:
+        connection = LiveConnection(None, "plan", None, "fi", outbox_size=3)  # type: ignore[arg-type]
+        connection.send("update one")
+        for n in range(10):
+            connection.send_presence(f"presence {n}")
+        connection.send("update two")
+        assert not connection.is_closing
+        queued = []
+        while not connection._outbox.empty():
+            item = connection._outbox.get_nowait()
+            if item is not None and not isinstance(item, str):  # the presence slot
+                item, connection._presence = connection._presence, None
+            queued.append(item)
+        return queued
+
+    assert asyncio.run(scenario()) == ["update one", "presence 9", "update two"]
+
+
+async def test_a_crowd_joining_at_once_settles_without_1013_and_presence_is_coalesced(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    plan_id = live.open_plan()
+    version = live.version_of(plan_id)
+    watcher = await live.socket(plan_id, AINO, version=version)
+    sockets.append(watcher)
+    await joined(watcher)
+    crowd_size = 200  # screens of a network meeting, more than an outbox holds
+    people = (BERT, CARLA)
+    # Half of them come back from a restart with an old version, and get the plan too.
+    crowd = await asyncio.gather(*(
+        live.socket(plan_id, people[n % len(people)], version=version if n % 2 else 1) for n in range(crowd_size)
+    ))
+    sockets += crowd
+    presences = []
+    async with asyncio.timeout(10 * WITHIN):
+        while not (presences and all(p.name in presences[-1] for p in people)):
+            presences.append(await receive(watcher, is_presence, timeout=5 * WITHIN))
+    assert len(presences) < crowd_size / 10, "presence is sent coalesced, not once per join"
+
+    outcome = live.record_need(plan_id, "Kaikille näytöille")
+    received = await asyncio.gather(*(receive(s, containing("Kaikille näytöille"), timeout=5 * WITHIN) for s in crowd))
+    assert {version_in(m) for m in received} == {outcome.version}
+    assert all(socket.close_code is None for socket in crowd), "nobody was closed (no 1013)"
+
+
 # ---------------------------------------------------------------------------- in a browser
 # live.js in a real Chromium, on a test page with the same live markup as plans/show.html.
 
@@ -727,9 +916,9 @@ def test_live_js_keeps_drafts_shows_the_connection_and_catches_up(live: LiveServ
     ])
     stack = ExitStack()
     stack.callback(context.close)
-    real = live.renderer.render
-    live.renderer.render = tiny_fragments  # the test page has only these two panels
-    stack.callback(setattr, live.renderer, "render", real)
+    real = live.renderer.panels
+    live.renderer.panels = TinyPanels()  # the test page has only these two panels
+    stack.callback(setattr, live.renderer, "panels", real)
     page = context.new_page()
     problems: list[str] = []
     page.on("console", lambda message: message.type == "error" and problems.append(message.text))

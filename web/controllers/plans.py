@@ -24,9 +24,10 @@ command took them out of the plan (their organisation's consent withdrawn) is se
 their caseload instead of being shown the plan.
 
 A form works with and without JavaScript. htmx gets fragments: the saved item (or its
-panel, when the change moves things around in it) with every other fragment of the page
-out of band and a status message for ``#messages``; a plain POST is redirected (303) back
-to the page at the item.
+panel, when the change moves things around in it) and a status message for ``#messages``,
+rendered in a worker thread; the other panels the change touched reach the page through the
+live hub like every viewer's (``web.live``); a plain POST is redirected (303) back to the page
+at the item.
 
 A refused command records nothing and comes back as the same form with the draft kept and
 the message next to its field (``aria-invalid``, ``aria-describedby``), translated:
@@ -39,6 +40,7 @@ the same status.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -72,7 +74,6 @@ from web.identity import Account, account_of
 from web.live.access import may_view, relation_of
 from web.plan_page import (
     FINLAND,
-    PANEL_IDS,
     PANEL_TEMPLATES,
     Audience,
     FormState,
@@ -343,7 +344,7 @@ class PlanController(Controller):
         plan = access.plan
         await record_plan_read(request, str(plan.id), "page", version=plan.version)  # before anything is sent
         await anyio.to_thread.run_sync(views.mark_seen, access.account.person_id, str(plan.id), plan.version)
-        return _page(request, access)
+        return await _off_loop(_page, request, access)
 
     @get("/{plan_id:str}/history", name="plan:history")
     async def history(
@@ -368,7 +369,9 @@ class PlanController(Controller):
         moment = chosen.at if chosen else None
         today = moment.astimezone(FINLAND).date() if moment else today_in_finland()
         audience = audience_of(latest, access.relation, shown=then)
-        context = page_context(then, lang, today=today, readonly=True, audience=audience)
+        context = await anyio.to_thread.run_sync(
+            functools.partial(page_context, then, lang, today=today, readonly=True, audience=audience)
+        )
         view = context["view"]
         context.update(
             request=request,
@@ -390,7 +393,7 @@ class PlanController(Controller):
                 for e in reversed(entries)
             ],
         )
-        return _html(request, "plans/history.html", context)
+        return await _off_loop(_html, request, "plans/history.html", context)
 
     @get("/{plan_id:str}/contact", name="plan:contact")
     async def contact(
@@ -423,7 +426,7 @@ class PlanController(Controller):
         dom_id = _dom_id(item_kind, item_id)
         if not is_htmx_request(request):
             return Redirect(f"/plans/{plan.id}#{dom_id}", status_code=HTTP_303_SEE_OTHER)
-        return _fragment(request, access, item_kind, item, dom_id, None)
+        return await _off_loop(_fragment, request, access, item_kind, item, dom_id, None)
 
     @get("/{plan_id:str}/{kind:str}/{item_id:str}/{form:str}", name="plan:form")
     async def open_form(
@@ -449,9 +452,9 @@ class PlanController(Controller):
         )
         dom_id = _dom_id(item_kind, item_id)
         if is_htmx_request(request):
-            return _fragment(request, access, item_kind, item, dom_id, state)
+            return await _off_loop(_fragment, request, access, item_kind, item, dom_id, state)
         await record_plan_read(request, str(plan.id), "page", version=plan.version)  # the whole page
-        return _page(request, access, editing={dom_id: state})
+        return await _off_loop(_page, request, access, editing={dom_id: state})
 
     @post("/{plan_id:str}/{kind:str}/{item_id:str}/{form:str}", name="plan:submit", status_code=200)
     async def submit(
@@ -489,7 +492,7 @@ class PlanController(Controller):
                               seen_revision=_int_or_none(draft.get("seen_revision")))
             for name, (template, params) in invalid.errors.items():
                 _place_error(state, action, name, translate_message(template, params, _, lang))
-            return _refused(request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
+            return await _off_loop(_refused, request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
         except EditConflict as conflict:
             position = await anyio.to_thread.run_sync(plans.recorder.max_notification_id)
             fresh_access = await _fresh_access(views, access, position or 0)
@@ -502,12 +505,12 @@ class PlanController(Controller):
             rows = _compare(action, fresh, fresh_item, draft, PlanView(fresh, _, lang))
             state = FormState(form=form, values=draft, seen_revision=conflict.current_revision,
                               conflict=conflict_view(conflict, rows, _))
-            return _refused(request, fresh_access, item_kind, fresh_item, dom_id, state, HTTP_409_CONFLICT)
+            return await _off_loop(_refused, request, fresh_access, item_kind, fresh_item, dom_id, state, HTTP_409_CONFLICT)
         except DomainError as error:
             state = FormState(form=form, values=draft, command_id=str(draft.get("command_id") or ""),
                               seen_revision=_int_or_none(draft.get("seen_revision")))
             _place_error(state, action, error.field, translate_message(error.template, error.params, _, lang))
-            return _refused(request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
+            return await _off_loop(_refused, request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
 
         fresh_access = await _fresh_access(views, access, outcome.position)
         if fresh_access is None:
@@ -519,7 +522,7 @@ class PlanController(Controller):
             return Redirect(f"/plans/{plan_id}#{focus}", status_code=HTTP_303_SEE_OTHER)
         what = ITEM_KINDS[{"member": "network member"}.get(item_kind.singular, item_kind.singular)]
         message = _(SAVED) % {"what": _(what)}
-        return _saved(request, fresh_access, item_kind, action, dom_id, focus, message)
+        return await _off_loop(_saved, request, fresh_access, item_kind, action, dom_id, focus, message)
 
 
 PLAN_ROUTE_HANDLERS: tuple[ControllerRouterHandler, ...] = (PlanController,)
@@ -693,7 +696,7 @@ def _fragment(
     *,
     status_code: int = 200,
 ) -> Response[str]:
-    context = _context(request, access, editing={dom_id: state} if state else None)
+    context = _context(request, access, editing={dom_id: state} if state else None, with_timeline=False)
     context.update(item=item, state=state)
     template = _item_template(kind, item is None and kind.segment != "client")
     return _html(request, template, context, status_code,
@@ -723,26 +726,27 @@ def _saved(
     focus: str,
     message: str,
 ) -> Response[str]:
-    """The saved item or panel, every other fragment out of band, and the status message."""
+    """The saved item or panel, and the status message.
+
+    Only that: the other panels the change touched (the timeline, the history...) reach
+    this page as they reach every other viewer's, through the live hub, which sends each
+    browser what changed since the version it shows. This answer leaves the page's version
+    marker alone, so that the hub still sends it that update.
+    """
     engine = request.app.template_engine
     plan = access.plan
     target_is_item = action.target == "item" and focus == dom_id
     main_id = dom_id if target_is_item else kind.panel
-    context = _context(request, access, focus=focus)
-    parts = []
+    context = _context(request, access, focus=focus, with_timeline=False)
     if target_is_item:
         context.update(item=kind.find(plan, dom_id.split("-", 1)[1]) if kind.segment != "client" else plan.client,
                        state=None)
-        parts.append(engine.render(_item_template(kind, False), **context))
+        main = engine.render(_item_template(kind, False), **context)
     else:
-        parts.append(engine.render(PANEL_TEMPLATES[main_id], **context))
-    oob = dict(context, oob=True, focus="")
-    for panel_id in PANEL_IDS:
-        if panel_id != kind.panel:
-            parts.append(engine.render(PANEL_TEMPLATES[panel_id], **oob))
-    parts.append(engine.render("plans/_status.html", **dict(context, message=message)))
+        main = engine.render(PANEL_TEMPLATES[main_id], **context)
+    status = engine.render("plans/_status.html", **dict(context, message=message))
     return Response(
-        "\n".join(parts),
+        f"{main}\n{status}",
         media_type=MediaType.HTML,
         headers={"HX-Retarget": f"#{main_id}", "HX-Reswap": "outerHTML"},
     )
@@ -766,6 +770,12 @@ def _chosen_version(at: str, entries: list[Any], last_version: int) -> tuple[int
         if entry.at <= moment:
             version = entry.version
     return version, ""
+
+
+async def _off_loop(render: Callable[..., Response[str]], *args: Any, **options: Any) -> Response[str]:
+    """``render(*args, **options)`` in a worker thread: a render takes milliseconds of CPU
+    that the event loop (every other request, every live socket) should not wait for."""
+    return await anyio.to_thread.run_sync(functools.partial(render, *args, **options))
 
 
 def _html(

@@ -6,21 +6,37 @@ How an edit reaches the browsers (``shared/DESIGN.md``, "The way one edit travel
       -> LiveHub._applied(P, N)  (a notice only: loop.call_soon_threadsafe, no rendering here)
     event loop: LiveHub._changed(P, N)  -> remembers the latest N for P, starts one flusher for P
       -> flusher: load P from the read model once (in a worker thread); drop viewers who may no
-         longer see it; render P's fragments once per language among the viewers who are
+         longer see it; render P's changed panels once per language among the viewers who are
          behind (in a worker thread; a burst of events is rendered once, at the latest state)
-      -> the same text to every viewer of that language, through each one's outbox
+      -> the same text to every viewer of that language who showed the same version, through
+         each one's outbox
+
+Only what changed travels. The panels say, without rendering, what each one's text depends on
+(``keys``, e.g. ``web.plan_page.PlanPanels``); the hub keeps each panel's latest text per
+(plan, audience, language) with its key and renders a panel again only when its key changes,
+and remembers the keys of the latest versions it saw (:data:`KEPT_VERSIONS`). A browser that
+shows one of those versions gets the version marker and the panels whose keys differ from it;
+one further behind (or that asks to resync) gets every panel.
 
 Each connection has an outbox (a bounded queue) and one writer task, so a slow browser never
 holds up the others: when its outbox is full it is closed with 1013 and, on reconnecting,
 gets the current plan. A browser says which plan version it shows when it connects
-(``?version=N``); it gets the whole plan at once if it is behind, nothing if it is not.
+(``?version=N``); it gets what it missed at once if it is behind, nothing if it is not.
 
-Audiences: the professionals of the network see the plan page's fragments, with presence; the
+Presence is coalesced per plan: a join, a leave or an "editing" message marks the plan's
+presence as due, and it is sent at most every :data:`PRESENCE_INTERVAL_S`, the latest list,
+rendered once per language (:class:`web.live.presence.PresenceList`; leaving each viewer out
+of their own list is a join of rendered items). A connection holds at most one presence
+message in its outbox: a newer one replaces it there, so a crowd joining at once cannot
+fill an outbox with presence.
+
+Audiences: the professionals of the network see the plan page's panels, with presence; the
 plan's client sees their own view (``web.client_page``), registered with :meth:`LiveHub.add_audience`
-by ``web.controllers.client``. A plan is rendered once per audience and language among its
-viewers, each audience's text goes only to the sockets of that audience, and each audience has
-its own access rule, asked on the handshake, on every message and before every update. The
-client audience takes no part in presence: it neither sees nor appears in it.
+by ``web.controllers.client`` and rendered whole (:class:`WholePlan`: every update is the whole
+view). A plan is rendered once per audience and language among its viewers, each audience's
+text goes only to the sockets of that audience (the caches are kept per audience), and each
+audience has its own access rule, asked on the handshake, on every message and before every
+update. The client audience takes no part in presence: it neither sees nor appears in it.
 
 Across processes only small notices travel (a later issue: PostgreSQL LISTEN/NOTIFY wakes the
 read model of every instance, whose listener is this hub's path); every instance renders for
@@ -32,11 +48,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
 
@@ -53,7 +69,7 @@ from web.live.messages import (
     decode_client_message,
     version_marker,
 )
-from web.live.presence import Presence, render_presence
+from web.live.presence import Presence, PresenceList
 
 if TYPE_CHECKING:
     from litestar import WebSocket
@@ -61,13 +77,43 @@ if TYPE_CHECKING:
     from domain.plan import ClientPlan
     from projections.plans import PlanViews
 
-__all__ = ("PROFESSIONALS", "Audience", "LiveConnection", "LiveHub", "Renderer", "render_plan_fragments")
+__all__ = ("PROFESSIONALS", "Audience", "LiveConnection", "LiveHub", "Panels", "Renderer", "Rendition", "WholePlan")
 
 logger = logging.getLogger(__name__)
 
 Renderer = Callable[[Any, "ClientPlan", str], str]
-"""``render(engine, plan, language) -> html``: every panel of the plan as top-level
-elements with stable ids and ``hx-swap-oob`` (``web.plan_page.render_plan_fragments``)."""
+"""``render(engine, plan, language) -> html``: every fragment of an audience's view as
+top-level elements with stable ids and ``hx-swap-oob`` (``web.client_page.render_client_fragments``)."""
+
+
+class Panels(Protocol):
+    """An audience's fragments, one panel at a time (``web.plan_page.PlanPanels``)."""
+
+    ids: tuple[str, ...]
+    """Every panel, in page order."""
+
+    def keys(self, plan: ClientPlan) -> Mapping[str, Hashable]:
+        """Per panel, all its text depends on besides the language (cheap: no rendering)."""
+        ...
+
+    def render(self, engine: Any, plan: ClientPlan, language: str, ids: Iterable[str]) -> Mapping[str, str]:
+        """The panels ``ids``, each a top-level element with an id and ``hx-swap-oob``."""
+        ...
+
+
+class WholePlan:
+    """An audience rendered whole: one panel, keyed by the plan version (every update is all of it)."""
+
+    ids = ("plan",)
+
+    def __init__(self, render: Renderer) -> None:
+        self.render_all = render
+
+    def keys(self, plan: ClientPlan) -> Mapping[str, Hashable]:
+        return {"plan": plan.version}
+
+    def render(self, engine: Any, plan: ClientPlan, language: str, ids: Iterable[str]) -> Mapping[str, str]:
+        return {"plan": self.render_all(engine, plan, language)}
 
 OUTBOX_SIZE = 64
 SEND_TIMEOUT_S = 10.0
@@ -75,30 +121,62 @@ DRAIN_TIMEOUT_S = 5.0
 MESSAGES_PER_WINDOW = 30
 MESSAGE_WINDOW_S = 10.0
 SESSION_CHECK_S = 60.0
+PRESENCE_INTERVAL_S = 0.5
+"""A plan's presence is sent at most this often (the latest list)."""
+KEPT_VERSIONS = 16
+"""How many of a plan's latest versions the hub remembers the panel keys of (for deltas)."""
 INTERNAL_ERROR = 1011
 PROFESSIONALS = "professionals"
-"""The plan page's audience: rendered with ``LiveHub.render``, allowed by ``may_view``, with presence."""
+"""The plan page's audience: rendered with ``LiveHub.panels``, allowed by ``may_view``, with presence."""
 
 
-def render_plan_fragments(engine: Any, plan: ClientPlan, language: str) -> str:
-    """The plan pages' renderer, imported when first used (the hub starts without it)."""
-    from web.plan_page import render_plan_fragments as render
+def plan_panels() -> Panels:
+    """The plan page's panels, imported when first used (the hub starts without them)."""
+    from web.plan_page import PLAN_PANELS
 
-    return render(engine, plan, language)
+    return PLAN_PANELS
 
 
 @dataclass(frozen=True)
 class Audience:
     """Another audience of a plan than its professionals: what they are sent, and who belongs.
 
-    ``render(engine, plan, language)`` gives the audience's fragments (top-level elements with
-    ids and ``hx-swap-oob``); ``may_view(account, plan)`` is asked on every message and before
-    every update, like ``may_view`` for the professionals.
+    ``panels`` give the audience's fragments (top-level elements with ids and ``hx-swap-oob``);
+    ``may_view(account, plan)`` is asked on every message and before every update, like
+    ``may_view`` for the professionals.
     """
 
     name: str
-    render: Renderer
+    panels: Panels
     may_view: Callable[[Viewer | None, "ClientPlan | None"], bool]
+
+
+@dataclass
+class Rendition:
+    """One audience's panels of a plan in one language at one version, and the updates made of them."""
+
+    version: int
+    keys: Mapping[str, Hashable]
+    texts: Mapping[str, str]
+    """By panel id, in page order."""
+    _updates: dict[int, str] = field(default_factory=dict)
+
+    def update(self, since: Mapping[str, Hashable] | None, since_version: int = 0) -> str:
+        """The version marker and the panels whose keys differ from ``since`` (all of them without it).
+
+        ``since`` is the keys of the version ``since_version`` that the browser shows.
+        """
+        if since is None:
+            since_version = -1
+        known = self._updates.get(since_version)
+        if known is None:
+            changed = [text for panel, text in self.texts.items() if since is None or since.get(panel) != self.keys[panel]]
+            known = self._updates[since_version] = version_marker(self.version) + "\n".join(changed)
+        return known
+
+
+_PRESENCE = object()
+"""In an outbox: the connection's latest presence message goes here."""
 
 
 class LiveConnection:
@@ -124,7 +202,9 @@ class LiveConnection:
         self.editing: str | None = None
         self.session_checked = time.monotonic()
         self.finished = asyncio.Event()
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=outbox_size)
+        self._outbox: asyncio.Queue[str | object | None] = asyncio.Queue(maxsize=outbox_size)
+        self._presence: str | None = None
+        """The presence message waiting in the outbox (as :data:`_PRESENCE`), if any."""
         self._closing: tuple[int, str] | None = None
         self._received: deque[float] = deque()
 
@@ -144,12 +224,24 @@ class LiveConnection:
 
     def send(self, text: str) -> None:
         """Queue ``text`` for this browser; one that has fallen this far behind is closed (1013)."""
+        self._queue(text)
+
+    def _queue(self, item: str | object) -> None:
         if self._closing is not None:
             return
         try:
-            self._outbox.put_nowait(text)
+            self._outbox.put_nowait(item)
         except asyncio.QueueFull:
             self.close(TRY_AGAIN, "too far behind")
+
+    def send_presence(self, text: str) -> None:
+        """Queue the presence list, replacing one still waiting in the outbox."""
+        if self._closing is not None:
+            return
+        waiting = self._presence is not None
+        self._presence = text
+        if not waiting:
+            self._queue(_PRESENCE)
 
     def send_plan(self, version: int, text: str) -> None:
         """Queue a plan update unless this browser already shows that version or a later one."""
@@ -199,6 +291,10 @@ class LiveConnection:
                 code, reason = self._closing or (RESTART, "")
                 await _quietly(self.socket.close(code=code, reason=reason))
                 return
+            if text is _PRESENCE:
+                text, self._presence = self._presence, None
+                if text is None:
+                    continue
             try:
                 await asyncio.wait_for(self.socket.send_text(text), SEND_TIMEOUT_S)
             except TimeoutError:
@@ -232,13 +328,13 @@ class LiveHub:
         views: PlanViews,
         engine: Any,
         *,
-        render: Renderer | None = None,
+        panels: Panels | None = None,
         outbox_size: int = OUTBOX_SIZE,
     ) -> None:
         self.views = views
         self.engine = engine
-        self.render: Renderer = render or render_plan_fragments
-        """The professionals' renderer, read at every render: a test may wrap it to count calls."""
+        self.panels: Panels = panels or plan_panels()
+        """The professionals' panels, read at every render: a test may wrap them to count renders."""
         self.audiences: dict[str, Audience] = {}
         """The other audiences (:meth:`add_audience`), by name."""
         self.outbox_size = outbox_size
@@ -250,8 +346,12 @@ class LiveHub:
         self._watched: frozenset[str] = frozenset()  # read by the projection thread
         self._pending: dict[str, int] = {}
         self._flushers: dict[str, asyncio.Task[None]] = {}
-        self._messages: dict[tuple[str, str, str], tuple[int, asyncio.Future[str]]] = {}
-        """The latest rendered update by (plan, audience, language)."""
+        self._renditions: dict[tuple[str, str, str], tuple[int, asyncio.Future[Rendition]]] = {}
+        """The latest rendition by (plan, audience, language)."""
+        self._keys: dict[tuple[str, str], OrderedDict[int, Mapping[str, Hashable]]] = {}
+        """The panel keys of the latest versions seen, by (plan, audience)."""
+        self._presence_due: dict[str, asyncio.TimerHandle] = {}
+        self._presence_sent: dict[str, float] = {}
 
     # ------------------------------------------------------------------ life cycle
 
@@ -298,6 +398,9 @@ class LiveHub:
                 waiter.cancel()
             if late:
                 logger.warning("%d live sockets did not close within %.0f s", len(late), timeout)
+        for due in self._presence_due.values():
+            due.cancel()
+        self._presence_due.clear()
         for flusher in list(self._flushers.values()):
             flusher.cancel()
         await asyncio.gather(*self._flushers.values(), return_exceptions=True)
@@ -322,10 +425,13 @@ class LiveHub:
     def add_audience(
         self, name: str, *, render: Renderer, may_view: Callable[[Viewer | None, ClientPlan | None], bool]
     ) -> None:
-        """Serve another audience than the professionals (``serve(..., audience=name)``)."""
+        """Serve another audience than the professionals (``serve(..., audience=name)``), rendered whole."""
         if name == PROFESSIONALS:
             raise ValueError("the professionals' audience is the hub's own")
-        self.audiences[name] = Audience(name=name, render=render, may_view=may_view)
+        self.audiences[name] = Audience(name=name, panels=WholePlan(render), may_view=may_view)
+
+    def _panels_of(self, audience: str) -> Panels:
+        return self.panels if audience == PROFESSIONALS else self.audiences[audience].panels
 
     def _may_view(self, audience: str, account: Viewer | None, plan: ClientPlan | None) -> bool:
         """The audience's own access rule (an unknown audience sees nothing)."""
@@ -376,13 +482,15 @@ class LiveHub:
                 return
             assert plan is not None
             if connection.version < plan.version:
-                version, text = await self._message(connection.plan_id, connection.language, plan, connection.audience)
-                connection.send_plan(version, text)
+                rendition = await self._rendition(connection.plan_id, connection.language, plan, connection.audience)
+                self._send_update(connection, rendition)
+            elif connection.version == plan.version:
+                await self._know_keys(connection.plan_id, connection.audience, plan)
         except Exception:
             logger.exception("could not catch up a live socket of plan %s", connection.plan_id)
             connection.close(INTERNAL_ERROR, "internal error")
             return
-        self._broadcast_presence(connection.plan_id)
+        self._presence_changed(connection.plan_id)
 
     async def _received(self, connection: LiveConnection, text: str) -> None:
         """A message from the browser: who sends it, and may they still see the plan?"""
@@ -408,11 +516,11 @@ class LiveHub:
         if isinstance(message, Editing):
             if connection.audience == PROFESSIONALS and message.item != connection.editing:
                 connection.editing = message.item
-                self._broadcast_presence(connection.plan_id)
+                self._presence_changed(connection.plan_id)
         elif isinstance(message, Resync):
-            version, text = await self._message(connection.plan_id, connection.language, plan, connection.audience)
+            rendition = await self._rendition(connection.plan_id, connection.language, plan, connection.audience)
             connection.version = 0
-            connection.send_plan(version, text)
+            connection.send_plan(rendition.version, rendition.update(None))
 
     def _join(self, connection: LiveConnection) -> None:
         self._viewers.setdefault(connection.plan_id, set()).add(connection)
@@ -425,23 +533,47 @@ class LiveHub:
             return
         viewers.discard(connection)
         if viewers:
-            self._broadcast_presence(plan_id)
+            self._presence_changed(plan_id)
             return
         del self._viewers[plan_id]
         self._watched = frozenset(self._viewers)
         self._pending.pop(plan_id, None)
-        for key in [key for key in self._messages if key[0] == plan_id]:
-            del self._messages[key]
+        for key in [key for key in self._renditions if key[0] == plan_id]:
+            del self._renditions[key]
+        for key in [key for key in self._keys if key[0] == plan_id]:
+            del self._keys[key]
+        due = self._presence_due.pop(plan_id, None)
+        if due is not None:
+            due.cancel()
+        self._presence_sent.pop(plan_id, None)
 
-    def _broadcast_presence(self, plan_id: str) -> None:
+    # ------------------------------------------------------------------ presence
+
+    def _presence_changed(self, plan_id: str) -> None:
+        """Someone joined, left or opened a form: send the plan's presence soon (coalesced)."""
+        if plan_id in self._presence_due or self._loop is None:
+            return
+        now = self._loop.time()
+        delay = max(0.0, self._presence_sent.get(plan_id, now - PRESENCE_INTERVAL_S) + PRESENCE_INTERVAL_S - now)
+        self._presence_due[plan_id] = self._loop.call_later(delay, self._send_presence, plan_id)
+
+    def _send_presence(self, plan_id: str) -> None:
+        """The plan's latest presence to each of its professionals, rendered once per language."""
+        self._presence_due.pop(plan_id, None)
+        if self._loop is not None:
+            self._presence_sent[plan_id] = self._loop.time()
         viewers = [
             connection
             for connection in self._viewers.get(plan_id, ())
             if connection.audience == PROFESSIONALS and not connection.is_closing
         ]
         people = [connection.presence for connection in viewers]
+        lists: dict[str, PresenceList] = {}
         for connection in viewers:
-            connection.send(render_presence(people, connection.language, me=connection.account.person_id))
+            language = connection.language
+            if language not in lists:
+                lists[language] = PresenceList(people, language)
+            connection.send_presence(lists[language].without(connection.account.person_id))
 
     # ------------------------------------------------------------------ fan-out
 
@@ -486,13 +618,20 @@ class LiveHub:
         allowed = await self._signed_in(allowed)
         wanted = sorted({(c.audience, c.language) for c in allowed if c.version < plan.version and not c.is_closing})
         rendered = await asyncio.gather(
-            *(self._message(plan_id, language, plan, audience) for audience, language in wanted)
+            *(self._rendition(plan_id, language, plan, audience) for audience, language in wanted)
         )
-        messages = dict(zip(wanted, rendered, strict=True))
+        renditions = dict(zip(wanted, rendered, strict=True))
         for connection in allowed:
-            key = (connection.audience, connection.language)
-            if key in messages:
-                connection.send_plan(*messages[key])
+            rendition = renditions.get((connection.audience, connection.language))
+            if rendition is not None:
+                self._send_update(connection, rendition)
+
+    def _send_update(self, connection: LiveConnection, rendition: Rendition) -> None:
+        """What ``connection`` misses of ``rendition``: the changed panels if the hub knows the
+        version it shows, else every panel."""
+        shown = connection.version
+        since = self._keys.get((connection.plan_id, connection.audience), {}).get(shown)
+        connection.send_plan(rendition.version, rendition.update(since, shown))
 
     async def _signed_in(self, connections: list[LiveConnection]) -> list[LiveConnection]:
         """Those whose session is still alive (asked at most every SESSION_CHECK_S); closes the others."""
@@ -509,38 +648,67 @@ class LiveHub:
                 connection.close(POLICY, "signed out")
         return [c for c in connections if c not in ended]
 
-    async def _message(
+    async def _rendition(
         self, plan_id: str, language: str, plan: ClientPlan, audience: str = PROFESSIONALS
-    ) -> tuple[int, str]:
-        """The plan update for ``audience`` in ``language`` at ``plan``'s version: rendered once,
-        however many ask.
-
-        Returns (version, text); the text is the version marker and the audience's fragments.
-        """
+    ) -> Rendition:
+        """``audience``'s panels of ``plan`` in ``language`` at its version: rendered once,
+        however many ask; only the panels whose keys changed since the previous rendition."""
         version = plan.version
         key = (plan_id, audience, language)
-        known = self._messages.get(key)
+        known = self._renditions.get(key)
         if known is not None and known[0] >= version:
-            return known[0], await asyncio.shield(known[1])
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._messages[key] = (version, future)
+            return await asyncio.shield(known[1])
+        previous = _finished(known[1]) if known is not None else None
+        future: asyncio.Future[Rendition] = asyncio.get_running_loop().create_future()
+        self._renditions[key] = (version, future)
         try:
-            text = await anyio.to_thread.run_sync(self._render, plan, version, language, audience)
+            rendition = await anyio.to_thread.run_sync(self._render, plan, language, audience, previous)
         except BaseException as error:
-            if self._messages.get(key, (0, None))[1] is future:
-                del self._messages[key]
+            if self._renditions.get(key, (0, None))[1] is future:
+                del self._renditions[key]
             if isinstance(error, asyncio.CancelledError):
                 future.cancel()
             else:
                 future.set_exception(error)
                 future.exception()  # retrieved: the caller re-raises it
             raise
-        future.set_result(text)
-        return version, text
+        self._remember_keys(plan_id, audience, version, rendition.keys)
+        future.set_result(rendition)
+        return rendition
 
-    def _render(self, plan: ClientPlan, version: int, language: str, audience: str = PROFESSIONALS) -> str:
-        render = self.render if audience == PROFESSIONALS else self.audiences[audience].render
-        return version_marker(version) + render(self.engine, plan, language)
+    def _render(self, plan: ClientPlan, language: str, audience: str, previous: Rendition | None) -> Rendition:
+        """In a worker thread: the panels whose keys differ from ``previous``'s, the others reused."""
+        panels = self._panels_of(audience)
+        keys = panels.keys(plan)
+        reused = {}
+        if previous is not None:
+            reused = {panel: previous.texts[panel] for panel in panels.ids if previous.keys.get(panel) == keys[panel]}
+        missing = [panel for panel in panels.ids if panel not in reused]
+        fresh = panels.render(self.engine, plan, language, missing) if missing else {}
+        texts = {panel: reused[panel] if panel in reused else fresh[panel] for panel in panels.ids}
+        return Rendition(version=plan.version, keys=keys, texts=texts)
+
+    async def _know_keys(self, plan_id: str, audience: str, plan: ClientPlan) -> None:
+        """Remember the panel keys of the version a browser shows, so its first update is a delta."""
+        if plan.version not in self._keys.get((plan_id, audience), {}):
+            keys = await anyio.to_thread.run_sync(self._panels_of(audience).keys, plan)
+            self._remember_keys(plan_id, audience, plan.version, keys)
+
+    def _remember_keys(self, plan_id: str, audience: str, version: int, keys: Mapping[str, Hashable]) -> None:
+        if plan_id not in self._viewers:
+            return  # everyone left meanwhile
+        kept = self._keys.setdefault((plan_id, audience), OrderedDict())
+        kept[version] = keys
+        kept.move_to_end(version)
+        while len(kept) > KEPT_VERSIONS:
+            kept.popitem(last=False)
+
+
+def _finished(future: asyncio.Future[Rendition]) -> Rendition | None:
+    """The rendition if it is ready (not failed, not cancelled), else None."""
+    if not future.done() or future.cancelled() or future.exception() is not None:
+        return None
+    return future.result()
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
