@@ -27,7 +27,7 @@ from eventsourcing.utils import get_topic
 
 from domain.crypto import PlanKeyMapper
 from domain.erasure import ErasureRecord
-from domain.errors import PlanErased, PlanNotFound, StoreBusy
+from domain.errors import EditConflict, PlanErased, PlanNotFound, StoreBusy
 from domain.history import HistoryEntry, describe
 from domain.plan import ClientPlan, PlanRecord
 from domain.snapshots import prune_snapshots
@@ -332,7 +332,10 @@ class PlanService(Application):
                         position=self._position_covering_everything(),
                         repeated=True,
                     )
-                item_id = command(plan, by=by, command_id=command_id, at=self.clock(), **fields)
+                try:
+                    item_id = command(plan, by=by, command_id=command_id, at=self.clock(), **fields)
+                except EditConflict as conflict:
+                    raise self._explained(conflict, plan) from None
                 try:
                     recordings = self.save(plan)
                 except RecordConflictError:
@@ -345,6 +348,16 @@ class PlanService(Application):
                     position=recordings[-1].notification.id,
                 )
             raise StoreBusy()
+
+    def _explained(self, conflict: EditConflict, plan: ClientPlan) -> EditConflict:
+        """The conflict with every change since the editor's revision (up to 20).
+
+        The plan keeps only each item's latest change; an editor further behind is
+        told the rest from the plan's record, replayed from its events.
+        """
+        if len(conflict.changes) >= conflict.current_revision - conflict.seen_revision:
+            return conflict
+        return self.plan_record(plan.id, plan.version).explain(conflict)
 
     def _readable(self, plan_id: uuid.UUID | str) -> uuid.UUID:
         """The plan's id, unless it names no plan or an erased one."""

@@ -19,9 +19,11 @@ from domain.values import Actor
 KEPT_CHANGES = 20
 """How many of an item's latest changes the read side (`PlanRecord`) shows."""
 
-CONFLICT_CHANGES = 3
+CONFLICT_CHANGES = 1
 """How many of an item's latest changes the write side keeps to tell an editor, whose
-edit came too late, what changed since and by whom (usually one or two)."""
+edit came too late, what changed since and by whom. One covers the usual conflict (one
+change behind); for an older one `PlanService` reads the plan's events. Each change kept
+per item cost a fifth of a 10,000-event plan's snapshot (about 130 kB)."""
 
 
 class Change(msgspec.Struct, kw_only=True):

@@ -1475,23 +1475,7 @@ class ClientPlan(Aggregate):
             return
         if seen > item.revision:
             raise InvalidValue("seen_revision", "There is no revision %(seen)s of this item yet.", seen=seen)
-        raise EditConflict(
-            item_kind=kind,
-            item_id=item.id,
-            seen_revision=seen,
-            current_revision=item.revision,
-            changes=[
-                {
-                    "revision": change.revision,
-                    "by_name": change.by.name,
-                    "by_organisation": change.by.organisation_name,
-                    "at": change.at.isoformat(),
-                    "action": change.action,
-                    "fields": list(change.fields),
-                }
-                for change in item.changes_since(seen)
-            ],
-        )
+        raise _conflict(item, kind, seen)
 
     def _responsible_person_ids(self) -> set[str]:
         counterpart = self.counterpart
@@ -1617,6 +1601,17 @@ class PlanRecord(ClientPlan):
         twin.notes = list(self.notes)
         return twin
 
+    def explain(self, conflict: EditConflict) -> EditConflict:
+        """The conflict again, with the longer list of changes this record keeps.
+
+        The write side remembers only each item's latest change; an editor further
+        behind is told up to `KEPT_CHANGES` changes from the record at the same version.
+        """
+        item = next((item for item in _items_in(vars(self)) if item.id == conflict.item_id), None)
+        if item is None:
+            return conflict
+        return _conflict(item, conflict.item_kind, conflict.seen_revision)
+
     def keep_note(self, note: Note) -> None:
         self.notes.append(note)
 
@@ -1625,6 +1620,27 @@ class PlanRecord(ClientPlan):
 
     def keep_earlier_schedule(self, step: Step, schedule: Schedule) -> None:
         step.earlier_schedules.append(schedule)
+
+
+def _conflict(item: Item, kind: str, seen: int) -> EditConflict:
+    """A refusal of an edit made on revision `seen` of `item`, with the changes since that the plan remembers."""
+    return EditConflict(
+        item_kind=kind,
+        item_id=item.id,
+        seen_revision=seen,
+        current_revision=item.revision,
+        changes=[
+            {
+                "revision": change.revision,
+                "by_name": change.by.name,
+                "by_organisation": change.by.organisation_name,
+                "at": change.at.isoformat(),
+                "action": change.action,
+                "fields": list(change.fields),
+            }
+            for change in item.changes_since(seen)
+        ],
+    )
 
 
 def _items_in(state: dict[str, Any]) -> Iterator[Item]:

@@ -385,6 +385,22 @@ def test_a_stale_revision_is_an_edit_conflict_naming_the_other_editor(
     assert service.get_plan(team.plan_id).needs[team.health_need].description == "Back pain, easing"
 
 
+def test_an_editor_several_changes_behind_is_told_every_change_since(
+    service: PlanService, team: TeamPlan, anna: Actor, bert: Actor, carla: Actor
+) -> None:
+    """The plan itself keeps only each item's latest change; the rest come from its events."""
+    for revision, (by, words) in enumerate([(bert, "easing"), (anna, "better"), (bert, "gone")], start=1):
+        update_need(service, team.plan_id, by, team.health_need, revision, f"Back pain, {words}")
+
+    with pytest.raises(EditConflict) as caught:
+        update_need(service, team.plan_id, carla, team.health_need, 1, "Back pain, worse")
+
+    conflict = caught.value
+    assert (conflict.seen_revision, conflict.current_revision) == (1, 4)
+    assert [(c["revision"], c["by_name"]) for c in conflict.changes] == [(2, bert.name), (3, anna.name), (4, bert.name)]
+    assert bert.name in str(conflict) and anna.name in str(conflict)
+
+
 def _interloping(service: PlanService, monkeypatch: pytest.MonkeyPatch, interloper: Any) -> list[str]:
     """Make the next save lose a race: `interloper()` saves another command just before it."""
     original_save = service.save
