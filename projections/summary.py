@@ -10,7 +10,12 @@ from projections.views import Person
 
 
 def summarise(plan: ClientPlan) -> dict[str, Any]:
-    """The plan's caseload line: client, status, people, next step, pending handover."""
+    """The plan's caseload line: client, status, people, next step, pending handover.
+
+    It also carries what the read model keeps in summary columns and rows
+    (``projections.views``): the need counts of the statistics and the consent days of
+    the caseload's access rule, so that no page decodes a whole plan for them.
+    """
     counterpart = plan.counterpart
     handover = plan.pending_handover
     next_step = min(
@@ -50,7 +55,35 @@ def summarise(plan: ClientPlan) -> dict[str, Any]:
             else None
         ),
         "open_needs": sum(1 for need in plan.needs.values() if need.status != "resolved"),
+        "needs_by_category": needs_by_category(plan),
+        "consent_from": consent_from(plan),
     }
+
+
+def needs_by_category(plan: ClientPlan) -> dict[str, dict[str, int]]:
+    """For the statistics: per need category, how many needs and how many not yet resolved."""
+    counts: dict[str, dict[str, int]] = {}
+    for need in plan.needs.values():
+        count = counts.setdefault(str(need.category), {"all": 0, "open": 0})
+        count["all"] += 1
+        count["open"] += need.status != "resolved"
+    return counts
+
+
+def consent_from(plan: ClientPlan) -> dict[str, str]:
+    """For the caseload's access rule: per organisation, the first day its consent is valid.
+
+    ``Consent.is_valid_on``: a consent is valid from its first day on until it is
+    withdrawn, and a withdrawn consent is never valid again, so an organisation's consent
+    is valid on exactly the days from the earliest start of its consents not withdrawn.
+    A day written as ISO text orders as the day does.
+    """
+    starts: dict[str, str] = {}
+    for consent in plan.consents.values():
+        if consent.withdrawn_on is None:
+            start = consent.valid_from.isoformat()
+            starts[consent.organisation_id] = min(start, starts.get(consent.organisation_id, start))
+    return starts
 
 
 def people_of(plan: ClientPlan) -> list[Person]:

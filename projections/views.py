@@ -7,6 +7,14 @@ across restarts. The tables hold decrypted text (read models may: they are
 disposable), drop a plan's rows when its key is erased, and are rebuilt from
 the event log whenever needed; only `plan_seen`, which remembers what each
 person last looked at, is not derived from events and survives a rebuild.
+
+Pages that list many plans read summary columns and rows, never a plan's whole
+state: the caseload line (`summary`), the statistics' segment and outcome
+columns and need counts (`plan_needs`), and the first day of each organisation's
+consent (`plan_consents`), which the organisation's caseload asks instead of
+`domain.access` (see `organisation_caseload`). A store written by an older shape
+of these tables (`READ_MODEL_VERSION`) is emptied at start and refilled from the
+event log by the follower.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from typing import Any
 
 import msgspec
@@ -24,24 +33,43 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 TABLES = {
     "plan_views": (
         "plan_id TEXT PRIMARY KEY, version INTEGER NOT NULL, position BIGINT NOT NULL, "
-        "search_name TEXT NOT NULL, is_closed INTEGER NOT NULL, updated_at TEXT NOT NULL, "
-        "summary TEXT NOT NULL, state TEXT NOT NULL"
+        "search_name TEXT NOT NULL, is_closed INTEGER NOT NULL, segment TEXT NOT NULL, closing_outcome TEXT, "
+        "updated_at TEXT NOT NULL, summary TEXT NOT NULL, state TEXT NOT NULL"
     ),
     "plan_people": (
         "plan_id TEXT NOT NULL, person_id TEXT NOT NULL, organisation_id TEXT NOT NULL, "
         "role TEXT NOT NULL, PRIMARY KEY (plan_id, person_id)"
     ),
+    "plan_needs": (
+        "plan_id TEXT NOT NULL, category TEXT NOT NULL, needs INTEGER NOT NULL, open_needs INTEGER NOT NULL, "
+        "PRIMARY KEY (plan_id, category)"
+    ),
+    "plan_consents": (
+        "plan_id TEXT NOT NULL, organisation_id TEXT NOT NULL, valid_from TEXT NOT NULL, "
+        "PRIMARY KEY (plan_id, organisation_id)"
+    ),
     "plan_seen": (
         "person_id TEXT NOT NULL, plan_id TEXT NOT NULL, version INTEGER NOT NULL, "
         "seen_at TEXT NOT NULL, PRIMARY KEY (person_id, plan_id)"
     ),
+    "read_model_version": "name TEXT PRIMARY KEY, version INTEGER NOT NULL",
 }
 INDEXES = {
     "plan_people_person": "plan_people (person_id)",
     "plan_people_organisation": "plan_people (organisation_id)",
     "plan_views_position": "plan_views (position)",
 }
-DERIVED_TABLES = ("plan_views", "plan_people")
+DERIVED_TABLES = ("plan_views", "plan_people", "plan_needs", "plan_consents")
+PLAN_TABLES = (*DERIVED_TABLES, "plan_seen")
+"""Every table with rows of a plan: what erasing the plan's key deletes."""
+READ_MODEL_VERSION = 2
+"""The shape of the derived tables. Raise it whenever they change: a store at another
+version has its derived tables recreated empty and its position forgotten at start, so
+the follower refills them from the start of the event log (version 2: the summary
+columns and rows of the caseload and statistics)."""
+COLLEAGUE_ROLES = ("expert", "counterpart")
+"""The roles that make a plan one of its organisation's (``domain.access``: colleagues of the
+named expert and the counterpart)."""
 
 
 class PlanRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,6 +101,26 @@ class CaseloadEntry(msgspec.Struct, frozen=True, kw_only=True):
         return self.seen_version is None or self.version > self.seen_version
 
 
+class PlanCount(msgspec.Struct, frozen=True, kw_only=True):
+    segment: str
+    is_closed: bool
+    closing_outcome: str | None
+    plans: int
+
+
+class NeedCount(msgspec.Struct, frozen=True, kw_only=True):
+    category: str
+    needs: int
+    open_needs: int
+
+
+class PlanStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Counts over every plan in the read model, from its summary columns and rows."""
+
+    plans: list[PlanCount]
+    needs: list[NeedCount]
+
+
 class PlanViewTables:
     """Queries shared by both stores, written once with %(name)s placeholders."""
 
@@ -87,53 +135,115 @@ class PlanViewTables:
         with self.datastore.transaction(commit=commit) as cursor:  # type: ignore[attr-defined]
             yield cursor
 
-    def _table_statements(self) -> list[str]:
-        statements = [f"CREATE TABLE IF NOT EXISTS {self._qualified(name)} ({columns})" for name, columns in TABLES.items()]
+    def _table_statements(self, tables: Iterable[str] = tuple(TABLES)) -> list[str]:
+        """CREATE statements of ``tables`` and of their indexes."""
+        statements = [f"CREATE TABLE IF NOT EXISTS {self._qualified(name)} ({TABLES[name]})" for name in tables]
         statements += [
-            f"CREATE INDEX IF NOT EXISTS {name} ON {self._qualified(target.split(' ')[0])} {target.split(' ', 1)[1]}"
-            for name, target in INDEXES.items()
+            f"CREATE INDEX IF NOT EXISTS {name} ON {self._qualified(table)} {columns}"
+            for name, (table, columns) in ((name, target.split(" ", 1)) for name, target in INDEXES.items())
+            if table in tables
         ]
         return statements
 
-    def save_plan(self, row: PlanRow, people: Iterable[Person], tracking: Tracking) -> None:
-        """Write a plan's row and its people, with the tracking record, atomically."""
-        views, plan_people = self._qualified("plan_views"), self._qualified("plan_people")
+    def _version_is_current(self, cursor: Any) -> bool:
+        cursor.execute(
+            self._sql(f"SELECT version FROM {self._qualified('read_model_version')} WHERE name = %(name)s"),
+            {"name": "plan_views"},
+        )
+        row = cursor.fetchone()
+        return row is not None and row["version"] == READ_MODEL_VERSION
+
+    def _reset_if_outdated(self) -> bool:
+        """Recreate the derived tables empty, and forget the position, if another version wrote them.
+
+        Returns whether it did. The tables are dropped rather than altered, so a column
+        added, removed or changed is all the same; the follower then refills them from the
+        start of the event log, as ``polku projections rebuild`` would.
+        """
         with self._cursor(commit=True) as cursor:
+            if self._version_is_current(cursor):
+                return False
+            for table in DERIVED_TABLES:
+                cursor.execute(self._sql(f"DROP TABLE IF EXISTS {self._qualified(table)}"))
+            for statement in self._table_statements(DERIVED_TABLES):
+                cursor.execute(self._sql(statement))
+            cursor.execute(
+                self._sql(f"DELETE FROM {self._tracking_table()} WHERE application_name <> %(migration)s"),
+                {"migration": self.table_migration_identifier},  # type: ignore[attr-defined]
+            )
             cursor.execute(
                 self._sql(
-                    f"INSERT INTO {views} (plan_id, version, position, search_name, is_closed, updated_at, summary, state)"
-                    " VALUES (%(plan_id)s, %(version)s, %(position)s, %(search_name)s, %(is_closed)s, %(updated_at)s,"
-                    " %(summary)s, %(state)s) ON CONFLICT (plan_id) DO UPDATE SET version = excluded.version,"
-                    " position = excluded.position, search_name = excluded.search_name,"
-                    " is_closed = excluded.is_closed, updated_at = excluded.updated_at,"
-                    " summary = excluded.summary, state = excluded.state"
+                    f"INSERT INTO {self._qualified('read_model_version')} (name, version) VALUES (%(name)s, %(version)s)"
+                    " ON CONFLICT (name) DO UPDATE SET version = excluded.version"
                 ),
-                {
-                    "plan_id": row.plan_id,
-                    "version": row.version,
-                    "position": row.position,
-                    "search_name": row.search_name,
-                    "is_closed": int(row.is_closed),
-                    "updated_at": row.updated_at,
-                    "summary": msgspec.json.encode(row.summary).decode(),
-                    "state": row.state,
-                },
+                {"name": "plan_views", "version": READ_MODEL_VERSION},
             )
-            cursor.execute(self._sql(f"DELETE FROM {plan_people} WHERE plan_id = %(plan_id)s"), {"plan_id": row.plan_id})
-            for person in people:
-                cursor.execute(
-                    self._sql(
-                        f"INSERT INTO {plan_people} (plan_id, person_id, organisation_id, role)"
-                        " VALUES (%(plan_id)s, %(person_id)s, %(organisation_id)s, %(role)s)"
-                    ),
-                    {"plan_id": row.plan_id, **msgspec.structs.asdict(person)},
-                )
+        return True
+
+    def save_plan(self, row: PlanRow, people: Iterable[Person], tracking: Tracking) -> None:
+        """Write a plan's row, its people and its summary rows, with the tracking record, atomically."""
+        with self._cursor(commit=True) as cursor:
+            self._write_plan_row(cursor, row)
+            self._replace_rows(cursor, "plan_people", row.plan_id, [msgspec.structs.asdict(person) for person in people])
+            self._replace_rows(
+                cursor,
+                "plan_needs",
+                row.plan_id,
+                [
+                    {"category": category, "needs": count["all"], "open_needs": count["open"]}
+                    for category, count in row.summary.get("needs_by_category", {}).items()
+                ],
+            )
+            self._replace_rows(
+                cursor,
+                "plan_consents",
+                row.plan_id,
+                [
+                    {"organisation_id": organisation_id, "valid_from": valid_from}
+                    for organisation_id, valid_from in row.summary.get("consent_from", {}).items()
+                ],
+            )
             self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
             self._notify(cursor, row.plan_id, tracking.notification_id)
 
+    def _write_plan_row(self, cursor: Any, row: PlanRow) -> None:
+        columns = {
+            "plan_id": row.plan_id,
+            "version": row.version,
+            "position": row.position,
+            "search_name": row.search_name,
+            "is_closed": int(row.is_closed),
+            "segment": str(row.summary["segment"]),
+            "closing_outcome": row.summary.get("closing_outcome") if row.is_closed else None,
+            "updated_at": row.updated_at,
+            "summary": msgspec.json.encode(row.summary).decode(),
+            "state": row.state,
+        }
+        updates = ", ".join(f"{name} = excluded.{name}" for name in columns if name != "plan_id")
+        cursor.execute(
+            self._sql(
+                f"INSERT INTO {self._qualified('plan_views')} ({', '.join(columns)})"
+                f" VALUES ({', '.join(f'%({name})s' for name in columns)})"
+                f" ON CONFLICT (plan_id) DO UPDATE SET {updates}"
+            ),
+            columns,
+        )
+
+    def _replace_rows(self, cursor: Any, table: str, plan_id: str, rows: list[dict[str, Any]]) -> None:
+        """Replace the plan's rows of ``table`` with ``rows`` (each without the plan id)."""
+        cursor.execute(self._sql(f"DELETE FROM {self._qualified(table)} WHERE plan_id = %(plan_id)s"), {"plan_id": plan_id})
+        for values in rows:
+            cursor.execute(
+                self._sql(
+                    f"INSERT INTO {self._qualified(table)} (plan_id, {', '.join(values)})"
+                    f" VALUES (%(plan_id)s, {', '.join(f'%({name})s' for name in values)})"
+                ),
+                {"plan_id": plan_id, **values},
+            )
+
     def drop_plan(self, plan_id: str, tracking: Tracking) -> None:
         with self._cursor(commit=True) as cursor:
-            for table in ("plan_views", "plan_people", "plan_seen"):
+            for table in PLAN_TABLES:
                 cursor.execute(
                     self._sql(f"DELETE FROM {self._qualified(table)} WHERE plan_id = %(plan_id)s"),
                     {"plan_id": plan_id},
@@ -208,20 +318,82 @@ class PlanViewTables:
                 {
                     "person_id": person_id,
                     "organisation_id": organisation_id,
-                    "search": f"%{_escape_like(search.casefold())}%",
+                    "search": _search_pattern(search),
                     "limit": limit,
                 },
             )
-            return [
-                CaseloadEntry(
-                    plan_id=r["plan_id"],
-                    version=r["version"],
-                    role=r["role"],
-                    summary=msgspec.json.decode(r["summary"]),
-                    seen_version=r["seen_version"],
+            return _caseload_entries(cursor.fetchall())
+
+    def organisation_caseload(
+        self,
+        *,
+        person_id: str,
+        organisation_id: str,
+        today: date,
+        search: str = "",
+        limit: int = 200,
+    ) -> list[CaseloadEntry]:
+        """The other plans of the person's organisation that they may see ``today``, newest change first.
+
+        ``domain.access.relation_to``, asked of the summary rows: someone who is not in
+        the plan is a colleague (and may view it) when their organisation is the named
+        expert's or the counterpart's and the client's consent for that organisation is
+        valid today (``projections.summary.consent_from``). ``role`` is the first role of
+        the organisation's people in the plan, as in :meth:`caseload`. The plans the
+        person is in themselves are left out: they are in their own caseload.
+        """
+        views, people, seen, consents = (
+            self._qualified(t) for t in ("plan_views", "plan_people", "plan_seen", "plan_consents")
+        )
+        with self._cursor(commit=False) as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT v.plan_id, v.version, v.summary, MIN(p.role) AS role, MAX(s.version) AS seen_version"
+                    f" FROM {people} p JOIN {views} v ON v.plan_id = p.plan_id"
+                    f" LEFT JOIN {seen} s ON s.plan_id = v.plan_id AND s.person_id = %(person_id)s"
+                    " WHERE p.organisation_id = %(organisation_id)s AND p.role IN (%(expert)s, %(counterpart)s)"
+                    f" AND EXISTS (SELECT 1 FROM {consents} c WHERE c.plan_id = v.plan_id"
+                    " AND c.organisation_id = %(organisation_id)s AND c.valid_from <= %(today)s)"
+                    f" AND NOT EXISTS (SELECT 1 FROM {people} m WHERE m.plan_id = v.plan_id"
+                    " AND m.person_id = %(person_id)s)"
+                    " AND v.search_name LIKE %(search)s ESCAPE '\\'"
+                    " GROUP BY v.plan_id, v.version, v.summary, v.updated_at"
+                    " ORDER BY v.updated_at DESC LIMIT %(limit)s"
+                ),
+                {
+                    "person_id": person_id,
+                    "organisation_id": organisation_id,
+                    "expert": COLLEAGUE_ROLES[0],
+                    "counterpart": COLLEAGUE_ROLES[1],
+                    "today": today.isoformat(),
+                    "search": _search_pattern(search),
+                    "limit": limit,
+                },
+            )
+            return _caseload_entries(cursor.fetchall())
+
+    def statistics(self) -> PlanStatistics:
+        """Plans by segment, open or closed, and outcome; needs by category: counts only."""
+        views, needs = self._qualified("plan_views"), self._qualified("plan_needs")
+        with self._cursor(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT segment, is_closed, closing_outcome, COUNT(*) AS plans FROM {views}"
+                " GROUP BY segment, is_closed, closing_outcome"
+            )
+            plans = [
+                PlanCount(
+                    segment=r["segment"], is_closed=bool(r["is_closed"]), closing_outcome=r["closing_outcome"], plans=r["plans"]
                 )
                 for r in cursor.fetchall()
             ]
+            cursor.execute(
+                f"SELECT category, SUM(needs) AS needs, SUM(open_needs) AS open_needs FROM {needs} GROUP BY category"
+            )
+            need_counts = [
+                NeedCount(category=r["category"], needs=int(r["needs"]), open_needs=int(r["open_needs"]))
+                for r in cursor.fetchall()
+            ]
+        return PlanStatistics(plans=plans, needs=need_counts)
 
     def mark_seen(self, person_id: str, plan_id: str, version: int, seen_at: str) -> None:
         with self._cursor(commit=True) as cursor:
@@ -251,6 +423,10 @@ class PlanViewTables:
 class SQLitePlanViews(PlanViewTables, SQLiteTrackingRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return super().construct_create_table_statements() + self._table_statements()
+
+    def create_table(self) -> None:
+        super().create_table()
+        self._reset_if_outdated()
 
     def _sql(self, statement: str) -> str:
         return re.sub(r"%\((\w+)\)s", r":\1", statement)
@@ -299,12 +475,13 @@ class PostgresPlanViews(PlanViewTables, PostgresTrackingRecorder):
                 "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                 (LOCK_CLASS, f"{self.datastore.schema or 'public'}.plan_views.create"),
             )
-            if self._tables_exist(cursor):
+            if self._tables_exist(cursor) and self._version_is_current(cursor):
                 return
             super().create_table()
+            self._reset_if_outdated()
 
     def _tables_exist(self, cursor: Any) -> bool:
-        """Whether every table and index is there already.
+        """Whether every table and index is there already (then, if their version is current, no DDL runs).
 
         Even ``CREATE INDEX IF NOT EXISTS`` takes its table's lock, in another order than
         the writer's row writes: an instance starting beside a busy writer deadlocked.
@@ -329,6 +506,24 @@ class PostgresPlanViews(PlanViewTables, PostgresTrackingRecorder):
 
     def _tracking_table(self) -> str:
         return self._qualified(self.tracking_table_name)
+
+
+def _caseload_entries(rows: Iterable[Any]) -> list[CaseloadEntry]:
+    return [
+        CaseloadEntry(
+            plan_id=r["plan_id"],
+            version=r["version"],
+            role=r["role"],
+            summary=msgspec.json.decode(r["summary"]),
+            seen_version=r["seen_version"],
+        )
+        for r in rows
+    ]
+
+
+def _search_pattern(search: str) -> str:
+    """A LIKE pattern matching names that contain ``search`` (case-folded, wildcards taken literally)."""
+    return f"%{_escape_like(search.casefold())}%"
 
 
 def _escape_like(text: str) -> str:

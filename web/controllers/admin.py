@@ -58,7 +58,6 @@ from litestar.response import Stream
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
 
-from domain.application import PlanService
 from projections.plans import PlanViews
 from web.accesslog import AccessEntry, AccessLog, AccessLogUnavailable, What, day_start
 from web.accounts import LINK_LIFETIME, AccountError, AccountKind, AccountStore, OrganisationType, normalise_username
@@ -309,16 +308,15 @@ class AdminController(Controller):
 
     @get(name="admin:home")
     async def home(
-        self, request: Request[Any, Any, Any], plans: NamedDependency[PlanService], views: NamedDependency[PlanViews]
+        self, request: Request[Any, Any, Any], views: NamedDependency[PlanViews]
     ) -> Response[str]:
-        return await _admin_page(request, plans, views)
+        return await _admin_page(request, views)
 
     @post("/organisations", name="admin:add-organisation", status_code=200)
     async def add_organisation(
         self,
         request: Request[Any, Any, Any],
         data: URLEncodedBody[OrganisationForm],
-        plans: NamedDependency[PlanService],
         views: NamedDependency[PlanViews],
     ) -> Response[str]:
         accounts: AccountStore = request.app.state.accounts
@@ -340,8 +338,8 @@ class AdminController(Controller):
                 logger.info("organisation not added: %s", error)
                 errors["form"] = NOT_SAVED
             else:
-                return await _admin_page(request, plans, views, notice=(ORGANISATION_ADDED, {"name": organisation.name}))
-        return await _admin_page(request, plans, views, organisation_form=form, organisation_errors=errors,
+                return await _admin_page(request, views, notice=(ORGANISATION_ADDED, {"name": organisation.name}))
+        return await _admin_page(request, views, organisation_form=form, organisation_errors=errors,
                                  status_code=HTTP_422_UNPROCESSABLE_ENTITY)
 
     @post("/people", name="admin:add-person", status_code=200)
@@ -349,7 +347,6 @@ class AdminController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: URLEncodedBody[PersonForm],
-        plans: NamedDependency[PlanService],
         views: NamedDependency[PlanViews],
     ) -> Response[str]:
         accounts: AccountStore = request.app.state.accounts
@@ -376,10 +373,10 @@ class AdminController(Controller):
             else:
                 link = f"{_base_url(request)}/signin/link/{token}"
                 return await _admin_page(
-                    request, plans, views, notice=(PERSON_ADDED, {"name": account.name}),
+                    request, views, notice=(PERSON_ADDED, {"name": account.name}),
                     new_link={"url": link, "hours": LINK_LIFETIME // 3600, "name": account.name},
                 )
-        return await _admin_page(request, plans, views, person_form=form, person_errors=errors,
+        return await _admin_page(request, views, person_form=form, person_errors=errors,
                                  status_code=HTTP_422_UNPROCESSABLE_ENTITY)
 
     @get("/access-log", name="admin:access-log")
@@ -467,7 +464,6 @@ def _lines(log: AccessLog, since: datetime | None, until: datetime | None, kind:
 
 async def _admin_page(
     request: Request[Any, Any, Any],
-    plans: PlanService,
     views: PlanViews,
     *,
     notice: tuple[str, dict[str, Any]] | None = None,
@@ -482,7 +478,7 @@ async def _admin_page(
     organisations, (people, clients) = await anyio.to_thread.run_sync(
         lambda: (accounts.organisations(), _people(accounts))
     )
-    statistics = await anyio.to_thread.run_sync(_statistics, plans, views)
+    statistics = await anyio.to_thread.run_sync(_statistics, views)
     _ = translations(language_of(request)).gettext
     context = {
         "request": request,
@@ -530,36 +526,29 @@ class Statistics(msgspec.Struct, kw_only=True):
     open_needs_by_category: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-def _statistics(plans: PlanService, views: PlanViews) -> Statistics:
-    """Counts over every plan the read model holds (erased plans are gone from it)."""
+def _statistics(views: PlanViews) -> Statistics:
+    """Counts over every plan the read model holds (erased plans are gone from it).
+
+    Read from the read model's summary columns and rows (``PlanViewTables.statistics``):
+    no plan is decoded.
+    """
+    counted = views.store.statistics()
     open_segments: Counter[str] = Counter()
     closed_segments: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
-    needs: Counter[str] = Counter()
-    open_needs: Counter[str] = Counter()
-    total = 0
-    for plan_id in plans.plan_ids():
-        plan = views.plan(str(plan_id))
-        if plan is None:
-            continue
-        total += 1
-        segment = str(plan.client.segment)
-        if plan.is_closed:
-            closed_segments[segment] += 1
-            outcomes[str(plan.closing.outcome) if plan.closing else ""] += 1
+    for count in counted.plans:
+        if count.is_closed:
+            closed_segments[count.segment] += count.plans
+            outcomes[count.closing_outcome or ""] += count.plans
         else:
-            open_segments[segment] += 1
-        for need in plan.needs.values():
-            needs[str(need.category)] += 1
-            if str(need.status) != "resolved":
-                open_needs[str(need.category)] += 1
+            open_segments[count.segment] += count.plans
     return Statistics(
-        plans=total,
+        plans=sum(count.plans for count in counted.plans),
         open_by_segment=dict(open_segments),
         closed_by_segment=dict(closed_segments),
         closed_by_outcome=dict(outcomes),
-        needs_by_category=dict(needs),
-        open_needs_by_category=dict(open_needs),
+        needs_by_category={count.category: count.needs for count in counted.needs},
+        open_needs_by_category={count.category: count.open_needs for count in counted.needs},
     )
 
 

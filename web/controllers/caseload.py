@@ -1,11 +1,12 @@
 """The caseload page (``/caseload``): the plans of the signed-in professional.
 
 Two lists: the plans the person is in (as the named expert, the counterpart or a network
-member) and the other plans of their organisation that they may see: ``domain.access``
-decides each one (a colleague of the named expert's or the counterpart's organisation,
-while the client's consent for that organisation is valid today), so a plan whose consent
-was withdrawn, or starts later, is not listed, not even by the client's name. Both lists
-are searchable by the client's name.
+member) and the other plans of their organisation that they may see: ``domain.access``'s
+rule for a colleague (of the named expert's or the counterpart's organisation, while the
+client's consent for that organisation is valid today), asked of the read model's summary
+rows (``PlanViewTables.organisation_caseload``) so that no plan is decoded for the list. A
+plan whose consent was withdrawn, or starts later, is not listed, not even by the client's
+name. Both lists are searchable by the client's name.
 Each row tells what changed since the person last opened the plan (the plan page marks
 it seen) and whether a handover awaits them.
 """
@@ -21,22 +22,15 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from litestar.types import ControllerRouterHandler
 
-from domain.access import Action, may
 from projections.plans import PlanViews
 from projections.views import CaseloadEntry
 from web.controllers.plans import signed_in_professional
 from web.domain_messages import VOCABULARIES
 from web.i18n import language_of
-from web.identity import Account
-from web.live.access import relation_of, today_in_finland
+from web.live.access import today_in_finland
 
 __all__ = ("CASELOAD_ROUTE_HANDLERS", "CaseloadController", "CaseloadRow")
 
-#: The organisation's plans are those where one of its people is the named expert or the
-#: counterpart (the caseload query gives each plan the first role of the organisation's
-#: people in it); each is then shown only if ``domain.access`` lets this person view it
-#: (the plan page's and the live hub's rule, ``web.live.access.may_view``).
-ORGANISATION_ROLES = ("expert", "counterpart")
 #: Longest search text taken from the query.
 MAX_SEARCH = 100
 
@@ -77,32 +71,23 @@ class CaseloadController(Controller):
             lambda: views.caseload(person_id=account.person_id, search=search)
         )
         organisation = await anyio.to_thread.run_sync(
-            lambda: views.caseload(person_id=account.person_id, organisation_id=account.organisation_id, search=search)
+            lambda: views.store.organisation_caseload(
+                person_id=account.person_id,
+                organisation_id=account.organisation_id or "",
+                today=today_in_finland(),
+                search=search,
+            )
         )
-        my_ids = {entry.plan_id for entry in mine}
-        candidates = [e for e in organisation if e.plan_id not in my_ids and e.role in ORGANISATION_ROLES]
-        visible = await anyio.to_thread.run_sync(_visible_to, views, account, candidates)
         context = {
             "request": request,
             "search": search,
             "mine": [CaseloadRow(entry, account.person_id) for entry in mine],
-            "organisation": [CaseloadRow(entry, account.person_id) for entry in visible],
+            "organisation": [CaseloadRow(entry, account.person_id) for entry in organisation],
             "account": account,
             "vocabularies": VOCABULARIES,
         }
         content = request.app.template_engine.render("caseload.html", lang=language_of(request), **context)
         return Response(content, media_type=MediaType.HTML)
-
-
-def _visible_to(views: PlanViews, account: Account, entries: list[CaseloadEntry]) -> list[CaseloadEntry]:
-    """The entries whose plan ``account`` may view today (``domain.access``), in their order."""
-    today = today_in_finland()
-    shown = []
-    for entry in entries:
-        plan = views.plan(entry.plan_id)
-        if plan is not None and may(relation_of(account, plan, today), Action.VIEW_PLAN):
-            shown.append(entry)
-    return shown
 
 
 CASELOAD_ROUTE_HANDLERS: tuple[ControllerRouterHandler, ...] = (CaseloadController,)
