@@ -15,7 +15,10 @@ conflict with each other.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
+import typing
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
@@ -1653,8 +1656,18 @@ def _items_in(state: dict[str, Any]) -> Iterator[Item]:
 
 def _copy_part(part: Any) -> Any:
     """A new Struct with the same values and lists of its own (their elements never change)."""
-    lists = {name: list(value) for name in part.__struct_fields__ if isinstance(value := getattr(part, name), list)}
-    return msgspec.structs.replace(part, **lists)
+    twin = copy.copy(part)
+    for name in _list_fields(type(part)):
+        setattr(twin, name, list(getattr(part, name)))
+    return twin
+
+
+@functools.cache
+def _list_fields(struct_type: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The names of a part's list fields (looked up once per type: every command copies every part)."""
+    return tuple(
+        field.name for field in msgspec.structs.fields(struct_type) if typing.get_origin(field.type) is list
+    )
 
 
 def _check_sender(by: object, command_id: object) -> None:
