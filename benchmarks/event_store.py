@@ -42,10 +42,10 @@ connection settings come from `--pg-*` options, else POLKU_TEST_PG_HOST/PORT/USE
 test suite's), else 127.0.0.1:5432, user postgres, database polku_test; `--stores sqlite`
 skips it. `--profile DIR` adds a breakdown of the biggest plan's open and cProfile files.
 
-A note on the aggregate cache: `StoreSettings(aggregate_cache_size=0)` does NOT turn the
-cache off. The library reads `AGGREGATE_CACHE_MAXSIZE=0` as an unbounded cache (only an
-empty or missing value means no cache), so the benchmark's uncached services blank that
-key in their environment instead.
+After section 1 it also measures what a group commit would cost: commands on different
+plans saved in one transaction (`PlanService.save(*plans)`), per event. `PlanService`
+does not save that way (one command, one transaction); the figure is reported beside the
+others but is not part of the targets.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ class Sizes:
     baseline_inserts: int
     after_snapshot: int = 50
     after_snapshot_repeats: int = 10
+    groups: int = 100
+    group_size: int = 10
 
 
 FULL = Sizes(
@@ -135,6 +137,7 @@ QUICK = Sizes(
     open_sizes=(10, 1_000),
     open_repeats={10: 30, 1_000: 20},
     baseline_inserts=300,
+    groups=20,
 )
 
 
@@ -225,9 +228,9 @@ class Target:
 class UncachedPlanService(PlanService):
     """The service with the aggregate cache off: every get reads the store.
 
-    An empty AGGREGATE_CACHE_MAXSIZE means no cache; "0" would mean an unbounded one.
-    The name stays the service's: the library names a subclass after itself, and the
-    PostgreSQL tables are named after the application.
+    (`StoreSettings(aggregate_cache_size=0)` does the same now.) The name stays the
+    service's: the library names a subclass after itself, and the PostgreSQL tables are
+    named after the application.
     """
 
     name = PlanService.name
@@ -686,6 +689,10 @@ def run_store(target: Target, sizes: Sizes, seed: int, profile_dir: str | None =
         _print_append(f"     round {round_number + 1}: ", figures)
     result["many_plans"] = _pooled_rounds(rounds)
 
+    print(f"  group commit: {sizes.groups} groups of {sizes.group_size} commands on different plans ...", flush=True)
+    result["group_commit"], small_plans = append_in_groups(service, rng, f"{run_tag}-groups", sizes.groups, sizes.group_size)
+    result["command_breakdown"] = command_breakdown(service, rng, small_plans, sizes.groups * sizes.group_size)
+
     result["baseline_rounds"].append(baseline_round(target, service, rng, sizes.baseline_inserts, "after the many plans"))
 
     print(f"  one plan: {sizes.one_plan_events:,} events ...", flush=True)
@@ -737,6 +744,8 @@ def run_store(target: Target, sizes: Sizes, seed: int, profile_dir: str | None =
     result["baseline"] = _pooled_baseline(result["baseline_rounds"])
     result["ratios"] = ratios(result)
     result["targets_met"] = targets_met(result, largest)
+    group = result["group_commit"]
+    group["ratio_to_raw_insert"] = round(group["per_event_ms"]["median"] / result["baseline"]["median"], 2)
 
     if profile_dir:
         result["profiles"] = profile(service, uncached, big, Path(profile_dir), target.name)
@@ -880,6 +889,83 @@ def append_many_plans(
     }, [w.plan_id for w in workloads]
 
 
+def append_in_groups(service: PlanService, rng: random.Random, tag: str, groups: int, group_size: int) -> dict[str, Any]:
+    """What a group commit would cost: `group_size` commands on different plans saved
+    in one transaction (`PlanService.save(*plans)`), per event.
+
+    Not how `PlanService` saves (one command, one transaction, so that each command has
+    its own conflicts, idempotency and bounded lock waits); this measures what batching
+    the commands that arrive together could gain. Each group: `get_plan` of each plan,
+    one command on each, one save; timed as a whole, divided by the group size.
+    """
+    workloads = [PlanWorkload.new(random.Random(rng.random()), f"{tag}-{i}") for i in range(group_size * 4)]
+    for workload in workloads:
+        open_workload_plan(service, workload)
+    per_event = Timings()
+
+    def one_group(members: list[PlanWorkload]) -> None:
+        plans = []
+        for workload in members:
+            plan = service.get_plan(workload.plan_id)
+            name, fields = workload.next_command()
+            workload.done(name, fields, getattr(ClientPlan, name)(plan, at=service.clock(), **fields))
+            plans.append(plan)
+        service.save(*plans)
+
+    for _ in range(groups):
+        members = rng.sample(workloads, group_size)
+        before_wall, before_cpu = time.perf_counter(), time.thread_time()
+        one_group(members)
+        per_event.cpu.append((time.thread_time() - before_cpu) / group_size)
+        per_event.wall.append((time.perf_counter() - before_wall) / group_size)
+    figures = {"groups": groups, "group_size": group_size, "per_event_ms": per_event.summary(), "load_average_1min": _load()}
+    print(
+        f"     per event median {figures['per_event_ms']['median']:.3f} ms, p95 {figures['per_event_ms']['p95']:.3f} ms"
+        f" (groups of {group_size}; load {figures['load_average_1min']})",
+        flush=True,
+    )
+    return figures, workloads
+
+
+def command_breakdown(service: PlanService, rng: random.Random, workloads: list[PlanWorkload], commands: int) -> dict[str, Any]:
+    """Where a small plan's command spends its time, step by step (medians, ms).
+
+    The steps of `PlanService._change` done one by one on the same objects: `get_plan`
+    (erasure check, query for newer events, copy of the cached plan), the command on the
+    aggregate, encoding and encryption of its event, the library's insert (its whole
+    transaction; on PostgreSQL with `LOCK TABLE` and `NOTIFY`), then the snapshot check
+    and caching the saved plan.
+    """
+    from eventsourcing.application import ProcessingEvent
+
+    steps: dict[str, list[float]] = {name: [] for name in ("get_plan", "command", "encode_encrypt", "insert", "after_insert", "total")}
+    for _ in range(commands):
+        workload = rng.choice(workloads)
+        started = time.perf_counter()
+        plan = service.get_plan(workload.plan_id)
+        got = time.perf_counter()
+        name, fields = workload.next_command()
+        item_id = getattr(ClientPlan, name)(plan, at=service.clock(), **fields)
+        commanded = time.perf_counter()
+        collected = ProcessingEvent()
+        collected.collect_events(plan)
+        stored = [service.mapper.to_stored_event(event) for event in collected.events]
+        encoded = time.perf_counter()
+        service.recorder.insert_events(stored)
+        inserted = time.perf_counter()
+        service._take_snapshots(collected)
+        service._cache_saved(plan)
+        finished = time.perf_counter()
+        workload.done(name, fields, item_id)
+        marks = (started, got, commanded, encoded, inserted, finished)
+        for step, (begin, end) in zip(steps, zip(marks, marks[1:])):
+            steps[step].append(end - begin)
+        steps["total"].append(finished - started)
+    figures = {name: round(statistics.median(values) * 1000, 3) for name, values in steps.items()}
+    print("     command breakdown (median ms): " + ", ".join(f"{k} {v}" for k, v in figures.items()), flush=True)
+    return {"commands": commands, "median_ms": figures, "load_average_1min": _load()}
+
+
 def _pooled_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The median of each figure over the rounds, and the rounds themselves."""
 
@@ -931,11 +1017,7 @@ def measure_opens(
 
 
 def stored_sizes(service: PlanService, plan_id: str) -> dict[str, Any]:
-    """Sizes of the plan's stored (encrypted) events and snapshots.
-
-    Every snapshot stays in the store, so a plan's snapshots add up to far more than
-    its events.
-    """
+    """Sizes of the plan's stored (encrypted) events and of the snapshots kept."""
     identifier = uuid.UUID(plan_id)
     events = [len(e.state) for e in service.recorder.select_events(identifier)]
     snapshots = service.snapshots.recorder.select_events(identifier) if service.snapshots else []
@@ -1111,7 +1193,7 @@ def time_breakdown(service: PlanService, plan_id: str, repeats: int = 7) -> dict
         return value
 
     for _ in range(repeats):
-        timed("is_erased_query", lambda: service.keyring.is_erased(identifier))
+        timed("is_erased", lambda: service.keyring.is_erased(identifier))
         stored = timed(
             "fetch_snapshot_row",
             lambda: service.snapshots.recorder.select_events(identifier, desc=True, limit=1)[0],
@@ -1336,6 +1418,15 @@ def report_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]
             f"{many['events_per_s']:,.0f} events/s",
         )
     )
+    if "group_commit" in result:
+        group = result["group_commit"]
+        rows.append(
+            (
+                f"append in groups of {group['group_size']} plans' commands, one transaction, per event",
+                group["per_event_ms"],
+                f"{group['groups']} groups; not how commands are saved",
+            )
+        )
     rounds = "/".join(format(m, ".3f") for m in base["round_medians"])
     rows.append(("raw insert, one transaction per row", base, f"rounds {rounds}"))
     for size, opens in result["opens"].items():

@@ -341,6 +341,7 @@ class PlanService(Application):
                 except RecordConflictError:
                     _back_off(_attempt)
                     continue
+                self._cache_saved(plan)
                 return Outcome(
                     plan_id=str(plan.id),
                     item_id=item_id,
@@ -365,6 +366,17 @@ class PlanService(Application):
         if self.keyring.is_erased(identifier):
             raise PlanErased(identifier)
         return identifier
+
+    def _cache_saved(self, plan: ClientPlan) -> None:
+        """Cache the plan just saved: it is the stored plan at its new version.
+
+        The library caches only what it reads, so the next command would read this
+        command's event back, decrypt it and apply it again to the older cached plan
+        (a tenth of a millisecond; the query for newer events is still made). The
+        plan's lock is held, so no other thread is reading the cached plan.
+        """
+        if self.repository.cache is not None:
+            self.repository.cache.put(plan.id, plan)
 
     def _forget_cached(self, plan_id: uuid.UUID) -> None:
         if self.repository.cache is None:
