@@ -313,7 +313,7 @@ def test_a_comment_is_recorded_by_the_client_for_the_client_and_the_professional
         assert "Voinko siirtää tapaamista?" in response.text
         assert str(escape(_("Thank you. Your comment was sent."))) in response.text
         assert str(escape(_("You wrote"))) in response.text
-    note = site.service.get_plan(own.plan_id).notes[-1]
+    note = site.service.plan_record(own.plan_id).notes[-1]
     assert note.text == "Voinko siirtää tapaamista?"
     assert note.visibility == "client_and_professionals"
     event = last_event(site, own.plan_id)
