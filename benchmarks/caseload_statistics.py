@@ -307,21 +307,21 @@ def data_path(settings: StoreSettings, service: PlanService, views: PlanViews, r
         return lambda: (views.caseload(person_id=who),
                         views.store.organisation_caseload(person_id=who, organisation_id="bench-org-0", today=today))
 
+    runs = {"caseload_newcomer": caseload(OBSERVER), "caseload_expert": caseload(EXPERT),
+            "statistics": lambda: admin_controller._statistics(views)}
     with old_data_path(service):
-        old = {"caseload_newcomer": caseload(OBSERVER), "caseload_expert": caseload(EXPERT),
-               "statistics": lambda: admin_controller._statistics(views)}
-        sizes = {name: _size(run()) for name, run in old.items()}
-    new = {"caseload_newcomer": caseload(OBSERVER), "caseload_expert": caseload(EXPERT),
-           "statistics": lambda: admin_controller._statistics(views)}
-    assert sizes == {name: _size(run()) for name, run in new.items()}, "the old and new paths disagree"
+        old_sizes = {name: _size(run()) for name, run in runs.items()}
+    sizes = {name: _size(run()) for name, run in runs.items()}
+    # The old organisation list took 200 plans, then dropped the person's own: it could show fewer.
+    assert old_sizes["statistics"] == sizes["statistics"], "the old and new statistics disagree"
     results = {}
-    for name in new:
+    for name, run in runs.items():
         timings: dict[str, list[float]] = {"old": [], "new": []}
         for _ in range(repeat):
             with old_data_path(service):
-                timings["old"].append(_timed(old[name]))
-            timings["new"].append(_timed(new[name]))
-        results[name] = {**_summary(timings), "listed": sizes[name]}
+                timings["old"].append(_timed(run))
+            timings["new"].append(_timed(run))
+        results[name] = {**_summary(timings), "listed": {"old": old_sizes[name], "new": sizes[name]}}
     return results
 
 
@@ -337,13 +337,14 @@ def pages(settings: StoreSettings, service: PlanService, repeat: int) -> dict[st
             for name, (who, path) in requests.items():
                 with old_data_path(service):
                     before = _page(clients[who], path)
-                assert before == _page(clients[who], path), f"{path} differs between the old and new data paths"
+                after = _page(clients[who], path)
+                assert path != "/admin" or before == after, "the statistics differ between the old and new data paths"
                 timings: dict[str, list[float]] = {"old": [], "new": []}
                 for _ in range(repeat):
                     with old_data_path(service):
                         timings["old"].append(_timed(lambda c=clients[who], p=path: _page(c, p)))
                     timings["new"].append(_timed(lambda c=clients[who], p=path: _page(c, p)))
-                results[name] = {**_summary(timings), "bytes": len(before)}
+                results[name] = {**_summary(timings), "bytes": {"old": len(before), "new": len(after)}}
         finally:
             for client in clients.values():
                 client.close()
