@@ -19,7 +19,8 @@ is turned back into a `StoredEvent` and read through the application's own mappe
   sane plan, with either version of the note;
 - a snapshot stored before `NoteAdded` v2 (`samples/snapshots/ClientPlan.v1.json`, written
   with the code of commit fe161d9) still loads; it is also a version 1 `ClientPlan`
-  snapshot (the whole record in it), which loads as the lean version 2 plan.
+  snapshot (the whole record in it), which loads as the lean version 2 plan; and the
+  version 2 sample (`ClientPlan.v2.json`, the lean plan) loads too.
 """
 
 from __future__ import annotations
@@ -280,6 +281,23 @@ def test_a_snapshot_stored_before_note_visibility_still_loads(service: PlanServi
     assert all(len(item.changes) <= CONFLICT_CHANGES for item in plan.needs.values())
     assert [note.visibility for note in record.notes] == ["professionals"]
     assert plan_state(plan) == write_side_state(record)
+
+
+def test_there_is_a_snapshot_sample_for_every_version_of_the_plan() -> None:
+    names = sorted(path.name for path in SNAPSHOT_SAMPLES.glob("*.json"))
+    assert names == [f"ClientPlan.v{version}.json" for version in range(1, ClientPlan.class_version + 1)]
+
+
+def test_a_version_2_snapshot_loads_as_the_lean_plan(service: PlanService) -> None:
+    sample = load(SNAPSHOT_SAMPLES / "ClientPlan.v2.json")
+    assert sample["state"]["state"]["class_version"] == 2
+
+    plan = service.mapper.to_domain_event(as_stored(sample)).mutate(None)
+
+    check_plan_rules(plan, plan.modified_on.date())
+    assert not hasattr(plan, "notes") and not hasattr(plan, "measures")
+    assert plan.client.name == "Matti Meikäläinen"
+    assert all(len(item.changes) <= CONFLICT_CHANGES for item in plan.steps.values())
 
 
 def test_a_snapshot_of_the_lean_plan_round_trips(service: PlanService) -> None:
