@@ -528,6 +528,7 @@ def test_a_panel_whose_key_is_unchanged_renders_the_same(live: LiveServer) -> No
     need = live.record_need(plan_id, "Velat")
     goal = plans.set_goal(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), title="Velkaneuvonta",
                           need_ids=[need.item_id], target_date=today_in_finland() + timedelta(days=60))
+    live.caught_up(goal.position)
     step = plan_step(live, plan_id, "Talousneuvonta")
     live.caught_up(step.position)
     bert_id = next(m.id for m in live.app.state.views.plan(plan_id).members.values() if m.person_id == BERT.username)

@@ -170,6 +170,32 @@ async def _read_plan(views: PlanViews, plan_id: str) -> ClientPlan | None:
     return await anyio.to_thread.run_sync(views.plan, plan_id)
 
 
+def _answer_saved(
+    request: Request[Any, Any, Any],
+    views: PlanViews,
+    access: PlanAccess,
+    outcome: Any,
+    kind: Kind,
+    item_id: str,
+    action: Action,
+    dom_id: str,
+) -> Response[Any]:
+    """In a worker thread, after a command: the plan once the read model has it, marked seen,
+    and the answer (:func:`_saved`; a redirect without htmx, the caseload if it is out of reach)."""
+    fresh_access = _fresh_access_now(views, access, outcome.position)
+    if fresh_access is None:
+        return _gone(request)
+    fresh = fresh_access.plan
+    plan_id = str(fresh.id)
+    views.mark_seen(access.account.person_id, plan_id, fresh.version)
+    focus = _focus_after(kind, item_id, outcome.item_id, fresh)
+    if not is_htmx_request(request):
+        return Redirect(f"/plans/{plan_id}#{focus}", status_code=HTTP_303_SEE_OTHER)
+    _ = translations(language_of(request)).gettext
+    what = ITEM_KINDS[{"member": "network member"}.get(kind.singular, kind.singular)]
+    return _saved(request, fresh_access, kind, action, dom_id, focus, _(SAVED) % {"what": _(what)})
+
+
 # ------------------------------------------------------------------------ the actions
 
 
@@ -484,9 +510,12 @@ class PlanController(Controller):
             data = f.decode_form(posted, action.struct)
             fields = (action.command_fields or _default_fields(action))(plan, data, item_id)
             command = getattr(plans, action.command)
-            outcome = await anyio.to_thread.run_sync(
-                lambda: command(plan_id, by=account.actor, command_id=data.command_id, **fields)
-            )
+
+            def save_and_answer() -> Response[Any]:
+                outcome = command(plan_id, by=account.actor, command_id=data.command_id, **fields)
+                return _answer_saved(request, views, access, outcome, item_kind, item_id, action, dom_id)
+
+            return await anyio.to_thread.run_sync(save_and_answer)  # one trip to a worker thread
         except f.FormInvalid as invalid:
             state = FormState(form=form, values=draft, command_id=str(draft.get("command_id") or ""),
                               seen_revision=_int_or_none(draft.get("seen_revision")))
@@ -511,18 +540,6 @@ class PlanController(Controller):
                               seen_revision=_int_or_none(draft.get("seen_revision")))
             _place_error(state, action, error.field, translate_message(error.template, error.params, _, lang))
             return await _off_loop(_refused, request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
-
-        fresh_access = await _fresh_access(views, access, outcome.position)
-        if fresh_access is None:
-            return _gone(request)
-        fresh = fresh_access.plan
-        await anyio.to_thread.run_sync(views.mark_seen, account.person_id, plan_id, fresh.version)
-        focus = _focus_after(item_kind, item_id, outcome.item_id, fresh)
-        if not is_htmx_request(request):
-            return Redirect(f"/plans/{plan_id}#{focus}", status_code=HTTP_303_SEE_OTHER)
-        what = ITEM_KINDS[{"member": "network member"}.get(item_kind.singular, item_kind.singular)]
-        message = _(SAVED) % {"what": _(what)}
-        return await _off_loop(_saved, request, fresh_access, item_kind, action, dom_id, focus, message)
 
 
 PLAN_ROUTE_HANDLERS: tuple[ControllerRouterHandler, ...] = (PlanController,)
@@ -564,12 +581,16 @@ def _default_fields(action: Action) -> Callable[[ClientPlan, Any, str], dict[str
 
 
 async def _fresh_access(views: PlanViews, access: PlanAccess, position: int) -> PlanAccess | None:
+    """:func:`_fresh_access_now` in a worker thread."""
+    return await anyio.to_thread.run_sync(_fresh_access_now, views, access, position)
+
+
+def _fresh_access_now(views: PlanViews, access: PlanAccess, position: int) -> PlanAccess | None:
     """The plan once the read model has reached ``position`` (our own write), with the
-    relation to it asked again: None when the asker may no longer see it."""
-    reached = await anyio.to_thread.run_sync(views.wait_for, position)
-    if not reached:
+    relation to it asked again: None when the asker may no longer see it. Blocks."""
+    if not views.wait_for(position):
         logger.warning("the plan views did not reach position %s in time; showing what they have", position)
-    plan = await _read_plan(views, str(access.plan.id))
+    plan = views.plan(str(access.plan.id))
     if plan is None:
         return None
     relation = relation_of(access.account, plan, today_in_finland())
