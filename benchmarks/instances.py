@@ -33,6 +33,8 @@ Peak memory per instance: the kernel's high-water mark of resident memory (VmHWM
 
     .venv/bin/python benchmarks/instances.py            # full run
     .venv/bin/python benchmarks/instances.py --quick    # 100 plans, 200 viewers, short steps
+    .venv/bin/python benchmarks/instances.py --app-root /tmp/polku-at-commit
+                          # the application imported from another folder (e.g. a `git archive`)
 
 Writes ``benchmarks/results/instances.json`` (or ``--out``), prints a table, a Markdown
 table and the capacity estimate for a larger deployment (:func:`capacity`).
@@ -61,8 +63,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for _path in (os.environ.get("LIVE_TIMELINE_APP_ROOT"), str(HERE)):  # --app-root, also in the build processes
+    if _path and _path not in sys.path:
+        sys.path.insert(0, _path)
 
 import live_timeline  # noqa: E402
 from live_load import (  # noqa: E402
@@ -103,7 +106,8 @@ TARGET_RATE = 200
 TARGET_P99_MS = 150.0
 SERVER_NAMES = ("a", "b")
 
-FULL = replace(live_timeline.FULL, rates=(10, 20, 50, 100, 200, 400), step_seconds=10.0, extra_meeting_needs=0)
+FULL = replace(live_timeline.FULL, rates=(10, 20, 30, 40, 50, 70, 100, 150, 200, 300), step_seconds=10.0,
+               extra_meeting_needs=0)
 QUICK = replace(live_timeline.QUICK, rates=(10, 25), step_seconds=3.0, extra_meeting_needs=0)
 
 
@@ -131,20 +135,36 @@ class Database:
     name: str = field(default_factory=lambda: f"polku_bench_{secrets.token_hex(4)}")
     master_key: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode())
 
-    def _admin(self) -> Any:
+    monitor: Any = field(default=None, repr=False)
+    """A connection kept for reading pg_stat_activity at each step (the server may be full later)."""
+
+    def _admin(self, attempts: int = 20) -> Any:
+        """A connection to the `postgres` database; waits a while when the server is full (other
+        people's tests share it)."""
         import psycopg
 
-        return psycopg.connect(host=self.host, port=self.port, user=self.user, dbname="postgres", autocommit=True)
+        for attempt in range(attempts):
+            try:
+                return psycopg.connect(host=self.host, port=self.port, user=self.user, dbname="postgres",
+                                       autocommit=True)
+            except psycopg.OperationalError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1)
+        raise AssertionError("unreachable")
 
     def create(self) -> None:
         from psycopg import sql
 
         with self._admin() as connection:
             connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        self.monitor = self._admin()
 
     def drop(self) -> None:
         from psycopg import sql
 
+        if self.monitor is not None:
+            self.monitor.close()
         with self._admin() as connection:
             connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
 
@@ -156,8 +176,7 @@ class Database:
 
     def processes(self) -> dict[str, list[int]]:
         """The pids of the backends of this database, and of the server's shared processes."""
-        with self._admin() as connection:
-            rows = connection.execute("SELECT pid, datname, backend_type FROM pg_stat_activity").fetchall()
+        rows = self.monitor.execute("SELECT pid, datname, backend_type FROM pg_stat_activity").fetchall()
         ours = [pid for pid, database, _kind in rows if database == self.name]
         shared = [pid for pid, database, kind in rows if database is None and kind != "client backend"]
         postmaster = _parent(shared[0]) if shared else None
@@ -325,7 +344,8 @@ async def run_steps(running: Running, world: World, database: Database | None, s
 
     instance_pids = {f"instance_{SERVER_NAMES[i]}": s.pid for i, s in enumerate(running.servers)}
     meter = ProcMeter({**instance_pids, **running.audience.pids, "load_generator": os.getpid()})
-    account = CpuAccount(lambda: {**{name: [pid] for name, pid in instance_pids.items()},
+    clients = [*running.audience.pids.values(), os.getpid()]
+    account = CpuAccount(lambda: {**{name: [pid] for name, pid in instance_pids.items()}, "clients": clients,
                                   **(database.processes() if database is not None else {})})
     try:
         warm = await measure_step("warm-up", lambda: edits(5, 3), running.audience, meter, statuses, rate=5, seconds=3)
@@ -367,7 +387,8 @@ def across_latency(across: Audience, load: StepLoad) -> dict[str, Any]:
 def cpu_per_edit(step: dict[str, Any]) -> dict[str, float | None]:
     """CPU milliseconds per edit answered 200, by group of processes (and the instances together)."""
     edits = int(step["statuses"].get("200", 0))
-    spent = {name: value["cpu_s"] for name, value in step["cpu_seconds"].items() if isinstance(value, dict)}
+    spent = {name: value["cpu_s"] for name, value in step["cpu_seconds"].items()
+             if isinstance(value, dict) and name != "clients"}
     spent["instances"] = sum(v for name, v in spent.items() if name.startswith("instance_"))
     return {name: round(1000 * seconds / edits, 2) if edits else None for name, seconds in spent.items()}
 
@@ -468,7 +489,7 @@ def print_step(name: str, step: dict[str, Any]) -> None:
     every = step.get("edit_to_all_viewers_ms") or {}
     across = step.get("edit_to_viewers_across_ms") or {}
     cpu = step.get("cpu_ms_per_edit") or {}
-    others = (step.get("cpu_percent") or {}).get("other_processes")
+    others = (step.get("cpu_seconds") or {}).get("other_processes_percent")
     log(f"{name:<10} {step['label']:<8} answered {step['achieved_per_s']:>6}/s  every viewer p50 {every.get('p50')}"
         f" p99 {every.get('p99')}  across p50 {across.get('p50')} p99 {across.get('p99')} ms  statuses"
         f" {step['statuses']} not sent {step['not_sent_generator_backlog']} undelivered"
@@ -478,7 +499,7 @@ def print_step(name: str, step: dict[str, Any]) -> None:
 def markdown_table(report: dict[str, Any]) -> str:
     lines = [
         "| set-up | edits/s offered | answered/s | edit → every viewer p50 / p99 ms | across instances p50 / p99 ms"
-        " | instances CPU ms/edit | PostgreSQL CPU ms/edit (backends + shared) | other processes, % of a core |",
+        " | instances CPU ms/edit | PostgreSQL CPU ms/edit (backends + shared) | other processes (not the run's), % of a core |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, setup in report.get("setups", {}).items():
@@ -493,7 +514,7 @@ def markdown_table(report: dict[str, Any]) -> str:
                 f"| {name} | {step['offered_per_s']} | {step['achieved_per_s']}{mark}"
                 f" | {every.get('p50')} / {every.get('p99')} | "
                 + (f"{across.get('p50')} / {across.get('p99')}" if setup["instances"] > 1 else "—")
-                + f" | {cpu.get('instances')} | {database} | {(step.get('cpu_percent') or {}).get('other_processes')} |")
+                + f" | {cpu.get('instances')} | {database} | {step['cpu_seconds'].get('other_processes_percent')} |")
     return "\n".join(lines)
 
 
@@ -608,12 +629,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-port", type=int, default=5432)
     parser.add_argument("--pg-user", default="postgres")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (data, logs)")
+    parser.add_argument("--app-root", type=Path,
+                        help="import the application from this folder, e.g. a `git archive` of one commit"
+                             " (default: this checkout)")
     args = parser.parse_args(argv)
+    if args.app_root:
+        live_timeline.APP_ROOT = args.app_root.resolve()
+        os.environ["LIVE_TIMELINE_APP_ROOT"] = str(live_timeline.APP_ROOT)
+        sys.path.insert(0, str(live_timeline.APP_ROOT))
     sizes = QUICK if args.quick else FULL
     report: dict[str, Any] = {
         "benchmark": "instances",
         "command": "python benchmarks/instances.py" + (" --quick" if args.quick else "")
-                   + (f" --only {' '.join(args.only)}" if args.only else ""),
+                   + (f" --only {' '.join(args.only)}" if args.only else "")
+                   + (f" --app-root {args.app_root}" if args.app_root else ""),
         "machine": machine_info(),
         "sizes": {"plans": sizes.plans, "viewers": sizes.viewers, "rates": sizes.rates,
                   "step_seconds": sizes.step_seconds},

@@ -425,6 +425,7 @@ class CpuAccount:
         self.groups = groups
         self._before: dict[str, dict[int, float]] = {}
         self._wall = 0.0
+        self._machine_busy = 0
 
     def _read(self) -> dict[str, dict[int, float]]:
         readings: dict[str, dict[int, float]] = {}
@@ -435,16 +436,30 @@ class CpuAccount:
 
     def start(self) -> None:
         self._before = self._read()
+        self._machine_busy = machine_ticks()[0]
         self._wall = time.monotonic()
 
     def stop(self) -> dict[str, Any]:
-        """Per group: CPU seconds, processes seen at the stop, processes that ended meanwhile; and the wall time."""
+        """Per group: CPU seconds, processes seen at the stop, processes that ended meanwhile; the wall
+        time; and what every other process of the machine used meanwhile (% of one core)."""
         after = self._read()
-        result: dict[str, Any] = {"wall_s": round(time.monotonic() - self._wall, 3)}
+        wall = max(time.monotonic() - self._wall, 1e-6)
+        machine = (machine_ticks()[0] - self._machine_busy) / CLOCK_TICKS
+        result: dict[str, Any] = {"wall_s": round(wall, 3)}
+        ours = 0.0
         for name in set(after) | set(self._before):
             spent, ended = cpu_spent(self._before.get(name, {}), after.get(name, {}))
+            ours += spent
             result[name] = {"cpu_s": round(spent, 3), "processes": len(after.get(name, {})), "ended": ended}
+        result["other_processes_percent"] = round(100 * max(machine - ours, 0.0) / wall, 1)
         return result
+
+
+def machine_ticks() -> tuple[int, int]:
+    """Clock ticks of every core since boot: (busy, all)."""
+    numbers = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = numbers[3] + numbers[4]
+    return sum(numbers) - idle, sum(numbers)
 
 
 class ProcMeter:
@@ -467,21 +482,15 @@ class ProcMeter:
                 totals[name] = mains[name] = 0
         return totals, mains
 
-    @staticmethod
-    def _machine_ticks() -> tuple[int, int]:
-        numbers = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        idle = numbers[3] + numbers[4]
-        return sum(numbers) - idle, sum(numbers)
-
     def start(self) -> None:
         self._start, self._main_start = self._read()
-        self._machine = self._machine_ticks()
+        self._machine = machine_ticks()
         self._wall = time.monotonic()
 
     def stop(self) -> dict[str, Any]:
         totals, mains = self._read()
         wall = max(time.monotonic() - self._wall, 1e-6)
-        busy, all_ticks = self._machine_ticks()
+        busy, all_ticks = machine_ticks()
         result: dict[str, Any] = {}
         for name in self.pids:
             result[name] = round(100 * (totals[name] - self._start.get(name, 0)) / CLOCK_TICKS / wall, 1)
