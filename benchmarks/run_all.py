@@ -9,6 +9,10 @@ and writes its JSON under `benchmarks/results/` (git-ignored).
     .venv/bin/python benchmarks/run_all.py            # every benchmark, full size
     .venv/bin/python benchmarks/run_all.py --quick    # every benchmark, short run
     .venv/bin/python benchmarks/run_all.py --only event_store
+    .venv/bin/python benchmarks/run_all.py --only instances   # issue 5: needs PostgreSQL on 127.0.0.1:5432
+
+`instances` (several `polku serve` over PostgreSQL, beside SQLite) creates a database of its
+own on the local PostgreSQL server for the run and drops it at the end.
 """
 
 from __future__ import annotations
