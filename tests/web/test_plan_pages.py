@@ -512,6 +512,15 @@ def test_in_a_browser_the_edit_form_takes_the_focus_and_gives_it_back(plan_site:
     page.wait_for_selector(f"#{need_id}:focus")
     assert "Toimeentulotuki haettu" in page.inner_text(f"#{need_id}")
     assert "Tallennettu: palvelutarve." in page.inner_text("#messages")
+    # The answer was the needs panel only; the rest (the latest changes) came through the
+    # live hub, and the page ends on the plan's new version with the edit in place.
+    version = plan_site.app.state.views.plan(plan_id).version
+    page.wait_for_selector(f'#live-version[data-version="{version}"]', state="attached")
+    title = page.inner_text(f"#{need_id} .item__title")
+    page.wait_for_selector(f"#panel-history .changes li:first-child >> text={title[:40]}")
+    assert "Toimeentulotuki haettu" in page.inner_text(f"#{need_id}")
+    assert page.locator("#panel-timeline svg").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "plan-after-edit.png"), full_page=True)
     assert page.problems == []
     page.close()
 
