@@ -59,6 +59,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import httpx  # noqa: E402
 import msgspec  # noqa: E402
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
 
 from domain.access import Action, may, relation_to  # noqa: E402
 from domain.application import PlanService  # noqa: E402
@@ -144,23 +146,21 @@ def store_settings(store: str) -> Iterator[StoreSettings]:
             "POLKU_PG_SCHEMA": schema,
             "POLKU_MASTER_KEY": "YmVuY2htYXJrLW1hc3Rlci1rZXktMzItYnl0ZXMhISE=",
         }
+        _pg_execute(environ, [sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema))])
         try:
             yield StoreSettings.from_environ(environ)
         finally:
-            _drop_schemas(environ, [schema, f"{schema}_views", f"{schema}_keys", f"{schema}_accounts",
-                                    f"{schema}_accesslog"])
+            names = [schema, *(f"{schema}_{part}" for part in ("views", "keys", "accounts", "accesslog"))]
+            _pg_execute(environ, [sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(n)) for n in names])
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _drop_schemas(environ: dict[str, str], schemas: list[str]) -> None:
-    import psycopg
-    from psycopg import sql
-
+def _pg_execute(environ: dict[str, str], statements: list[sql.Composed]) -> None:
     with psycopg.connect(host=environ["POLKU_PG_HOST"], port=int(environ["POLKU_PG_PORT"]),
                          user=environ["POLKU_PG_USER"], dbname=environ["POLKU_PG_DB"], autocommit=True) as conn:
-        for schema in schemas:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        for statement in statements:
+            conn.execute(statement)
 
 
 def person(organisation: int, number: int) -> Actor:
