@@ -211,7 +211,7 @@ def test_the_client_page_has_headings_in_order_and_no_inline_script_or_style(sit
 
 def test_no_internal_note_or_field_reaches_any_of_the_clients_pages(site: PlanSite) -> None:
     own = open_own_plan(site)
-    plan = site.service.get_plan(own.plan_id)
+    plan = site.service.plan_record(own.plan_id)
     tag = own.username.split("-")[1]
     secrets = [own.internal_note, f"Sisäinen tarvekuvaus {tag}", f"Sisäinen taloustieto {tag}"]
     with signed_in(site, own.username) as client:

@@ -25,7 +25,7 @@ Afterwards:
 - no edit is there twice, none half-applied (need without receipt or the other way round);
 - no attempt was answered with anything but 200 or a retryable 503/409/422 with a message;
 - the live read model equals a rebuild from scratch (`projections.plans.rebuild`), plan by
-  plan and caseload row by caseload row, and each plan equals `PlanService.get_plan`;
+  plan and caseload row by caseload row, and each plan equals `PlanService.plan_record`;
 - every viewer's last fragment carries the plan's current version (``#live-version``).
 """
 
@@ -388,7 +388,7 @@ async def faults_under_load(cluster: Cluster, settings: StoreSettings, postgres:
 
         service = PlanService(settings)
         try:
-            current = {plan_id: service.get_plan(plan_id) for plan_id, _version in plans}
+            current = {plan_id: service.plan_record(plan_id) for plan_id, _version in plans}
             head = service.recorder.max_notification_id() or 0
         finally:
             service.close()
