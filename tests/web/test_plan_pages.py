@@ -282,6 +282,31 @@ def test_a_stale_revision_shows_the_conflict_with_the_other_editor(
     assert plan_site.service.get_plan(plan_id).needs[need_id].description == "Univaikeudet, nukkuu päivisin"
 
 
+def test_an_edit_answers_with_the_item_unless_it_moves_in_its_panel(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["liisa"]
+    need_id = new_need(plan_site, aino, plan_id, "Kielitaito")
+    page = open_page(aino, plan_id)
+
+    def edit(category: str, description: str) -> httpx.Response:
+        form = Page(aino.get(f"/plans/{plan_id}/needs/{need_id}/edit", headers=htmx_headers(page)))
+        return aino.post(
+            f"/plans/{plan_id}/needs/{need_id}/edit", headers=htmx_headers(page),
+            data={"command_id": form.value("command_id"), "seen_revision": form.value("seen_revision"),
+                  "category": category, "description": description, "financial": "", "status": "open"},
+        )
+
+    same_place = edit("everyday_life", "Kielitaito, suomen kurssi")
+    assert same_place.status_code == 200
+    assert same_place.headers["hx-retarget"] == f"#need-{need_id}"
+    assert same_place.text.lstrip().startswith(f'<li id="need-{need_id}"')
+    assert "Kielitaito, suomen kurssi" in same_place.text and 'id="panel-needs"' not in same_place.text
+
+    moved = edit("work_and_employment", "Kielitaito työpaikalla")
+    assert moved.status_code == 200
+    assert moved.headers["hx-retarget"] == "#panel-needs"
+    assert moved.text.lstrip().startswith('<section id="panel-needs"')
+
+
 def test_a_repeated_command_id_is_applied_once(plan_site: PlanSite, aino: httpx.Client) -> None:
     plan_id = plan_site.plans["liisa"]
     page = open_page(aino, plan_id)

@@ -177,11 +177,13 @@ def _answer_saved(
     outcome: Any,
     kind: Kind,
     item_id: str,
+    item: Any,
     action: Action,
     dom_id: str,
 ) -> Response[Any]:
-    """In a worker thread, after a command: the plan once the read model has it, marked seen,
-    and the answer (:func:`_saved`; a redirect without htmx, the caseload if it is out of reach)."""
+    """In a worker thread, after a command on ``item`` (None: a new one): the plan once the
+    read model has it, marked seen, and the answer (:func:`_saved`; a redirect without htmx,
+    the caseload if it is out of reach)."""
     fresh_access = _fresh_access_now(views, access, outcome.position)
     if fresh_access is None:
         return _gone(request)
@@ -191,9 +193,21 @@ def _answer_saved(
     focus = _focus_after(kind, item_id, outcome.item_id, fresh)
     if not is_htmx_request(request):
         return Redirect(f"/plans/{plan_id}#{focus}", status_code=HTTP_303_SEE_OTHER)
+    in_place = action.target == "item" or _stays(action, kind, item, fresh, item_id)
     _ = translations(language_of(request)).gettext
     what = ITEM_KINDS[{"member": "network member"}.get(kind.singular, kind.singular)]
-    return _saved(request, fresh_access, kind, action, dom_id, focus, _(SAVED) % {"what": _(what)})
+    return _saved(request, fresh_access, kind, in_place, dom_id, focus, _(SAVED) % {"what": _(what)})
+
+
+def _stays(action: Action, kind: Kind, before: Any, plan: ClientPlan, item_id: str) -> bool:
+    """Whether the edited item kept its place in its panel (``Action.stays``)."""
+    if action.stays is None or before is None:
+        return False
+    try:
+        after = kind.find(plan, item_id)
+    except NotFoundException:
+        return False
+    return action.stays(before, after)
 
 
 # ------------------------------------------------------------------------ the actions
@@ -258,7 +272,8 @@ class Action:
     ``prefill(plan, item)`` gives the form's first values (the item's current ones);
     ``command_fields(plan, form, item_id)`` the command's fields, by default the form's
     own plus ``id_field``; ``target`` is what a save re-renders: the ``item`` or its
-    ``panel`` (when the change moves things around in it). ``shows_contact``: the form
+    ``panel`` (when the change moves things around in it), unless ``stays(before, after)``
+    says the item kept its place (then the item alone). ``shows_contact``: the form
     shows the client's contact details (only to those ``domain.access`` lets see them).
     """
 
@@ -273,6 +288,7 @@ class Action:
     command_fields: Callable[[ClientPlan, Any, str], dict[str, Any]] | None = None
     aliases: dict[str, str] = field(default_factory=dict)
     shows_contact: bool = False
+    stays: Callable[[Any, Any], bool] | None = None
 
 
 PlanAction = Action
@@ -310,7 +326,7 @@ ACTIONS = {
         Action("needs", "edit", f.NeedUpdateForm, "update_need", target="panel", id_field="need_id",
                prefill=lambda plan, n: {"category": n.category, "description": n.description,
                                         "financial": n.financial, "status": n.status},
-               revision=lambda plan, n: n.revision),
+               revision=lambda plan, n: n.revision, stays=lambda before, after: before.category == after.category),
         Action("goals", "add", f.GoalForm, "set_goal", target="panel"),
         Action("goals", "revise", f.GoalRevisionForm, "revise_goal", id_field="goal_id",
                prefill=lambda plan, g: {"title": g.title, "need_ids": list(g.need_ids), "target_date": _iso(g.target_date)},
@@ -513,7 +529,7 @@ class PlanController(Controller):
 
             def save_and_answer() -> Response[Any]:
                 outcome = command(plan_id, by=account.actor, command_id=data.command_id, **fields)
-                return _answer_saved(request, views, access, outcome, item_kind, item_id, action, dom_id)
+                return _answer_saved(request, views, access, outcome, item_kind, item_id, item, action, dom_id)
 
             return await anyio.to_thread.run_sync(save_and_answer)  # one trip to a worker thread
         except f.FormInvalid as invalid:
@@ -742,7 +758,7 @@ def _saved(
     request: Request[Any, Any, Any],
     access: PlanAccess,
     kind: Kind,
-    action: Action,
+    in_place: bool,
     dom_id: str,
     focus: str,
     message: str,
@@ -756,7 +772,7 @@ def _saved(
     """
     engine = request.app.template_engine
     plan = access.plan
-    target_is_item = action.target == "item" and focus == dom_id
+    target_is_item = in_place and focus == dom_id
     main_id = dom_id if target_is_item else kind.panel
     context = _context(request, access, focus=focus, with_timeline=False)
     if target_is_item:
