@@ -21,8 +21,9 @@ measures, on each store, in this order:
    - `snapshot`: `get_plan` of a PlanService with the aggregate cache turned off
      (snapshot + the events after it, decrypted and decoded);
    - `replay`: `get_plan` of a PlanService without a snapshot store (every event);
-   - `cached`: `get_plan` of the service as configured, cache warm (what every command
-     does first: fast-forward query, then a deepcopy of the cached plan);
+   - `cached`: `get_plan` of the service as configured, cache warm (a query for newer
+     events, then a copy of the cached plan; a command skips the query, see
+     `PlanService._plan_for_command`);
 4. a baseline on the same database in the same run: raw inserts of rows of the same
    sizes (sampled from the stored events) into a table of the stored-events shape, one
    transaction per insert (SQLite: WAL + synchronous=FULL, autocommit; PostgreSQL:

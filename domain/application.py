@@ -11,6 +11,7 @@ sees a conflict when the item they edited really changed (`EditConflict`).
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 import time
@@ -27,7 +28,7 @@ from eventsourcing.utils import get_topic
 
 from domain.crypto import PlanKeyMapper
 from domain.erasure import ErasureRecord
-from domain.errors import EditConflict, PlanErased, PlanNotFound, StoreBusy
+from domain.errors import DomainError, EditConflict, PlanErased, PlanNotFound, StoreBusy
 from domain.history import HistoryEntry, describe
 from domain.plan import ClientPlan, PlanRecord
 from domain.snapshots import prune_snapshots
@@ -320,9 +321,11 @@ class PlanService(Application):
         command_id: str,
         fields: dict[str, Any],
     ) -> Outcome:
-        with _store_failure_as_busy(), self._plan_locks.holding(_plan_uuid(plan_id)):
+        identifier = _plan_uuid(plan_id)
+        with _store_failure_as_busy(), self._plan_locks.holding(identifier):
+            fresh = False
             for _attempt in range(SAVE_ATTEMPTS):
-                plan = self.get_plan(plan_id)
+                plan = self._plan_for_command(identifier, fresh)
                 receipt = plan.receipt_for(command_id)
                 if receipt is not None:
                     return Outcome(
@@ -335,10 +338,19 @@ class PlanService(Application):
                 try:
                     item_id = command(plan, by=by, command_id=command_id, at=self.clock(), **fields)
                 except EditConflict as conflict:
+                    if not fresh:
+                        fresh = True
+                        continue
                     raise self._explained(conflict, plan) from None
+                except DomainError:
+                    if not fresh:
+                        fresh = True
+                        continue
+                    raise
                 try:
                     recordings = self.save(plan)
                 except RecordConflictError:
+                    fresh = True
                     _back_off(_attempt)
                     continue
                 self._cache_saved(plan)
@@ -349,6 +361,27 @@ class PlanService(Application):
                     position=recordings[-1].notification.id,
                 )
             raise StoreBusy()
+
+    def _plan_for_command(self, plan_id: uuid.UUID, fresh: bool) -> ClientPlan:
+        """The plan a command runs on: a copy of the cached plan as it is, or, when
+        `fresh`, the plan brought up to date with the store (`get_plan`).
+
+        Asking the store for newer events before every command was a round trip each
+        (0.5 ms on PostgreSQL). The cached plan is what this process last saved or
+        read, so it is current unless another process or instance wrote since; then
+        the save clashes on the version and the command runs again on the fresh plan,
+        and a refusal is only given after the command was judged on the fresh plan.
+        The plan's lock is held, so no other thread changes the cached plan meanwhile.
+        """
+        cache = self.repository.cache
+        if fresh or cache is None:
+            return self.get_plan(plan_id)
+        self._readable(plan_id)
+        try:
+            cached = cache.get(plan_id)
+        except KeyError:
+            return self.get_plan(plan_id)
+        return copy.deepcopy(cached)
 
     def _explained(self, conflict: EditConflict, plan: ClientPlan) -> EditConflict:
         """The conflict with every change since the editor's revision (up to 20).

@@ -401,6 +401,43 @@ def test_an_editor_several_changes_behind_is_told_every_change_since(
     assert bert.name in str(conflict) and anna.name in str(conflict)
 
 
+def test_a_command_on_a_plan_another_instance_changed_runs_on_the_fresh_plan(
+    service: PlanService, team: TeamPlan, bert: Actor, carla: Actor
+) -> None:
+    """Commands run on the cached plan without asking the store for newer events; a plan
+    changed by another instance is caught by the store (a version clash) or, for a
+    refusal, by judging the command again on the fresh plan."""
+    service.get_plan(team.plan_id)  # cached here at its current version
+    other = PlanService(service.settings)
+    try:
+        update_need(other, team.plan_id, bert, team.health_need, 1, "Back pain, easing")
+    finally:
+        other.close()
+
+    seen_elsewhere = update_need(service, team.plan_id, carla, team.health_need, 2, "Back pain, gone")
+    note = service.add_note(team.plan_id, by=carla, command_id=cid(), text="After both")
+
+    assert (seen_elsewhere.version, note.version) == (event_count(service, team.plan_id) - 1, event_count(service, team.plan_id))
+    need = service.get_plan(team.plan_id).needs[team.health_need]
+    assert (need.revision, need.description) == (3, "Back pain, gone")
+    with pytest.raises(EditConflict) as caught:
+        update_need(service, team.plan_id, carla, team.health_need, 1, "Too late")
+    assert [change["revision"] for change in caught.value.changes] == [2, 3]
+
+
+def test_a_command_asks_the_store_nothing_before_its_save(
+    service: PlanService, team: TeamPlan, carla: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service.add_note(team.plan_id, by=carla, command_id=cid(), text="warm up")
+    reads: list[Any] = []
+    select = service.recorder.select_events
+    monkeypatch.setattr(service.recorder, "select_events", lambda *a, **k: reads.append(a) or select(*a, **k))
+
+    service.add_note(team.plan_id, by=carla, command_id=cid(), text="no read first")
+
+    assert reads == []
+
+
 def _interloping(service: PlanService, monkeypatch: pytest.MonkeyPatch, interloper: Any) -> list[str]:
     """Make the next save lose a race: `interloper()` saves another command just before it."""
     original_save = service.save
