@@ -138,11 +138,10 @@ class PlanViewTables:
     def _table_statements(self, tables: Iterable[str] = tuple(TABLES)) -> list[str]:
         """CREATE statements of ``tables`` and of their indexes."""
         statements = [f"CREATE TABLE IF NOT EXISTS {self._qualified(name)} ({TABLES[name]})" for name in tables]
-        statements += [
-            f"CREATE INDEX IF NOT EXISTS {name} ON {self._qualified(table)} {columns}"
-            for name, (table, columns) in ((name, target.split(" ", 1)) for name, target in INDEXES.items())
-            if table in tables
-        ]
+        for name, target in INDEXES.items():
+            table, columns = target.split(" ", 1)
+            if table in tables:
+                statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {self._qualified(table)} {columns}")
         return statements
 
     def _version_is_current(self, cursor: Any) -> bool:
