@@ -36,8 +36,9 @@ Peak memory per instance: the kernel's high-water mark of resident memory (VmHWM
     .venv/bin/python benchmarks/instances.py --app-root /tmp/polku-at-commit
                           # the application imported from another folder (e.g. a `git archive`)
 
-Writes ``benchmarks/results/instances.json`` (or ``--out``), prints a table, a Markdown
-table and the capacity estimate for a larger deployment (:func:`capacity`).
+Writes ``benchmarks/results/instances.json`` (or ``--out``) and, beside it, ``instances.md``:
+the run, its figures as Markdown tables and the capacity estimate for a larger deployment
+(:func:`capacity`), also printed.
 """
 
 from __future__ import annotations
@@ -453,6 +454,8 @@ def capacity(report: dict[str, Any], *, instance_processes: int = 16, database_c
         "projection_ms_per_edit_on_the_writer": None if projection_ms is None else round(projection_ms, 2),
         "postgres_cpu_ms_per_edit": round(database_ms, 2),
         "utilisation": utilisation,
+        "instance_processes": instance_processes,
+        "database_cores": database_cores,
         "edits_per_s_each_bound": {name: round(value) if value else None for name, value in bounds.items()},
         "estimate_edits_per_s": round(min(known.values())) if known else None,
         "bound_by": min(known, key=known.__getitem__) if known else None,
@@ -530,20 +533,69 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def print_report(report: dict[str, Any]) -> None:
+def markdown_report(report: dict[str, Any]) -> str:
+    """The run, the table of steps, memory, the capacity estimate and the target, for docs/performance.md."""
     machine = report["machine"]
-    print(f"\nSeveral instances benchmark, {machine['date']}, {machine['cpu_count']} x {machine['cpu_model']},"
-          f" commit {machine.get('git_commit')} ({machine.get('git_uncommitted_paths')} uncommitted paths),"
-          f" load average {machine.get('load_average_at_start')} -> {machine.get('load_average_at_end')}\n")
-    print(markdown_table(report))
-    print("\n(* saturated: under 90 % of the offered rate answered, p99 over 2 s or over 1 % undelivered)")
+    load = [round(x, 2) for x in machine.get("load_average_at_start", ())], [
+        round(x, 2) for x in machine.get("load_average_at_end", ())]
+    commit = machine.get("app_commit") or machine.get("git_commit")
+    lines = [
+        f"`{report['command']}`, {machine['date']}, {report.get('seconds')} s; commit {str(commit)[:7]}"
+        + ("" if machine.get("app_commit") else f" ({machine.get('git_uncommitted_paths')} uncommitted paths)")
+        + f"; {machine['cpu_count']} x {machine['cpu_model']}; load average {load[0]} at the start, {load[1]} at"
+        " the end.",
+        "",
+        markdown_table(report),
+        "",
+        "\\* saturated: under 90 % of the offered rate answered, the p99 over 2 s, or over 1 % undelivered.",
+        "",
+        "| set-up | instance | RSS idle | with its viewers | most at a step's end | peak (VmHWM) | viewers |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, setup in report.get("setups", {}).items():
-        print(f"{name}: RSS MiB idle {setup.get('rss_mib_idle')}, {setup.get('connect', {}).get('connected')} viewers"
-              f" {setup.get('rss_mib_connected')}, most at a step's end {setup.get('rss_mib_most_at_a_step_end')},"
-              f" after the edits {setup.get('rss_mib_after_edits')}, peak (VmHWM) {setup.get('peak_rss_mib')}; viewers per instance {setup.get('viewers_per_instance')};"
-              f" writer {setup.get('writer')}; errors {setup.get('server_errors')}")
-    print(f"\nCapacity estimate: {json.dumps(report.get('capacity'), indent=2)}")
-    print(f"\nTarget: {json.dumps(report.get('target'))}")
+        writers = setup.get("writer") or []
+        for index in range(setup["instances"]):
+            def mib(key: str, i: int = index, s: dict[str, Any] = setup) -> Any:
+                return (s.get(key) or [None] * s["instances"])[i]
+            role = " (writer)" if index < len(writers) and writers[index] and setup["instances"] > 1 else ""
+            lines.append(f"| {name} | {SERVER_NAMES[index]}{role} | {mib('rss_mib_idle')} MiB |"
+                         f" {mib('rss_mib_connected')} MiB | {mib('rss_mib_most_at_a_step_end')} MiB |"
+                         f" {mib('peak_rss_mib')} MiB | {mib('viewers_per_instance')} |")
+    lines += ["", *capacity_lines(report.get("capacity") or {}), "", f"Target: {json.dumps(report.get('target'))}"]
+    return "\n".join(lines)
+
+
+def capacity_lines(estimate: dict[str, Any]) -> list[str]:
+    """The capacity estimate as Markdown bullets, each with its arithmetic."""
+    if "error" in estimate or not estimate:
+        return [f"Capacity: no estimate ({estimate.get('error', 'no figures')})."]
+    steps, cpu = estimate["from_steps"], estimate["instances_cpu_ms_per_edit"]
+    k = estimate["mean_instances_with_viewers_of_a_plan"]
+    n, cores = estimate["instance_processes"], estimate["database_cores"]
+    k2, kn = k["2"], k[str(n)]
+    instances_ms = estimate[f"instances_cpu_ms_per_edit_at_{n}"]
+    bounds = estimate["edits_per_s_each_bound"]
+    writer = "the writer process (projection + its share of requests)"
+    u = estimate["utilisation"]
+    projection = estimate["projection_ms_per_edit_on_the_writer"]
+    return [
+        f"- **Instances**: {cpu['one instance']} ms of CPU per edit with one instance (postgres-1 at"
+        f" {steps['postgres-1']}), {cpu['two instances']} ms with two (postgres-2 at {steps['postgres-2']}), where an"
+        f" edited plan had viewers on {k2} instances on average: each further instance with viewers of the plan"
+        f" costs ({cpu['two instances']} - {cpu['one instance']}) / ({k2} - 1) ="
+        f" {estimate['hub_ms_per_extra_instance']} ms (its hub renders and sends the update). With {n} processes"
+        f" (four 4-core machines, one `polku serve` a core) and viewers spread at random, a plan's 1-5 viewers are"
+        f" on {kn} of them: {cpu['one instance']} + {estimate['hub_ms_per_extra_instance']} x ({kn} - 1) ="
+        f" {instances_ms} ms per edit; {n} x {u} x 1000 / {instances_ms} = **{bounds['instances']} edits/s**.",
+        f"- **The writer**: it spent {projection} ms per edit more than the other instance (each took half the"
+        f" edits and half the viewers): the projection, which one process runs for every edit of the deployment,"
+        f" beside its 1/{n} of the requests: {u} x 1000 / ({projection} + {instances_ms} / {n}) ="
+        f" **{bounds[writer]} edits/s**.",
+        f"- **PostgreSQL**: {estimate['postgres_cpu_ms_per_edit']} ms of CPU per edit (postgres-2 at"
+        f" {steps['postgres-2']}: the run's backends and the shared processes); {cores} x {u} x 1000 /"
+        f" {estimate['postgres_cpu_ms_per_edit']} = **{bounds['database']} edits/s**.",
+        f"- **Estimate: about {estimate['estimate_edits_per_s']} edits/s**, bound by {estimate['bound_by']}.",
+    ]
 
 
 def target(report: dict[str, Any]) -> dict[str, Any]:
@@ -677,8 +729,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print_report(report)
-    print(f"\nWritten to {args.out} ({report['seconds']} s)")
+    markdown = markdown_report(report)
+    args.out.with_suffix(".md").write_text(markdown + "\n")
+    print(f"\n{markdown}\n\nWritten to {args.out} and {args.out.with_suffix('.md')} ({report['seconds']} s)")
     return 0
 
 
