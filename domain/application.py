@@ -205,6 +205,8 @@ class PlanService(Application):
             except RecordConflictError:
                 existing = self.get_plan(plan.id)
             else:
+                with self._plan_locks.holding(plan.id):
+                    self._cache_saved(plan)
                 return Outcome(plan_id=str(plan.id), item_id=str(plan.id), version=1, position=recordings[-1].notification.id)
         return Outcome(
             plan_id=str(existing.id),
@@ -405,8 +407,8 @@ class PlanService(Application):
 
         The library caches only what it reads, so the next command would read this
         command's event back, decrypt it and apply it again to the older cached plan
-        (a tenth of a millisecond; the query for newer events is still made). The
-        plan's lock is held, so no other thread is reading the cached plan.
+        (a tenth of a millisecond), or rebuild a plan just opened from the store.
+        The caller holds the plan's lock, so no other thread is reading the cached plan.
         """
         if self.repository.cache is not None:
             self.repository.cache.put(plan.id, plan)
