@@ -20,10 +20,10 @@ Items inside them have ids of their own: ``client-details``, ``need-<id>``,
 ``measure-<id>``, ``note-<id>``; the blocks that hold an "add" form are ``<kind>-new``
 (``need-new``, ``goal-new``...).
 
-:func:`render_plan_fragments` renders all of them, out of band, for the live hub: it
-does not depend on a request, and the fragments hold no form that posts (their buttons
-fetch a form for the person who clicks them), so no CSRF token or command id is shared
-between viewers.
+:class:`PlanPanels` renders them, out of band, for the live hub, one panel at a time and
+only those whose inputs changed (:func:`render_plan_fragments`: all of them): it does not
+depend on a request, and the fragments hold no form that posts (their buttons fetch a form
+for the person who clicks them), so no CSRF token or command id is shared between viewers.
 
 **Who sees what (``domain.access``).** A page rendered for one request knows its viewer:
 :func:`audience_of` gives the :class:`Audience` (the viewer's relation to the plan, and

@@ -3,9 +3,9 @@
 | module | what |
 | --- | --- |
 | `access.py` | `may_view(account, plan)`, `same_origin(connection)`, `signed_in_account(connection)` |
-| `hub.py` | `LiveHub` (fan-out from the read model, presence, drain on shutdown), `LiveConnection` |
+| `hub.py` | `LiveHub` (fan-out of the changed panels from the read model, coalesced presence, drain on shutdown), `LiveConnection` |
 | `messages.py` | what travels on the socket: client JSON, the version marker, close codes |
-| `presence.py` | the `#presence` fragment |
+| `presence.py` | the `#presence` fragment, rendered once per plan and language (`PresenceList`) |
 | `routes.py` | the websocket route `/plans/{plan_id}/live`, the lifespan hook |
 
 Wiring (``web/wiring.py``): ``route_handlers`` and ``lifespan_hooks`` below; the hub is

@@ -8,9 +8,10 @@ Browser -> server: small JSON messages (at most :data:`MAX_CLIENT_MESSAGE` chara
 
 Server -> browser: HTML whose every top-level element has an ``id`` and ``hx-swap-oob``,
 so that htmx 2's ws extension swaps each one out of band, replacing by id (idempotent,
-safe to receive twice). A plan update is :func:`version_marker` followed by the plan's
-fragments (``web.plan_page.render_plan_fragments``); presence is one
-``<div id="presence">`` (:mod:`web.live.presence`).
+safe to receive twice). A plan update is :func:`version_marker` followed by the panels
+that changed since the version the browser showed, or by every panel
+(``web.plan_page.PlanPanels``); presence is one ``<div id="presence">``
+(:mod:`web.live.presence`).
 
 Close codes: :data:`POLICY` (1008: not, or no longer, allowed; the browser does not
 reconnect), :data:`TOO_BIG` (1009), :data:`RESTART` (1012: server shutting down) and
