@@ -13,10 +13,10 @@ and every process started here).
 
 The world is the live timeline's (``benchmarks/live_timeline.py``, reused, not copied):
 1,000 plans made through ``PlanService`` (copies of the demo's open plans), the read model
-rebuilt, the demo accounts; 2,000 signed-in viewers (1-5 a plan, as htmx's websocket
-connects) in viewer processes (``live_viewers.py``); the need-edit form posted as htmx posts
-it, open loop (``live_load.py``) at increasing rates until one saturates; every edit writes a
-marker that the viewers note on arrival.
+rebuilt, the demo accounts; 2,000 signed-in viewers (1-5 a plan, each a websocket as
+htmx opens it) in viewer processes (``live_viewers.py``); the need-edit form posted as
+htmx posts it, open loop (``live_load.py``) at increasing rates until one saturates; every
+edit writes a marker that the viewers note on arrival.
 
 **Across instances.** With two instances, the edits of plan ``p`` go to instance ``p % 2``
 (so half of the edits to each), and the viewers of each plan are dealt out starting with the
@@ -214,8 +214,11 @@ class Running:
         return plan % len(self.servers)
 
 
-def server_environ(setup: Setup, world: World, database: Database | None, data_dir: Path, secret: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("POLKU_", "LIVE_TIMELINE_PROFILE"))}
+def server_environ(setup: Setup, world: World, database: Database | None, data_dir: Path,
+                   secret: str) -> dict[str, str]:
+    """The environment of one instance: POLKU_* of its set-up only (none of this process's)."""
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("POLKU_", "LIVE_TIMELINE_PROFILE"))}
     env.update({"PYTHONUNBUFFERED": "1", "POLKU_SECRET_KEY": secret})
     if os.environ.get("LIVE_TIMELINE_APP_ROOT"):
         env["LIVE_TIMELINE_APP_ROOT"] = os.environ["LIVE_TIMELINE_APP_ROOT"]
@@ -312,7 +315,8 @@ async def connect_viewers(running: Running, world: World, sizes: Sizes, work: Pa
     counts = spread_viewers(sizes.plans, sizes.viewers, rng)
     viewers = viewer_specs(world, counts, running.sessions, rng, bare=False, plan_filter=list(range(sizes.plans)))
     across_of = deal_viewers(running, viewers)
-    result["viewers_per_instance"] = [sum(1 for v in viewers if v["instance"] == i) for i in range(len(running.servers))]
+    result["viewers_per_instance"] = [sum(1 for v in viewers if v["instance"] == i)
+                                      for i in range(len(running.servers))]
     result["viewers_across"] = sum(len(v) for v in across_of.values())
     log(f"{running.setup.name}: connecting {len(viewers)} viewers {result['viewers_per_instance']}")
     running.audience, result["connect"] = await start_audience(
@@ -514,7 +518,8 @@ def print_step(name: str, step: dict[str, Any]) -> None:
 def markdown_table(report: dict[str, Any]) -> str:
     lines = [
         "| set-up | edits/s offered | answered/s | edit → every viewer p50 / p99 ms | across instances p50 / p99 ms"
-        " | instances CPU ms/edit | PostgreSQL CPU ms/edit (backends + shared) | other processes (not the run's), % of a core |",
+        " | instances CPU ms/edit | PostgreSQL CPU ms/edit (backends + shared)"
+        " | other processes (not the run's), % of a core |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, setup in report.get("setups", {}).items():
