@@ -339,15 +339,12 @@ class PlanService(Application):
                     )
                 try:
                     item_id = command(plan, by=by, command_id=command_id, at=self.clock(), **fields)
-                except EditConflict as conflict:
-                    if not fresh:
+                except DomainError as refusal:
+                    if not fresh:  # refuse only what the fresh plan refuses
                         fresh = True
                         continue
-                    raise self._explained(conflict, plan) from None
-                except DomainError:
-                    if not fresh:
-                        fresh = True
-                        continue
+                    if isinstance(refusal, EditConflict):
+                        raise self._explained(refusal, plan) from None
                     raise
                 try:
                     recordings = self.save(plan)
