@@ -91,7 +91,7 @@ class ClientPlan(Aggregate):
     """A client's plan, as its rules need it: the write side.
 
     It keeps the current needs, goals, network, responsibility, consents, steps and
-    handovers, the latest few changes of each item (to explain a conflict) and the
+    handovers, the latest change of each item (to explain a conflict) and the
     receipts of recent commands. What only readers need (notes, measures, a step's
     earlier schedules, an item's longer list of changes) is handed by the events to
     hooks (`keep_note`, `keep_measure`, `keep_earlier_schedule`, `kept_changes`)
@@ -1423,7 +1423,7 @@ class ClientPlan(Aggregate):
         self.record_change(item, event.actor, event.timestamp, type(event).__name__, changed)
 
     def record_change(self, item: Item, by: Actor, at: datetime, action: str, fields: list[str]) -> None:
-        """Count the item's change; keep the latest few, enough to explain a conflict."""
+        """Count the item's change and keep the latest `kept_changes` of them."""
         item.record_change(by, at, action, fields, keep=self.kept_changes)
 
     def keep_note(self, note: Note) -> None:
