@@ -219,7 +219,8 @@ def server_environ(setup: Setup, world: World, database: Database | None, data_d
     """The environment of one instance: POLKU_* of its set-up only (none of this process's)."""
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("POLKU_", "LIVE_TIMELINE_PROFILE"))}
-    env.update({"PYTHONUNBUFFERED": "1", "POLKU_SECRET_KEY": secret})
+    env.update({"PYTHONUNBUFFERED": "1", "POLKU_SECRET_KEY": secret,
+                "LIVE_TIMELINE_GC_FILE": str(data_dir.with_suffix(".gc.json"))})
     if os.environ.get("LIVE_TIMELINE_APP_ROOT"):
         env["LIVE_TIMELINE_APP_ROOT"] = os.environ["LIVE_TIMELINE_APP_ROOT"]
     if setup.store == "sqlite":
@@ -363,6 +364,7 @@ async def run_steps(running: Running, world: World, database: Database | None, s
             step["cpu_seconds"] = account.stop()
             step["saturated"] = saturated(step)
             step["edit_to_viewers_across_ms"] = across_latency(running.across, last["load"])
+            step["gc_pauses"] = gc_pauses(running, last["load"])
             step["cpu_ms_per_edit"] = cpu_per_edit(step)
             step["server_unhandled_errors"] = sum(s.errors().get("unhandled", 0) for s in running.servers)
             step["rss_mib"] = [rss_mib(s.pid) for s in running.servers]
@@ -399,6 +401,31 @@ def across_latency(across: Audience, load: StepLoad) -> dict[str, Any]:
             if reached is not None:
                 latencies.append(reached - sent.sent)
     return summary_ms(latencies)
+
+
+def gc_pauses(running: Running, load: StepLoad) -> dict[str, Any]:
+    """The garbage collector's pauses over 20 ms in the instances during the step (live_server.py
+    writes them), and how many of the edits slower than the target across instances had one
+    of them between their sending and their arrival at the last viewer."""
+    pauses: list[tuple[float, int, float]] = []
+    per_instance = {}
+    for index, server in enumerate(running.servers):
+        try:
+            written = json.loads(server.log.with_suffix(".gc.json").read_text())
+        except (OSError, ValueError):
+            continue
+        mine = [tuple(p) for p in written["long_pauses"] if p[0] >= load.started]
+        pauses += mine
+        per_instance[SERVER_NAMES[index]] = {"pauses": len(mine), "longest_ms": max((p[2] for p in mine), default=0),
+                                             "generation_2": sum(1 for p in mine if p[1] == 2)}
+    slow = met = 0
+    assert running.across is not None
+    for sent in load.sent:
+        reached = running.across.reached_all(sent.plan, sent.need, sent.seq) if sent.status == 200 else None
+        if reached is not None and (reached - sent.sent) * 1000 > TARGET_P99_MS:
+            slow += 1
+            met += any(sent.sent <= at <= reached for at, _generation, _ms in pauses)
+    return {"over_20_ms": per_instance, "edits_over_target": slow, "of_which_during_a_pause": met}
 
 
 def cpu_per_edit(step: dict[str, Any]) -> dict[str, float | None]:
@@ -509,18 +536,22 @@ def print_step(name: str, step: dict[str, Any]) -> None:
     across = step.get("edit_to_viewers_across_ms") or {}
     cpu = step.get("cpu_ms_per_edit") or {}
     others = (step.get("cpu_seconds") or {}).get("other_processes_percent")
+    gc = step.get("gc_pauses") or {}
     log(f"{name:<10} {step['label']:<8} answered {step['achieved_per_s']:>6}/s  every viewer p50 {every.get('p50')}"
         f" p99 {every.get('p99')}  across p50 {across.get('p50')} p99 {across.get('p99')} ms  statuses"
         f" {step['statuses']} not sent {step['not_sent_generator_backlog']} undelivered"
-        f" {step.get('undelivered_after_wait')}  CPU ms/edit {cpu}  others {others}%")
+        f" {step.get('undelivered_after_wait')}  CPU ms/edit {cpu}  others {others}%  GC pauses"
+        f" {gc.get('over_20_ms')}, slow edits {gc.get('edits_over_target')} of which in a pause"
+        f" {gc.get('of_which_during_a_pause')}")
 
 
 def markdown_table(report: dict[str, Any]) -> str:
     lines = [
         "| set-up | edits/s offered | answered/s | edit → every viewer p50 / p99 ms | across instances p50 / p99 ms"
         " | instances CPU ms/edit | PostgreSQL CPU ms/edit (backends + shared)"
-        " | other processes (not the run's), % of a core |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        " | other processes (not the run's), % of a core | GC pauses over 20 ms (longest ms)"
+        " | edits over 150 ms across (in a GC pause) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, setup in report.get("setups", {}).items():
         for step in setup.get("steps", []):
@@ -534,8 +565,18 @@ def markdown_table(report: dict[str, Any]) -> str:
                 f"| {name} | {step['offered_per_s']} | {step['achieved_per_s']}{mark}"
                 f" | {every.get('p50')} / {every.get('p99')} | "
                 + (f"{across.get('p50')} / {across.get('p99')}" if setup["instances"] > 1 else "—")
-                + f" | {cpu.get('instances')} | {database} | {step['cpu_seconds'].get('other_processes_percent')} |")
+                + f" | {cpu.get('instances')} | {database} | {step['cpu_seconds'].get('other_processes_percent')}"
+                + f" | {_gc_cell(step)} |")
     return "\n".join(lines)
+
+
+def _gc_cell(step: dict[str, Any]) -> str:
+    gc = step.get("gc_pauses") or {}
+    instances = (gc.get("over_20_ms") or {}).values()
+    pauses = sum(i["pauses"] for i in instances)
+    longest = max((i["longest_ms"] for i in instances), default=0)
+    return (f"{pauses}" + (f" ({longest:.0f})" if pauses else "")
+            + f" | {gc.get('edits_over_target')} ({gc.get('of_which_during_a_pause')})")
 
 
 def markdown_report(report: dict[str, Any]) -> str:

@@ -7,7 +7,9 @@ runs exactly ``polku serve --host ... --port ...`` (``web.cli.main``). When the 
 ``start`` exists there it samples the Python stacks of every thread of the server every
 ``LIVE_TIMELINE_PROFILE_INTERVAL_MS`` (default 3) ms (``sys._current_frames``), and when
 ``stop`` appears it writes ``profile.json`` there (then removes both files). Nothing of
-the application changes; with the variable unset this is ``polku serve``.
+the application changes; with the variable unset this is ``polku serve``. With
+``LIVE_TIMELINE_GC_FILE`` set, the garbage collector's pauses are written to that file
+every second (:class:`GcPauses`).
 
 Each sample charges a thread's stack with the CPU time the thread used since the previous
 sample (its own CPU clock), so waiting threads cost nothing however often they are seen.
@@ -18,6 +20,7 @@ part of the edit's path (``BUCKETS``).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -263,12 +266,50 @@ def _group(name: str) -> str:
     return "other threads"
 
 
+GC_LONG_PAUSE_MS = 20.0
+
+
+class GcPauses:
+    """How long the garbage collector stopped the process, per generation (gc.callbacks), written to a
+    JSON file every second: the totals, and every pause over ``GC_LONG_PAUSE_MS`` with its moment
+    (time.monotonic), so that a benchmark can tell whether a slow edit met a collection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.generations = {str(g): {"count": 0, "ms": 0.0, "longest_ms": 0.0} for g in range(3)}
+        self.long: list[tuple[float, int, float]] = []
+        self._began = 0.0
+
+    def callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        pause = (time.perf_counter() - self._began) * 1000
+        totals = self.generations[str(info["generation"])]
+        totals["count"] += 1
+        totals["ms"] += pause
+        totals["longest_ms"] = max(totals["longest_ms"], pause)
+        if pause > GC_LONG_PAUSE_MS:
+            self.long.append((round(time.monotonic(), 3), info["generation"], round(pause, 1)))
+
+    def write_every_second(self) -> None:
+        while True:
+            generations = {name: dict(totals) for name, totals in self.generations.items()}
+            self.path.write_text(json.dumps({"generations": generations, "long_pauses": list(self.long)}))
+            time.sleep(1)
+
+
 def run_process() -> None:
     folder = os.environ.get("LIVE_TIMELINE_PROFILE_DIR")
     if folder:
         interval = float(os.environ.get("LIVE_TIMELINE_PROFILE_INTERVAL_MS", "3")) / 1000
         sampler = Sampler(Path(folder), interval)
         threading.Thread(target=sampler.watch, name="live-timeline-sampler", daemon=True).start()
+    gc_file = os.environ.get("LIVE_TIMELINE_GC_FILE")
+    if gc_file:
+        pauses = GcPauses(Path(gc_file))
+        gc.callbacks.append(pauses.callback)
+        threading.Thread(target=pauses.write_every_second, name="live-timeline-gc", daemon=True).start()
     from web.cli import main as polku
 
     sys.exit(polku(["serve", *sys.argv[1:]]))
