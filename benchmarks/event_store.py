@@ -945,7 +945,7 @@ def command_breakdown(service: PlanService, rng: random.Random, workloads: list[
     for _ in range(commands):
         workload = rng.choice(workloads)
         started = time.perf_counter()
-        plan = service._plan_for_command(uuid.UUID(workload.plan_id), fresh=False)
+        plan, _cached = service._plan_for_command(uuid.UUID(workload.plan_id), fresh=False)
         got = time.perf_counter()
         name, fields = workload.next_command()
         item_id = getattr(ClientPlan, name)(plan, at=service.clock(), **fields)

@@ -11,7 +11,6 @@ sees a conflict when the item they edited really changed (`EditConflict`).
 
 from __future__ import annotations
 
-import copy
 import random
 import threading
 import time
@@ -327,7 +326,7 @@ class PlanService(Application):
         with _store_failure_as_busy(), self._plan_locks.holding(identifier):
             fresh = False
             for _attempt in range(SAVE_ATTEMPTS):
-                plan = self._plan_for_command(identifier, fresh)
+                plan, borrowed = self._plan_for_command(identifier, fresh)
                 receipt = plan.receipt_for(command_id)
                 if receipt is not None:
                     return Outcome(
@@ -339,15 +338,16 @@ class PlanService(Application):
                     )
                 try:
                     item_id = command(plan, by=by, command_id=command_id, at=self.clock(), **fields)
+                    recordings = self.save(plan)
                 except DomainError as refusal:
+                    if borrowed and not plan._pending_events:  # refused before anything changed
+                        self._cache_saved(plan)
                     if not fresh:  # refuse only what the fresh plan refuses
                         fresh = True
                         continue
                     if isinstance(refusal, EditConflict):
                         raise self._explained(refusal, plan) from None
                     raise
-                try:
-                    recordings = self.save(plan)
                 except RecordConflictError:
                     fresh = True
                     _back_off(_attempt)
@@ -361,26 +361,28 @@ class PlanService(Application):
                 )
             raise StoreBusy()
 
-    def _plan_for_command(self, plan_id: uuid.UUID, fresh: bool) -> ClientPlan:
-        """The plan a command runs on: a copy of the cached plan as it is, or, when
-        `fresh`, the plan brought up to date with the store (`get_plan`).
+    def _plan_for_command(self, plan_id: uuid.UUID, fresh: bool) -> tuple[ClientPlan, bool]:
+        """The plan a command runs on, and whether it is the cached plan itself.
 
-        Asking the store for newer events before every command was a round trip each
-        (0.5 ms on PostgreSQL). The cached plan is what this process last saved or
-        read, so it is current unless another process or instance wrote since; then
-        the save clashes on the version and the command runs again on the fresh plan,
+        Unless `fresh`, the command runs on the cached plan as it is, not a copy and
+        without asking the store for newer events: a query before every command was a
+        round trip each (0.5 ms on PostgreSQL), and copying a 10,000-event plan's 500
+        items 0.6 ms. The plan leaves the cache while the command works on it, so no
+        one else (another thread, or a nested call) can see it half changed; `_change`
+        puts it back once saved, or once refused unchanged. The cached plan is what
+        this process last saved or read, so it is current unless another process or
+        instance wrote since; then the save clashes on the version and the command runs
+        again on the fresh plan (`get_plan`, a copy brought up to date with the store),
         and a refusal is only given after the command was judged on the fresh plan.
-        The plan's lock is held, so no other thread changes the cached plan meanwhile.
         """
         cache = self.repository.cache
         if fresh or cache is None:
-            return self.get_plan(plan_id)
+            return self.get_plan(plan_id), False
         self._readable(plan_id)
         try:
-            cached = cache.get(plan_id)
+            return cache.get(plan_id, evict=True), True
         except KeyError:
-            return self.get_plan(plan_id)
-        return copy.deepcopy(cached)
+            return self.get_plan(plan_id), False
 
     def _explained(self, conflict: EditConflict, plan: ClientPlan) -> EditConflict:
         """The conflict with every change since the editor's revision (up to 20).
