@@ -435,9 +435,10 @@ class PlanLocks:
     The library's repository deep-copies a cached plan outside the lock under which
     another thread fast-forwards the same cached plan, so two commands on one plan at
     once could copy it while it changed ("dictionary changed size during
-    iteration"). Commands on one plan in this process run one at a time (they would
-    clash in the store anyway); commands on different plans do not wait for each
-    other. A wait longer than `wait_s` is refused as `StoreBusy`, never endless.
+    iteration"); and a command now works on the cached plan itself. Commands and
+    reads of one plan in this process run one at a time (commands would clash in the
+    store anyway); those on different plans do not wait for each other. A wait longer
+    than `wait_s` is refused as `StoreBusy`, never endless.
     """
 
     def __init__(self, wait_s: float):

@@ -621,8 +621,8 @@ class ClientPlan(Aggregate):
     def __deepcopy__(self, memo: dict[int, Any]) -> ClientPlan:
         """A copy that a command may change without touching the original.
 
-        The repository hands every command a copy of the cached plan. Every part an
-        event can change is copied; what never changes once recorded (an item's
+        The repository hands `get_plan` (a reader, or a command run again on the fresh
+        plan) a copy of the cached plan. Every part an event can change is copied; what never changes once recorded (an item's
         remembered changes, earlier schedules) is shared.
         """
         twin = object.__new__(type(self))
