@@ -596,6 +596,7 @@ def test_get_plan_at_a_version_past_a_snapshot(service: PlanService, anna: Actor
     plan_id = open_plan(service, anna).plan_id
     for n in range(105):
         service.add_note(plan_id, by=anna, command_id=cid(), text=f"note {n}")
+    service.flush_snapshots()
 
     assert len(list(service.snapshots.get(uuid.UUID(plan_id)))) >= 1
     assert service.get_plan(plan_id).version == 106
@@ -612,6 +613,7 @@ def test_only_the_latest_two_snapshots_of_a_plan_are_kept(service: PlanService, 
     plan_id = open_plan(service, anna).plan_id
     for n in range(349):
         service.add_note(plan_id, by=anna, command_id=cid(), text=f"note {n}")
+    service.flush_snapshots()
 
     assert snapshot_versions(service, plan_id) == [200, 300]
     uncached = PlanService(StoreSettings(data_dir=service.settings.data_dir, aggregate_cache_size=0))
@@ -890,6 +892,7 @@ def test_the_event_store_holds_no_personal_data_in_plain_bytes(
     record_need(service, plan_id, anna, f"Chronic {secrets['need description']}", financial=secrets["financial side"])
     for n in range(100):  # enough to store a snapshot of the whole plan too
         service.add_note(plan_id, by=carla, command_id=cid(), text=f"{secrets['note']} {n}")
+    service.flush_snapshots()
     assert len(list(service.snapshots.get(uuid.UUID(plan_id)))) >= 1
     # Control: an erasure record is stored in the clear, so the scan can see plain text.
     control = open_plan(service, anna).plan_id

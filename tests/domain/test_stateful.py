@@ -1057,6 +1057,7 @@ class PlanEditing(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
+            self.service.flush_snapshots()
             fresh = PlanService(self.settings, clock=self._clock)
             try:
                 for plan_id, record in self.plans.items():
