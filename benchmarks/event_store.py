@@ -701,6 +701,7 @@ def run_store(target: Target, sizes: Sizes, seed: int, profile_dir: str | None =
         service, rng, f"{run_tag}-big", sizes.one_plan_events, sizes.window_starts, sizes.window
     )
     result["one_plan"] = one_plan
+    service.flush_snapshots()  # written in the background, after the commands were answered
     result["stored_sizes"] = stored_sizes(service, big.plan_id)
     sizes_seen = result["stored_sizes"]
     print(
@@ -725,6 +726,7 @@ def run_store(target: Target, sizes: Sizes, seed: int, profile_dir: str | None =
             open_workload_plan(service, workload)
             grow_plan(service, workload, size)
             plans_by_size[size] = workload.plan_id
+    service.flush_snapshots()
     opens: dict[str, Any] = {}
     uncached = target.service(cache=False)
     replaying = target.service(cache=False, snapshots=False)
@@ -935,7 +937,8 @@ def command_breakdown(service: PlanService, rng: random.Random, workloads: list[
     (erasure check from the keyring's cache, copy of the cached plan), the command on the
     aggregate, encoding and encryption of its event, the library's insert (its whole
     transaction; on PostgreSQL with `LOCK TABLE` and `NOTIFY`), then the snapshot check
-    and caching the saved plan.
+    (at an interval, a copy of the plan handed to the background writer) and caching the
+    saved plan.
     """
     from eventsourcing.application import ProcessingEvent
 
