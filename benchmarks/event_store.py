@@ -832,7 +832,10 @@ def grow_plan(service: PlanService, workload: PlanWorkload, version: int) -> Non
     """Run the workload's commands on the aggregate until the plan has `version` events.
 
     The fast path between timed windows: one `get_plan` and one save per 100 events,
-    cut at the snapshot interval so snapshots are taken exactly as one at a time.
+    cut at the snapshot interval so snapshots are taken exactly as one at a time. The
+    grown plan is cached at the end, as the service's own commands leave it: otherwise
+    the next timed command ran on the stale cached plan, clashed in the store and read
+    every event since (48 ms after growing to 1,000 events, 218 ms to 5,000).
     """
     plan = service.get_plan(workload.plan_id)
     while workload.count < version:
@@ -841,6 +844,7 @@ def grow_plan(service: PlanService, workload: PlanWorkload, version: int) -> Non
         workload.done(name, fields, item_id)
         if plan.version % SNAPSHOT_INTERVAL == 0 or workload.count == version:
             service.save(plan)
+    service._cache_saved(plan)
 
 
 def _estimated_total_s(windows: list[dict[str, Any]], events: int) -> float:
