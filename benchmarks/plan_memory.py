@@ -3,7 +3,9 @@
 Grows plans with the event store benchmark's realistic workload on a temporary SQLite
 store (`PlanWorkload`, saved 100 events at a time), then opens them with a service that
 caches nothing (snapshot and the events after it, as the cache would hold them after an
-eviction) and measures with tracemalloc what holding them costs:
+eviction) and measures what holding them costs: the bytes still allocated (tracemalloc) and how
+long a full garbage collection takes while they are held (every cached object is
+traversed by each generation-2 collection, a pause for every request of the process):
 
 - 1,000 plans of 20 events (the demo's plans have 10-28);
 - 200 plans of 200 events (a plan worked on for a year or more);
@@ -12,8 +14,8 @@ eviction) and measures with tracemalloc what holding them costs:
     .venv/bin/python benchmarks/plan_memory.py            # ~1 minute
     .venv/bin/python benchmarks/plan_memory.py --quick    # smaller counts
 
-Prints the bytes per plan of each kind; the figures are in docs/deployment.md, where
-POLKU_AGGREGATE_CACHE_SIZE is described.
+Prints the bytes per plan and the full collection's time per 1,000 plans of each kind;
+the figures are in docs/deployment.md, where POLKU_AGGREGATE_CACHE_SIZE is described.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import base64
 import gc
 import random
 import secrets
+import statistics
 import sys
 import tempfile
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -45,14 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as data_dir:
         settings = StoreSettings(data_dir=data_dir, master_key_b64=base64.b64encode(secrets.token_bytes(32)).decode())
         writer = PlanService(settings)
-        reader = PlanService(StoreSettings(data_dir=data_dir, master_key_b64=settings.master_key_b64, aggregate_cache_size=0))
+        uncached = StoreSettings(data_dir=data_dir, master_key_b64=settings.master_key_b64, aggregate_cache_size=0)
+        reader = PlanService(uncached)
         try:
             rng = random.Random(2)
             for count, events in kinds:
                 plan_ids = [grown_plan(writer, rng, events, f"m{events}-{i}") for i in range(count)]
                 writer.flush_snapshots()
-                per_plan = held_bytes(reader, plan_ids) / count
-                print(f"{count:>5} plans of {events:>6,} events: {per_plan / 1024:8.1f} KiB a plan held", flush=True)
+                held, collection_s = held_bytes_and_collection(reader, plan_ids)
+                print(
+                    f"{count:>5} plans of {events:>6,} events: {held / count / 1024:8.1f} KiB a plan held;"
+                    f" a full collection {collection_s * 1e6 / count:6.1f} ms longer per 1,000 plans held",
+                    flush=True,
+                )
         finally:
             writer.close()
             reader.close()
@@ -66,19 +75,30 @@ def grown_plan(service: PlanService, rng: random.Random, events: int, tag: str) 
     return workload.plan_id
 
 
-def held_bytes(service: PlanService, plan_ids: list[str]) -> int:
-    """Bytes still allocated while the plans are held, after opening them one by one."""
+def held_bytes_and_collection(service: PlanService, plan_ids: list[str]) -> tuple[int, float]:
+    """Bytes still allocated while the plans are held, after opening them one by one, and
+    the extra time a full collection takes with them held (median of 5, seconds)."""
     for plan_id in plan_ids[:1]:  # warm the keyring, transcoder and connection first
         service.get_plan(plan_id)
-    gc.collect()
+    empty = full_collection_s()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     held = [service.get_plan(plan_id) for plan_id in plan_ids]
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
+    collection = full_collection_s()
     del held
-    return after - before
+    return after - before, collection - empty
+
+
+def full_collection_s() -> float:
+    samples = []
+    for _ in range(5):
+        started = time.perf_counter()
+        gc.collect()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
 
 
 if __name__ == "__main__":

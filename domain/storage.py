@@ -8,7 +8,7 @@
     POLKU_PG_SCHEMA     schema of the event store (default: public); keys go to <schema>_keys
     POLKU_PG_LOCK_TIMEOUT  seconds to wait for a lock before failing (default 5, never 0)
     POLKU_MASTER_KEY    base64 of 32 bytes that wraps the per-plan keys
-    POLKU_AGGREGATE_CACHE_SIZE  plans kept in memory by the write side (default 5000; 0: none)
+    POLKU_AGGREGATE_CACHE_SIZE  plans kept in memory by the write side (default 3000; 0: none)
 
 Without POLKU_MASTER_KEY a SQLite store keeps a generated master key in
 `<data dir>/master.key` (mode 0600); a PostgreSQL store refuses to start
@@ -39,10 +39,12 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
     pg_schema: str = ""
     lock_timeout_s: int = 5
     master_key_b64: str = ""
-    aggregate_cache_size: int = 5_000
-    """A county's working set of a few thousand plans: a cached plan holds ~30 KiB at 20
-    events, ~100 KiB at 200 and ~1.1 MiB at 10,000 (`benchmarks/plan_memory.py`), so a
-    full cache takes 150-500 MiB. It was 500 when a plan held megabytes."""
+    aggregate_cache_size: int = 3_000
+    """A county's working set of a few thousand plans. A cached plan holds ~30 KiB at 20
+    events, ~100 KiB at 200 and ~1.1 MiB at 10,000, and makes each full garbage collection
+    longer (~35-50 ms per 1,000 plans of 20 events, ~85-190 ms per 1,000 of 200;
+    `benchmarks/plan_memory.py`): a full cache takes 90-300 MiB and a full collection
+    0.1-0.5 s. It was 500 when a plan held megabytes."""
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> StoreSettings:
