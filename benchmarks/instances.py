@@ -447,16 +447,15 @@ def capacity(report: dict[str, Any], *, instance_processes: int = 16, database_c
 
     Model, per edit: the instance that takes the edit runs the command and answers it, every
     instance with viewers of the plan renders and sends the update (``hub``), and the one
-    writer instance runs the projection. From the busiest unsaturated step of each PostgreSQL
-    set-up: ``hub = (two - one) / (k2 - 1)``, where k2 is how many instances held viewers of the
+    writer instance runs the projection. From the two PostgreSQL set-ups at the highest rate
+    that saturated neither: ``hub = (two - one) / (k2 - 1)``, where k2 is how many instances held viewers of the
     edited plan in the two-instance run; with N processes and viewers spread at random the
     instances' CPU per edit is ``one + hub * (kN - 1)``. The projection's share is what the
     writer of the two-instance run spent more than the other (each took half the edits and
     half the viewers); the writer does it for every edit of the deployment, in one process.
     PostgreSQL's CPU per edit (its backends and its shared processes) is taken as it is.
     """
-    one = _busiest_step(report, "postgres-1")
-    two = _busiest_step(report, "postgres-2")
+    one, two = _steps_to_compare(report)
     if one is None or two is None:
         return {"error": "a PostgreSQL set-up has no step to estimate from"}
     per_plan = report.get("viewers_per_plan") or {}
@@ -503,6 +502,21 @@ def _writer_extra_ms(step: dict[str, Any], writers: list[bool | None]) -> float 
     if other is None or cpu.get(writer) is None or cpu.get(other) is None:
         return None
     return max(cpu[writer] - cpu[other], 0.0)
+
+
+def _steps_to_compare(report: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The steps of postgres-1 and postgres-2 at the highest rate that saturated neither (the CPU per
+    edit falls as the rate rises, the fixed costs shared by more edits); else each one's busiest."""
+    def usable(name: str) -> dict[float, dict[str, Any]]:
+        steps = (report.get("setups", {}).get(name) or {}).get("steps") or []
+        return {s["offered_per_s"]: s for s in steps
+                if not s["saturated"] and (s.get("cpu_ms_per_edit") or {}).get("instances")}
+
+    one, two = usable("postgres-1"), usable("postgres-2")
+    common = sorted(set(one) & set(two))
+    if common:
+        return one[common[-1]], two[common[-1]]
+    return _busiest_step(report, "postgres-1"), _busiest_step(report, "postgres-2")
 
 
 def _busiest_step(report: dict[str, Any], name: str) -> dict[str, Any] | None:

@@ -50,7 +50,7 @@ def test_viewers_dealt_over_two_instances_and_spread_at_random_over_many() -> No
 def _step(label: str, instances_ms: dict[str, float], backends: float, shared: float) -> dict:
     cpu = {**instances_ms, "instances": sum(instances_ms.values()), "postgres_backends": backends,
            "postgres_shared": shared}
-    return {"label": label, "saturated": False, "achieved_per_s": 50.0, "cpu_ms_per_edit": cpu}
+    return {"label": label, "offered_per_s": 50, "saturated": False, "achieved_per_s": 50.0, "cpu_ms_per_edit": cpu}
 
 
 def test_capacity_charges_each_extra_instance_its_hub_and_the_writer_its_projection() -> None:
