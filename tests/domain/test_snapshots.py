@@ -25,6 +25,8 @@ from domain.storage import StoreSettings
 from domain.values import Actor
 
 EVERY = 5
+NEVER_S = 30
+"""A guard against hanging when a snapshot is never handed over: waits give up after this."""
 
 
 class OftenSnapshottingService(PlanService):
@@ -102,7 +104,7 @@ class Gate:
 
         def held_put(snapshots: list[Any], **kwargs: Any) -> Any:
             self.entered.set()
-            self.released.wait()
+            self.released.wait(NEVER_S)
             self.erased_when_written.append(keyring.is_erased(snapshots[0].originator_id))
             return put(snapshots, **kwargs)
 
@@ -120,6 +122,19 @@ def test_a_snapshot_is_of_the_saved_plan_at_the_interval(services: Callable[...,
     latest = next(iter(service.snapshots.get(plan_id, desc=True, limit=1)))
     assert latest.originator_version == live.version == 2 * EVERY
     assert vars(latest.mutate(None)) == vars(live)
+
+
+def test_the_library_does_not_take_the_snapshot_too(services: Callable[..., PlanService]) -> None:
+    """The library's own step (re-reading the plan inside the command) is replaced, not added to."""
+    service = services()
+    taken_by_the_library: list[Any] = []
+    service.take_snapshot = lambda *args, **kwargs: taken_by_the_library.append(args)  # type: ignore[method-assign]
+    plan_id = open_plan(service)
+    add_notes(service, plan_id, EVERY)
+    service.flush_snapshots()
+
+    assert taken_by_the_library == []
+    assert stored_snapshot_versions(service, plan_id) == [EVERY]
 
 
 def test_a_plan_opened_from_its_snapshot_equals_the_live_plan(services: Callable[..., PlanService]) -> None:
@@ -161,7 +176,7 @@ def test_close_writes_the_snapshots_still_waiting(services: Callable[..., PlanSe
     gate = Gate(service)
     plan_id = open_plan(service)
     add_notes(service, plan_id, EVERY - 1)
-    gate.entered.wait()
+    assert gate.entered.wait(NEVER_S)
     closing = threading.Thread(target=service.close)
     closing.start()
     gate.released.set()
@@ -176,7 +191,7 @@ def test_a_snapshot_waiting_when_its_plan_is_erased_is_never_written(services: C
     gate = Gate(service)
     busy = open_plan(service)
     add_notes(service, busy, EVERY - 1)  # the writer is held writing this plan's snapshot
-    gate.entered.wait()
+    assert gate.entered.wait(NEVER_S)
     erased = open_plan(service)
     add_notes(service, erased, EVERY - 2)
     service.close_plan(str(erased), by=ANNA, command_id=cid(), outcome="work")  # version 5: a snapshot waits
@@ -196,7 +211,7 @@ def test_erasure_waits_for_the_plan_s_snapshot_being_written(services: Callable[
     plan_id = open_plan(service)
     add_notes(service, plan_id, EVERY - 2)
     service.close_plan(str(plan_id), by=ANNA, command_id=cid(), outcome="work")
-    gate.entered.wait()
+    assert gate.entered.wait(NEVER_S)
     writer = service._snapshot_writer
     forget = writer.forget
     waiting_to_erase = threading.Event()
@@ -208,7 +223,7 @@ def test_erasure_waits_for_the_plan_s_snapshot_being_written(services: Callable[
     writer.forget = forget_signalled  # type: ignore[method-assign]
     erasing = threading.Thread(target=service.erase_plan, args=(str(plan_id),), kwargs={"by": ANNA, "reason": "over"})
     erasing.start()
-    waiting_to_erase.wait()
+    assert waiting_to_erase.wait(NEVER_S)
     gate.released.set()
     erasing.join()
 
