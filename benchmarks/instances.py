@@ -51,7 +51,6 @@ import multiprocessing
 import os
 import random
 import secrets
-import shutil
 import signal
 import sys
 import tempfile
@@ -89,6 +88,7 @@ from live_timeline import (  # noqa: E402
     build_world,
     edit_answered,
     edit_request,
+    finish_report,
     log,
     machine_info,
     measure_step,
@@ -780,15 +780,8 @@ def main(argv: list[str] | None = None) -> int:
             run_loop(orchestrate(args, sizes, work, report, cleanup))
     finally:
         release(cleanup)
-        report["seconds"] = round(time.monotonic() - started, 1)
-        report["machine"]["load_average_at_end"] = os.getloadavg()
         report["target"] = target(report)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=str))
-        if args.keep:
-            print(f"Kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish_report(report, args, work, started)
     markdown = markdown_report(report)
     args.out.with_suffix(".md").write_text(markdown + "\n")
     print(f"\n{markdown}\n\nWritten to {args.out} and {args.out.with_suffix('.md')} ({report['seconds']} s)")

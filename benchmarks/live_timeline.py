@@ -1522,6 +1522,19 @@ async def orchestrate(args: argparse.Namespace, sizes: Sizes, work: Path, report
     await scenario_bare(world, sizes, work, _free_port(), report, bare_rates)
 
 
+def finish_report(report: dict[str, Any], args: argparse.Namespace, work: Path, started: float) -> None:
+    """End a run: its time and the load at the end into ``report``, written as JSON to
+    ``args.out``; the work folder removed unless ``--keep``."""
+    report["seconds"] = round(time.monotonic() - started, 1)
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    if args.keep:
+        print(f"Kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Live timeline benchmark (issue 3).")
     parser.add_argument("--quick", action="store_true", help="100 plans, 200 viewers, short steps (~1-2 minutes)")
@@ -1561,15 +1574,8 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             asyncio.run(orchestrate(args, sizes, work, report))
     finally:
-        report["seconds"] = round(time.monotonic() - started, 1)
-        report["machine"]["load_average_at_end"] = os.getloadavg()
         report["targets"] = targets(report)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=str))
-        if args.keep:
-            print(f"Kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish_report(report, args, work, started)
     print_table(report)
     print(f"\nWritten to {args.out} ({report['seconds']} s)")
     return 0
