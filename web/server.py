@@ -4,6 +4,9 @@
 directly (settings from the environment)::
 
     uvicorn --factory web.server:app_factory --host 127.0.0.1 --port 8000
+
+Either way the garbage collector runs under :class:`web.gc_policy.GcPolicy` (``POLKU_GC``,
+docs/deployment.md): the long-lived heap frozen, full collections over it rare.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import uvicorn
 from litestar import Litestar
 
 from web import log_redaction
+from web.gc_policy import GcPolicy
 from web.settings import Settings
 from web.wiring import build_app
 
@@ -31,6 +35,7 @@ def build_server(
     settings: Settings | None = None,
     *,
     app: Litestar | None = None,
+    gc_policy: GcPolicy | None = None,
     **config: Any,
 ) -> uvicorn.Server:
     """A uvicorn server for Polku, not yet started.
@@ -38,6 +43,9 @@ def build_server(
     It serves ``app`` if given (tests add routes that way), else ``build_app(settings)``
     (:mod:`web.wiring`: the base pages, the plan pages, the plan service and read model),
     built when the server starts. ``config`` overrides uvicorn options.
+
+    The app built here runs under ``gc_policy`` (default :meth:`GcPolicy.from_env`); a given
+    ``app`` is served as it is.
     """
     options: dict[str, Any] = {
         "host": host,
@@ -54,12 +62,19 @@ def build_server(
     log_redaction.install()  # the filter outlives uvicorn's logging set-up in its Config
     if app is not None:
         return uvicorn.Server(uvicorn.Config(app, **options))
-    return uvicorn.Server(
-        uvicorn.Config(lambda: build_app(settings or Settings.from_env()), factory=True, **options)
-    )
+    policy = gc_policy or GcPolicy.from_env()  # read now: a bad value stops the command before it serves
+
+    def factory() -> Litestar:
+        built = build_app(settings or Settings.from_env())
+        policy.install(built)
+        return built
+
+    return uvicorn.Server(uvicorn.Config(factory, factory=True, **options))
 
 
 def app_factory() -> Litestar:
     """The whole app with settings from the environment, for ``uvicorn --factory``."""
     log_redaction.install()
-    return build_app(Settings.from_env())
+    app = build_app(Settings.from_env())
+    GcPolicy.from_env().install(app)
+    return app
