@@ -100,7 +100,9 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
                 "AGGREGATE_CACHE_MAXSIZE": self._cache_maxsize,
             }
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            # The library's module, but each save is one call of a stored function
+            # (same table lock, NOTIFY and lock timeout; see domain/postgres.py).
+            "PERSISTENCE_MODULE": "domain.postgres",
             "POSTGRES_DBNAME": self.pg_db,
             "POSTGRES_HOST": self.pg_host,
             "POSTGRES_PORT": str(self.pg_port),

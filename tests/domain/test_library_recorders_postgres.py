@@ -5,8 +5,11 @@ store uses (``StoreSettings.event_store_env``: the module, the schema, the lock 
 the pool size), in a fresh schema per test, so the store's guarantees (ordered
 notification ids that never interleave, tracking that refuses going back, subscriptions
 woken by LISTEN/NOTIFY, a process recorder that writes tracking and events atomically) are
-checked as configured, not assumed. The read model's own store, `PostgresPlanViews`, is
-checked as a tracking recorder too.
+checked as configured, not assumed. The application recorder is Polku's
+(`domain.postgres.OneTripPostgresApplicationRecorder`: each save one call of a stored
+function), so the library's cases, the concurrent and ordering ones included, check that
+it keeps the library's guarantees; the process recorder stays the library's. The read
+model's own store, `PostgresPlanViews`, is checked as a tracking recorder too.
 
 The SQLite counterparts run in test_sqlite_store.py.
 """
@@ -31,6 +34,7 @@ from eventsourcing.tests import persistence as lib_tests
 from eventsourcing.utils import Environment
 from psycopg import sql
 
+from domain.postgres import OneTripPostgresApplicationRecorder, OneTripPostgresFactory
 from domain.storage import StoreSettings
 from projections.plans import open_view_store
 from projections.views import PostgresPlanViews
@@ -87,13 +91,13 @@ class PolkuPostgres:
             conn.execute("SET lock_timeout = '30s'")
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(f"{pg_schema}_views")))
 
-    def make_factory(self) -> PostgresFactory:
+    def make_factory(self) -> OneTripPostgresFactory:
         env = self.settings.event_store_env
-        assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+        assert env["PERSISTENCE_MODULE"] == "domain.postgres"
         assert env["POSTGRES_SCHEMA"] == self.settings.pg_schema
         assert int(env["POSTGRES_LOCK_TIMEOUT"]) >= 1  # never 0, which waits for ever
         factory = InfrastructureFactory.construct(Environment("Polku", env))
-        assert isinstance(factory, PostgresFactory)
+        assert type(factory) is OneTripPostgresFactory
         assert factory.datastore.schema == self.settings.pg_schema
         assert factory.datastore.lock_timeout == int(env["POSTGRES_LOCK_TIMEOUT"])
         self._factories.append(factory)
@@ -108,9 +112,9 @@ class TestAggregateRecorder(PolkuPostgres, lib_tests.AggregateRecorderTestCase):
 
 
 class TestApplicationRecorder(PolkuPostgres, lib_tests.ApplicationRecorderTestCase):
-    def create_recorder(self) -> PostgresApplicationRecorder:
+    def create_recorder(self) -> OneTripPostgresApplicationRecorder:
         recorder = self.make_factory().application_recorder()
-        assert type(recorder) is PostgresApplicationRecorder
+        assert type(recorder) is OneTripPostgresApplicationRecorder
         return recorder
 
     def test_insert_subscribe(self) -> None:
@@ -118,8 +122,10 @@ class TestApplicationRecorder(PolkuPostgres, lib_tests.ApplicationRecorderTestCa
 
 
 class TestNotificationIdsDoNotInterleave(PolkuPostgres, lib_tests.NonInterleavingNotificationIDsBaseCase):
-    def create_recorder(self) -> PostgresApplicationRecorder:
-        return self.make_factory().application_recorder()
+    def create_recorder(self) -> OneTripPostgresApplicationRecorder:
+        recorder = self.make_factory().application_recorder()
+        assert type(recorder) is OneTripPostgresApplicationRecorder
+        return recorder
 
 
 class TestProcessRecorderAsApplicationRecorder(PolkuPostgres, lib_tests.ApplicationRecorderTestCase):
@@ -164,7 +170,7 @@ class PlanCountView(PostgresTrackingRecorder):
 
 
 class TestFactory(PolkuPostgres, lib_tests.InfrastructureFactoryTestCase[PostgresFactory]):
-    """The factory that `PERSISTENCE_MODULE=eventsourcing.postgres` selects, with Polku's settings."""
+    """The factory that `PERSISTENCE_MODULE=domain.postgres` selects, with Polku's settings."""
 
     def setUp(self) -> None:
         self.env = Environment("TestCase", self.settings.event_store_env)
@@ -172,13 +178,13 @@ class TestFactory(PolkuPostgres, lib_tests.InfrastructureFactoryTestCase[Postgre
         self._factories.append(self.factory)
 
     def expected_factory_class(self) -> type[PostgresFactory]:
-        return PostgresFactory
+        return OneTripPostgresFactory
 
     def expected_aggregate_recorder_class(self) -> type[PostgresAggregateRecorder]:
         return PostgresAggregateRecorder
 
     def expected_application_recorder_class(self) -> type[PostgresApplicationRecorder]:
-        return PostgresApplicationRecorder
+        return OneTripPostgresApplicationRecorder
 
     def expected_tracking_recorder_class(self) -> type[PostgresTrackingRecorder]:
         return PostgresTrackingRecorder

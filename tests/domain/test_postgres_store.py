@@ -1,5 +1,6 @@
 """The plan service on PostgreSQL: two instances over one database, what the tables hold,
-where the keys live, erasure, and how long a save waits for a lock.
+where the keys live, erasure, how a save is inserted (one call of the recorder's stored
+function, `domain.postgres`) and how long a save waits for a lock.
 
 Each test gets a fresh schema (`pg_schema`); the plan keys go to `<schema>_keys`, which
 this module drops afterwards. The last test checks the durability settings of the SQLite
@@ -21,12 +22,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from psycopg import sql
 
 from domain.application import LIBRARY_ATTEMPTS, PlanService
 from domain.crypto import ENCRYPTED, ErasedPlanEvent
 from domain.erasure import ErasureRecord
 from domain.errors import DomainError, PlanErased
+from domain.postgres import OneTripPostgresApplicationRecorder
 from domain.sqlite import DurableSQLiteConnectionPool
 from domain.storage import StoreSettings
 from domain.values import Actor
@@ -264,6 +267,86 @@ def test_the_plan_keys_live_in_their_own_schema(
     assert sorted(keys) == sorted(plans)
     for wrapped in keys.values():
         assert len(bytes(wrapped)) == 12 + 32 + 16  # nonce, AES-256 key, tag: wrapped, not bare
+
+
+# --- the insert ---------------------------------------------------------------------------
+
+
+def stored(plan_id: uuid.UUID, *versions: int) -> list[StoredEvent]:
+    return [StoredEvent(plan_id, version, "topic", f"state {version}".encode()) for version in versions]
+
+
+def test_a_save_is_one_call_of_the_recorders_function(
+    services: Callable[..., PlanService], db: psycopg.Connection[Any], environ: dict[str, str]
+) -> None:
+    service = services()
+    recorder = service.recorder
+    assert type(recorder) is OneTripPostgresApplicationRecorder
+    functions = db.execute(
+        "SELECT proname FROM pg_proc WHERE pronamespace = %s::regnamespace", (environ["POLKU_PG_SCHEMA"],)
+    ).fetchall()
+    assert functions == [("polku_events_insert",)]  # the library's lock-less function is not made
+
+    first, second = uuid.uuid4(), uuid.uuid4()
+    ids = recorder.insert_events([*stored(first, 1, 2, 3), *stored(second, 1)])
+    notifications = recorder.select_notifications(start=None, limit=10)
+    assert [n.id for n in notifications] == ids == list(range(ids[0], ids[0] + 4))  # in the order given
+    assert [(n.originator_id, n.originator_version) for n in notifications] == [
+        (first, 1),
+        (first, 2),
+        (first, 3),
+        (second, 1),
+    ]
+
+    with pytest.raises(IntegrityError):  # the library's, which PlanService takes for a clash
+        recorder.insert_events(stored(second, 2, 1))
+    assert recorder.select_events(second) == stored(second, 1)  # nothing of a refused call stays
+
+
+def test_a_clash_with_another_instances_save_is_retried_on_the_fresh_plan(
+    services: Callable[..., PlanService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = services(), services()
+    plan_id = open_plan(first)
+    first.get_plan(plan_id)  # cached by the first instance
+    second.add_note(plan_id, by=SANNA, command_id="note-second", text="Toisen instanssin huomio")
+
+    refused: list[BaseException] = []
+    insert = first.recorder.insert_events
+
+    def spy(events: Any, **kwargs: Any) -> Any:
+        try:
+            return insert(events, **kwargs)
+        except BaseException as error:
+            refused.append(error)
+            raise
+
+    monkeypatch.setattr(first.recorder, "insert_events", spy)
+    outcome = first.add_note(plan_id, by=AINO, command_id="note-first", text="Ensimmäisen instanssin huomio")
+
+    assert [type(error) for error in refused] == [IntegrityError]  # the stale plan clashed once
+    assert outcome.version == 3
+    assert second.get_plan(plan_id).version == 3
+
+
+def test_the_insert_takes_the_table_lock_and_waits_only_the_lock_timeout(
+    services: Callable[..., PlanService], environ: dict[str, str]
+) -> None:
+    """A plain INSERT would go on beside a ROW EXCLUSIVE holder; the recorder's table lock
+    (EXCLUSIVE) waits for it, which is what keeps notification ids in commit order. One
+    attempt (without the library's retries) gives up after the datastore's lock timeout."""
+    service = services()
+    recorder = service.recorder
+    recorder.datastore.lock_timeout = 0.3
+    attempt = OneTripPostgresApplicationRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
+
+    seconds, error = _run_while_locked(
+        environ, service, "ROW EXCLUSIVE", lambda: attempt(recorder, stored(uuid.uuid4(), 1))
+    )
+
+    assert seconds is not None and 0.25 < seconds < 2.0, seconds
+    assert isinstance(error, OperationalError), f"raised {error!r}"
+    assert isinstance(error.__cause__, psycopg.errors.LockNotAvailable)
 
 
 # --- erasure ------------------------------------------------------------------------------
