@@ -11,6 +11,9 @@ cannot be moved to another event unnoticed.
 Events of a plan whose key was erased come back as `ErasedPlanEvent`
 placeholders: followers of the notification log skip them instead of
 stopping at them.
+
+A plan's snapshot is encoded by its own typed codec (`domain.snapshots`) before it is
+encrypted; a snapshot in the library's JSON, stored before, still decodes.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import DomainEvent
+from eventsourcing.domain import DomainEvent, Snapshot
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
 from domain.errors import PlanErased
 from domain.keys import Keyring
 from domain.plan import ClientPlan
+from domain.snapshots import decode_plan_snapshot, encode_plan_snapshot, is_typed_snapshot
 
 ENCRYPTED = b"PK1"
 """Marks a state encrypted with a plan key (a plain JSON state starts with '{')."""
@@ -48,7 +52,15 @@ class PlanKeyMapper(Mapper):
         self.keyring = keyring
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
-        stored = super().to_stored_event(domain_event)
+        if type(domain_event) is Snapshot and domain_event.topic == PLAN_TOPIC:
+            stored = StoredEvent(
+                originator_id=domain_event.originator_id,
+                originator_version=domain_event.originator_version,
+                topic=get_topic(type(domain_event)),
+                state=encode_plan_snapshot(domain_event),
+            )
+        else:
+            stored = super().to_stored_event(domain_event)
         if not _is_personal(domain_event):
             return stored
         cipher = self.keyring.cipher_for(stored.originator_id)
@@ -80,6 +92,8 @@ class PlanKeyMapper(Mapper):
             raise LookupError(f"No key for encrypted events of {stored_event.originator_id}.")
         body = state[len(ENCRYPTED) :]
         plain = cipher.decrypt(body[:12], body[12:], _associated_data(stored_event))
+        if is_typed_snapshot(plain):
+            return decode_plan_snapshot(plain, _as_uuid(stored_event.originator_id), stored_event.originator_version)
         return super().to_domain_event(
             StoredEvent(
                 originator_id=stored_event.originator_id,

@@ -11,6 +11,11 @@ The library keeps every snapshot it takes; a plan that lives to 10,000 events wo
 leave 100 of them. Only the latest is ever read to open the plan (a plan at an earlier
 version is replayed from its events, `PlanService.plan_record`), so after writing one
 `PlanService` keeps the latest `KEPT_SNAPSHOTS` and deletes the rest.
+
+A plan's snapshot is encoded by msgspec against the plan's typed state
+(`PlanSnapshotBody`), not by the library's JSON transcoder, which calls back into
+Python for every part: at 10,000 events encoding took 8 ms and decoding 6 ms, now
+about 0.3 and 1.3 ms. Snapshots stored before are library JSON and still load.
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any
 
+import msgspec
+from eventsourcing.domain import Snapshot
 from eventsourcing.sqlite import SQLiteAggregateRecorder
+
+from domain import items
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +41,79 @@ KEPT_SNAPSHOTS = 2
 QUEUED_PLANS = 256
 """Plans whose snapshot may wait to be written at once; beyond that a snapshot is dropped
 (and taken again at the plan's next interval)."""
+
+
+class PlanStateV2(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A `ClientPlan`'s state at class version 2, as `Snapshot.take` collects it.
+
+    Its fields are the plan's attributes: a plan with an attribute missing here cannot
+    be encoded (the test of the codec compares them). A new class version of the plan
+    gets a struct and tag of its own, and this one stays to read the snapshots of
+    version 2 (whose `class_version` then upcasts them as usual).
+    """
+
+    _created_on: datetime
+    _modified_on: datetime
+    opened_at: datetime
+    opened_on: date
+    client: items.Client
+    responsibility: items.Responsibility
+    consents: dict[str, items.Consent]
+    needs: dict[str, items.Need]
+    goals: dict[str, items.Goal]
+    members: dict[str, items.Member]
+    steps: dict[str, items.Step]
+    handovers: list[items.Handover]
+    closing: items.Closing | None
+    receipts: dict[str, items.Receipt]
+    class_version: int
+
+
+class PlanSnapshotBody(msgspec.Struct, kw_only=True, tag="plan-v2", tag_field="snapshot"):
+    """What a plan's snapshot stores besides its id and version: JSON whose first key
+    is the tag, so it is told from the library's JSON (which starts with "timestamp")."""
+
+    timestamp: datetime
+    topic: str
+    state: PlanStateV2
+
+
+TYPED_SNAPSHOT_PREFIX = b'{"snapshot":'
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(PlanSnapshotBody)
+
+
+def encode_plan_snapshot(snapshot: Snapshot) -> bytes:
+    """The snapshot of a `ClientPlan` (topic, timestamp and state), as typed JSON."""
+    body = PlanSnapshotBody(timestamp=snapshot.timestamp, topic=snapshot.topic, state=PlanStateV2(**snapshot.state))
+    return _encoder.encode(body)
+
+
+def is_typed_snapshot(plain: bytes) -> bool:
+    return plain.startswith(TYPED_SNAPSHOT_PREFIX)
+
+
+def decode_plan_snapshot(plain: bytes, originator_id: uuid.UUID, originator_version: int) -> Snapshot:
+    """The library's `Snapshot` of what `encode_plan_snapshot` wrote.
+
+    Built as the library's mapper builds events (no constructor call); `mutate` then
+    makes the plan from it, upcasting by its `class_version` like any snapshot.
+    """
+    body = _decoder.decode(plain)
+    state = body.state
+    snapshot = object.__new__(Snapshot)
+    object.__setattr__(
+        snapshot,
+        "__dict__",
+        {
+            "originator_id": originator_id,
+            "originator_version": originator_version,
+            "timestamp": body.timestamp,
+            "topic": body.topic,
+            "state": {name: getattr(state, name) for name in state.__struct_fields__},
+        },
+    )
+    return snapshot
 
 
 class SnapshotWriter:

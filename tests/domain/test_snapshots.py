@@ -7,6 +7,7 @@ a few commands cross the interval.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import threading
@@ -17,13 +18,18 @@ from typing import Any
 
 import msgspec
 import pytest
+from eventsourcing.domain import Snapshot
+from eventsourcing.persistence import StoredEvent
 
+from domain import crypto
 from domain.application import PlanService
 from domain.errors import PlanErased
 from domain.plan import ClientPlan
+from domain.snapshots import PlanStateV2, is_typed_snapshot
 from domain.storage import StoreSettings
 from domain.values import Actor
 
+TYPED_SAMPLE = Path(__file__).parent / "samples" / "snapshots" / "typed" / "ClientPlan.v2.json"
 EVERY = 5
 NEVER_S = 30
 """A guard against hanging when a snapshot is never handed over: waits give up after this."""
@@ -232,3 +238,75 @@ def test_erasure_waits_for_the_plan_s_snapshot_being_written(services: Callable[
     reader = services(PlanService, aggregate_cache_size=0)
     with pytest.raises(PlanErased):
         reader.get_plan(plan_id)
+
+
+def decrypted_latest_snapshot(service: PlanService, plan_id: uuid.UUID) -> bytes:
+    stored = service.snapshots.recorder.select_events(plan_id, desc=True, limit=1)[0]
+    assert stored.state.startswith(crypto.ENCRYPTED)
+    body = stored.state[len(crypto.ENCRYPTED) :]
+    cipher = service.keyring.cipher_for(plan_id)
+    return cipher.decrypt(body[:12], body[12:], crypto._associated_data(stored))
+
+
+def test_a_plan_s_snapshot_is_typed_json_under_the_plan_s_key(services: Callable[..., PlanService]) -> None:
+    service = services()
+    plan_id = open_plan(service)
+    add_notes(service, plan_id, EVERY - 1)
+    service.flush_snapshots()
+
+    stored = service.snapshots.recorder.select_events(plan_id)[0]
+    assert "Maija".encode() not in stored.state
+    plain = decrypted_latest_snapshot(service, plan_id)
+    assert is_typed_snapshot(plain)
+    assert json.loads(plain)["state"]["client"]["name"] == "Maija Mäkinen"
+
+
+def test_the_typed_snapshot_holds_every_attribute_of_the_plan(services: Callable[..., PlanService]) -> None:
+    service = services()
+    plan_id = open_plan(service)
+
+    assert set(Snapshot.take(service.get_plan(plan_id)).state) == set(PlanStateV2.__struct_fields__)
+
+
+def test_a_snapshot_stored_as_library_json_still_opens_the_plan(
+    services: Callable[..., PlanService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Snapshots written before the typed codec are the library's JSON, encrypted."""
+    service = services()
+    library_json = service.mapper.transcoder.encode
+    monkeypatch.setattr(
+        crypto,
+        "encode_plan_snapshot",
+        lambda snapshot: library_json({"timestamp": snapshot.timestamp, "topic": snapshot.topic, "state": snapshot.state}),
+    )
+    plan_id = open_plan(service)
+    add_notes(service, plan_id, EVERY + 1)
+    service.flush_snapshots()
+    assert not is_typed_snapshot(decrypted_latest_snapshot(service, plan_id))
+    monkeypatch.undo()
+    uncached = services(PlanService, aggregate_cache_size=0)
+
+    assert vars(uncached.get_plan(plan_id)) == vars(service.get_plan(plan_id))
+
+
+def test_the_stored_typed_snapshot_sample_still_loads(services: Callable[..., PlanService]) -> None:
+    """A typed snapshot as stored by this version: a change of the codec must still read it."""
+    service = services()
+    sample = json.loads(TYPED_SAMPLE.read_text())
+    plan_id = uuid.UUID(sample["originator_id"])
+    service.keyring.create(plan_id)
+    clear = StoredEvent(
+        originator_id=plan_id,
+        originator_version=sample["originator_version"],
+        topic=sample["topic"],
+        state=json.dumps(sample["state"], ensure_ascii=False, separators=(",", ":")).encode(),
+    )
+    nonce = os.urandom(12)
+    sealed = service.keyring.cipher_for(plan_id).encrypt(nonce, clear.state, crypto._associated_data(clear))
+    stored = StoredEvent(clear.originator_id, clear.originator_version, clear.topic, crypto.ENCRYPTED + nonce + sealed)
+
+    plan = service.mapper.to_domain_event(stored).mutate(None)
+
+    assert type(plan) is ClientPlan and plan.id == plan_id and plan.version == sample["originator_version"]
+    assert plan.client.name == "Matti Meikäläinen"
+    assert service.mapper.to_stored_event(Snapshot.take(plan)).state.startswith(crypto.ENCRYPTED)
