@@ -1,7 +1,7 @@
 """SQLite persistence for Polku: the library's SQLite module, made durable and followable.
 
 Select it with ``PERSISTENCE_MODULE=domain.sqlite`` and ``SQLITE_DBNAME=<file>``.
-It differs from ``eventsourcing.sqlite`` in four ways only:
+It differs from ``eventsourcing.sqlite`` in these ways only:
 
 * Durability. The library switches a file database to WAL but leaves ``synchronous`` at
   the build's default. That is FULL in the Python here (SQLite 3.40.1), but builds made
@@ -20,6 +20,11 @@ It differs from ``eventsourcing.sqlite`` in four ways only:
   snapshots were in it, looking up any plan's snapshot took 1.5-5 ms instead of 0.04 ms.
   Here they live in an ordinary rowid table (``RowidSnapshotRecorder``); a file made
   before is converted when the recorder starts.
+* A single event is inserted by one statement in SQLite's autocommit mode, its own
+  transaction (as durable, and as atomic for one row), where the library wraps it in
+  ``BEGIN`` ... ``COMMIT``; and each connection keeps Python's usual cache of prepared
+  statements (the library asks for a cache of one, so the ``BEGIN`` and the ``INSERT``
+  of every save were prepared again each time).
 
 Everything else (events table, tracking, process recorder, other settings) is the library's.
 
@@ -32,13 +37,14 @@ candidate); it is reached through the module object instead.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections import defaultdict
 from time import monotonic, sleep
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing import sqlite as _lib
-from eventsourcing.persistence import ListenNotifySubscription
+from eventsourcing.persistence import InterfaceError, ListenNotifySubscription
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,20 +56,43 @@ DEFAULT_POLL_INTERVAL = 0.05
 """Seconds between a subscription's checks for saves made by other processes."""
 
 
+CACHED_STATEMENTS = 128
+"""Prepared statements each connection keeps (Python's default; the library asks for 1)."""
+
+
 class DurableSQLiteConnectionPool(_lib.SQLiteConnectionPool):
     """The library's pool, plus ``PRAGMA synchronous=FULL`` on each file connection,
-    and a ``close()`` that lets connections in use come back first.
+    a statement cache of ``CACHED_STATEMENTS``, and a ``close()`` that lets
+    connections in use come back first.
 
     ``synchronous`` is a per-connection setting (unlike WAL, which is stored in the
     database file), so it has to be set on every new connection, not once per pool.
     """
 
     def _create_connection(self) -> _lib.SQLiteConnection:
-        conn = super()._create_connection()
+        """The library's connection (autocommit mode, WAL for a file), made here only
+        to pass ``cached_statements``, which the library fixes at 1."""
+        try:
+            c = sqlite3.connect(
+                database=self.db_name,
+                uri=True,
+                check_same_thread=False,
+                isolation_level=None,
+                cached_statements=CACHED_STATEMENTS,
+                timeout=self.lock_timeout or _lib.SQLITE3_DEFAULT_LOCK_TIMEOUT,
+            )
+        except (sqlite3.Error, TypeError) as e:
+            raise InterfaceError(e) from e
         if not self.is_sqlite_memory_mode:
-            with conn.cursor() as c:
-                c.execute("PRAGMA synchronous=FULL;")
-        return conn
+            if not self.is_journal_mode_wal:
+                mode = c.execute("PRAGMA journal_mode;").fetchone()[0]
+                if mode.lower() != "wal":
+                    c.execute("PRAGMA journal_mode=WAL;")
+                    self.journal_mode_was_changed_to_wal = True
+                self.is_journal_mode_wal = True
+            c.execute("PRAGMA synchronous=FULL;")
+        c.row_factory = sqlite3.Row
+        return _lib.SQLiteConnection(sqlite_conn=c, max_age=self.max_age)
 
     def close(self) -> None:
         """Wait up to ``pool_timeout`` for connections in use to be returned, then close.
@@ -197,6 +226,16 @@ class SQLiteSubscription(ListenNotifySubscription["SubscribableSQLiteApplication
             self._poll_thread.join()
 
 
+class _SingleStatement(_lib.SQLiteTransaction):
+    """The library's transaction without its ``BEGIN``: what runs inside is one statement
+    that SQLite commits by itself (autocommit mode). On leaving, the library's ``commit()``
+    or ``rollback()`` finds no transaction open and does nothing, and its translation of
+    sqlite3 errors applies unchanged."""
+
+    def __enter__(self) -> _lib.SQLiteCursor:
+        return self.connection.cursor()
+
+
 class SubscribableSQLiteApplicationRecorder(_lib.SQLiteApplicationRecorder):
     """The library's application recorder, plus ``subscribe()``.
 
@@ -215,7 +254,24 @@ class SubscribableSQLiteApplicationRecorder(_lib.SQLiteApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        notification_ids = super().insert_events(stored_events, **kwargs)
+        """Insert the events in one transaction, then wake this process's subscribers.
+
+        One event without tracking (a command's save) is one ``INSERT`` in autocommit
+        mode: SQLite makes the statement its own transaction, committed and synced
+        (``synchronous=FULL``) before it returns, like the library's ``BEGIN``,
+        ``INSERT``, ``COMMIT``, with one statement fewer. The writer's connection from
+        the pool keeps this process's writers in order as before, and errors are
+        translated as the library's (a clash is still a ``RecordConflictError``).
+        """
+        if len(stored_events) == 1 and kwargs.get("tracking") is None:
+            with (
+                self.datastore.get_connection(commit=True) as connection,
+                _SingleStatement(connection, commit=True) as cursor,
+                cursor,
+            ):
+                notification_ids = self._insert_events(cursor, stored_events)
+        else:
+            notification_ids = super().insert_events(stored_events, **kwargs)
         local_commits.notify(self.database_key)
         return notification_ids
 

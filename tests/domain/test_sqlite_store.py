@@ -5,6 +5,7 @@ saves and poll for other processes, a ProjectionRunner following the store)."""
 from __future__ import annotations
 
 import queue
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import (
     InfrastructureFactory,
     Notification,
+    RecordConflictError,
     StoredEvent,
     Subscription,
     Tracking,
@@ -281,6 +283,46 @@ def test_every_pooled_connection_is_wal_and_synchronous_full(factories: Any) -> 
     finally:
         for conn in conns:
             pool.put_connection(conn)
+
+
+def traced_statements(factory: DurableSQLiteFactory) -> list[str]:
+    """Every statement the pool's idle connections run from now on (SQLite's trace)."""
+    statements: list[str] = []
+    for conn in factory.datastore.pool._pool:
+        conn._sqlite_conn.set_trace_callback(statements.append)
+    return statements
+
+
+def test_one_event_is_one_autocommit_insert_and_several_one_transaction(db_name: str, factories: Any) -> None:
+    factory = factories()
+    recorder = factory.application_recorder()
+    statements = traced_statements(factory)
+
+    first = recorder.insert_events([a_stored_event()])
+    assert [statement.split(" ", 1)[0] for statement in statements] == ["INSERT"]
+    with sqlite3.connect(db_name) as other:  # committed and visible to another connection
+        assert other.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0] == 1
+
+    statements.clear()
+    more = recorder.insert_events([a_stored_event(), a_stored_event()])
+    assert [statement.split(" ", 1)[0] for statement in statements] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    assert first is not None and more is not None
+    assert list(more) == [first[0] + 1, first[0] + 2]
+
+
+def test_a_clash_on_one_event_is_a_conflict_and_leaves_no_transaction_open(factories: Any) -> None:
+    factory = factories()
+    recorder = factory.application_recorder()
+    event = a_stored_event()
+    recorder.insert_events([event])
+
+    with pytest.raises(RecordConflictError):
+        recorder.insert_events([event])
+
+    for conn in factory.datastore.pool._pool:
+        assert not conn._sqlite_conn.in_transaction
+    assert recorder.insert_events([a_stored_event()]) is not None
+    assert recorder.max_notification_id() == 2
 
 
 def test_closing_the_pool_waits_for_a_connection_in_use(factories: Any) -> None:
