@@ -13,9 +13,10 @@ with a domain-style message template for the field.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -46,7 +47,9 @@ __all__ = (
     "StepRescheduleForm",
     "StepUpdateForm",
     "WithdrawConsentForm",
+    "FieldShape",
     "decode_form",
+    "form_fields",
 )
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -240,21 +243,42 @@ class FormInvalid(Exception):
         super().__init__(", ".join(errors))
 
 
+class FieldShape(NamedTuple):
+    """One field of a form Struct, as posting and decoding it needs to know it."""
+
+    name: str
+    is_list: bool
+    is_text: bool
+
+
+@functools.cache
+def form_fields(struct_type: type[msgspec.Struct]) -> tuple[FieldShape, ...]:
+    """The fields of a form Struct (worked out once per Struct: ``msgspec.inspect`` is slow)."""
+    return tuple(
+        FieldShape(field.name, _is_list(field.type), _is_text(field.type))
+        for field in _type_info(struct_type).fields  # type: ignore[attr-defined]
+    )
+
+
+@functools.cache
+def _type_info(struct_type: type[msgspec.Struct]) -> Any:
+    return msgspec.inspect.type_info(struct_type)
+
+
 def decode_form(form: Any, struct_type: type[S]) -> S:
     """Decode a posted form (a multi-dict: ``getall`` for lists) into ``struct_type``.
 
     An empty value of a field that is not text counts as not given. A missing
     ``command_id`` is made up here, so the command is still applied (once).
     """
-    info = msgspec.inspect.type_info(struct_type)
     raw: dict[str, Any] = {}
-    for field in info.fields:  # type: ignore[attr-defined]
-        if _is_list(field.type):
+    for field in form_fields(struct_type):
+        if field.is_list:
             values = [v for v in form.getall(field.name, []) if v != ""] if hasattr(form, "getall") else form.get(field.name, [])
             raw[field.name] = values
             continue
         value = form.get(field.name)
-        if value is None or (value == "" and not _is_text(field.type)):
+        if value is None or (value == "" and not field.is_text):
             continue
         raw[field.name] = value
     if not raw.get("command_id"):
@@ -286,8 +310,7 @@ def _explain(error: msgspec.ValidationError, struct_type: type[msgspec.Struct]) 
 
 
 def _expected_type(struct_type: type[msgspec.Struct], field_name: str) -> str:
-    info = msgspec.inspect.type_info(struct_type)
-    for field in info.fields:  # type: ignore[attr-defined]
+    for field in _type_info(struct_type).fields:
         if field.name == field_name:
             kinds = _leaf_types(field.type)
             if msgspec.inspect.IntType in kinds:

@@ -126,6 +126,8 @@ _SESSIONLESS_PATHS: Final = [r"^/static/", r"^/healthz$"]
 
 _ROTATE: Final = "polku.session.rotate"
 _LOADED: Final = "polku.session.loaded"
+#: (account id, account or None) read with the session, for the sign-in wall (one thread hop, not two).
+_ACCOUNT: Final = "polku.session.account"
 _PUBLIC = re.compile("|".join(PUBLIC_PATHS))
 _SESSIONLESS = re.compile("|".join(_SESSIONLESS_PATHS))
 _DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
@@ -274,22 +276,34 @@ class SessionStore(Store):
 
     async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
         data = value.encode() if isinstance(value, str) else value
-        try:
-            account_id = msgspec.json.decode(data).get("account_id")
-        except (msgspec.DecodeError, AttributeError):
-            account_id = None
+        account_id = _account_id_of(data)
         await anyio.to_thread.run_sync(
             lambda: self.accounts.session_set(
                 key,
                 data,
                 expires_in=_seconds(expires_in),
                 absolute_lifetime=self.absolute_lifetime,
-                account_id=account_id if isinstance(account_id, str) else None,
+                account_id=account_id,
             )
         )
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         return await anyio.to_thread.run_sync(self.accounts.session_get, key, _seconds(renew_for))
+
+    async def get_with_account(
+        self, key: str, renew_for: int | timedelta | None = None
+    ) -> tuple[bytes | None, tuple[str, Account | None] | None]:
+        """:meth:`get`, and the account the session names (its id and the account, or None),
+        read in the same worker-thread trip: every signed-in request needs both."""
+
+        def read() -> tuple[bytes | None, tuple[str, Account | None] | None]:
+            data = self.accounts.session_get(key, _seconds(renew_for))
+            account_id = _account_id_of(data) if data is not None else None
+            if account_id is None:
+                return data, None
+            return data, (account_id, self.accounts.account(account_id))
+
+        return await anyio.to_thread.run_sync(read)
 
     async def delete(self, key: str) -> None:
         await anyio.to_thread.run_sync(self.accounts.session_delete, key)
@@ -336,7 +350,12 @@ class PolkuSessionBackend(ServerSideSessionBackend):
         session_id = connection.cookies.get(self.config.key)
         if session_id and 16 <= len(session_id) <= 256:
             store = self.config.get_store_from_app(connection.scope["app"])
-            data = await self.get(session_id, store=store)
+            if isinstance(store, SessionStore):
+                data, account = await store.get_with_account(session_id, renew_for=self._renew_for())
+                if account is not None:
+                    connection.scope.setdefault("state", {})[_ACCOUNT] = account
+            else:
+                data = await self.get(session_id, store=store)
             if data is not None:
                 try:
                     session = msgspec.json.decode(data)
@@ -346,6 +365,12 @@ class PolkuSessionBackend(ServerSideSessionBackend):
                     connection.scope.setdefault("state", {})[_LOADED] = (session_id, data)
                     return session
         return {}
+
+    def _renew_for(self) -> int | None:
+        """What Litestar's :meth:`get` renews a read session for."""
+        if not self.config.renew_on_access or self.config.max_age is None:
+            return None
+        return int(self.config.max_age)
 
     def get_session_id(self, connection: ASGIConnection[Any, Any, Any, Any]) -> str:
         loaded = connection.scope.get("state", {}).get(_LOADED)
@@ -444,7 +469,11 @@ class SignInMiddleware(AbstractAuthenticationMiddleware):
         account_id = session.get("account_id") if isinstance(session, dict) else None
         if not isinstance(account_id, str):
             return AuthenticationResult(user=None, auth=None)
-        account = await anyio.to_thread.run_sync(self.accounts.account, account_id)
+        read = connection.scope.get("state", {}).pop(_ACCOUNT, None)
+        if read is not None and read[0] == account_id:  # read with the session, this request
+            account = read[1]
+        else:
+            account = await anyio.to_thread.run_sync(self.accounts.account, account_id)
         if account is None:  # the account is gone: so is the session
             connection.scope["session"] = Empty
             return AuthenticationResult(user=None, auth=None)
@@ -590,6 +619,15 @@ def _seconds(value: int | timedelta | None) -> float | None:
     if value is None:
         return None
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _account_id_of(data: bytes) -> str | None:
+    """The account id a stored session names, if it names one."""
+    try:
+        account_id = msgspec.json.decode(data).get("account_id")
+    except (msgspec.DecodeError, AttributeError):
+        return None
+    return account_id if isinstance(account_id, str) else None
 
 
 def _accounts_of_app(scope: Scope) -> AccountStore | None:

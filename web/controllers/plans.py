@@ -150,7 +150,14 @@ async def plan_access(
     account = account_of(request)
     if account is None:
         raise NotAuthorizedException()
-    plan = await _read_plan(views, plan_id)
+    return await anyio.to_thread.run_sync(_plan_access_now, account, views, plan_id, permission)
+
+
+def _plan_access_now(
+    account: Account, views: PlanViews, plan_id: str, permission: Permission = Permission.VIEW_PLAN
+) -> PlanAccess:
+    """:func:`plan_access` for a known account, in a worker thread (it reads the read model)."""
+    plan = _read_plan(views, plan_id)
     if plan is None:
         raise NotFoundException()
     relation = relation_of(account, plan, today_in_finland())
@@ -161,13 +168,13 @@ async def plan_access(
     return access
 
 
-async def _read_plan(views: PlanViews, plan_id: str) -> ClientPlan | None:
-    """The read model's plan (our own copy), or None; an id that is no plan id is none."""
+def _read_plan(views: PlanViews, plan_id: str) -> ClientPlan | None:
+    """The read model's plan (our own copy), or None; an id that is no plan id is none. Blocks."""
     try:
         plan_id = str(uuid.UUID(plan_id))
     except ValueError:
         return None
-    return await anyio.to_thread.run_sync(views.plan, plan_id)
+    return views.plan(plan_id)
 
 
 def _answer_saved(
@@ -509,56 +516,72 @@ class PlanController(Controller):
         plans: NamedDependency[PlanService],
         views: NamedDependency[PlanViews],
     ) -> Response[Any]:
-        access = await plan_access(request, views, plan_id)
-        plan = access.plan
-        plan_id = str(plan.id)
-        account = access.account
-        action = _action(kind, item_id, form)
-        access.require_command(action)
-        item_kind = KINDS[kind]
-        item = None if item_id == "new" else item_kind.find(plan, item_id)
-        dom_id = _dom_id(item_kind, item_id)
+        """Run the form's command and answer (:func:`_submit`, in one trip to a worker thread)."""
+        account = account_of(request)
+        if account is None:
+            raise NotAuthorizedException()
         posted = await request.form()
-        lang = language_of(request)
-        _ = translations(lang).gettext
-        draft = _draft(posted, action.struct)
-        try:
-            data = f.decode_form(posted, action.struct)
-            fields = (action.command_fields or _default_fields(action))(plan, data, item_id)
-            command = getattr(plans, action.command)
-
-            def save_and_answer() -> Response[Any]:
-                outcome = command(plan_id, by=account.actor, command_id=data.command_id, **fields)
-                return _answer_saved(request, views, access, outcome, item_kind, item_id, item, action, dom_id)
-
-            return await anyio.to_thread.run_sync(save_and_answer)  # one trip to a worker thread
-        except f.FormInvalid as invalid:
-            state = FormState(form=form, values=draft, command_id=str(draft.get("command_id") or ""),
-                              seen_revision=_int_or_none(draft.get("seen_revision")))
-            for name, (template, params) in invalid.errors.items():
-                _place_error(state, action, name, translate_message(template, params, _, lang))
-            return await _off_loop(_refused, request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
-        except EditConflict as conflict:
-            position = await anyio.to_thread.run_sync(plans.recorder.max_notification_id)
-            fresh_access = await _fresh_access(views, access, position or 0)
-            if fresh_access is None:
-                return _gone(request)
-            fresh = fresh_access.plan
-            # The change may have taken away what the form shows (a non-disclosure order).
-            fresh_access.require_command(action)
-            fresh_item = item_kind.find(fresh, item_id) if item is not None else None
-            rows = _compare(action, fresh, fresh_item, draft, PlanView(fresh, _, lang))
-            state = FormState(form=form, values=draft, seen_revision=conflict.current_revision,
-                              conflict=conflict_view(conflict, rows, _))
-            return await _off_loop(_refused, request, fresh_access, item_kind, fresh_item, dom_id, state, HTTP_409_CONFLICT)
-        except DomainError as error:
-            state = FormState(form=form, values=draft, command_id=str(draft.get("command_id") or ""),
-                              seen_revision=_int_or_none(draft.get("seen_revision")))
-            _place_error(state, action, error.field, translate_message(error.template, error.params, _, lang))
-            return await _off_loop(_refused, request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
+        return await anyio.to_thread.run_sync(
+            functools.partial(_submit, request, account, plans, views, plan_id, kind, item_id, form, posted)
+        )
 
 
 PLAN_ROUTE_HANDLERS: tuple[ControllerRouterHandler, ...] = (PlanController,)
+
+
+def _submit(
+    request: Request[Any, Any, Any],
+    account: Account,
+    plans: PlanService,
+    views: PlanViews,
+    plan_id: str,
+    kind: str,
+    item_id: str,
+    form: str,
+    posted: Any,
+) -> Response[Any]:
+    """In a worker thread: who may, the command, and the answer (saved, refused or a conflict).
+
+    Everything the edit needs off the event loop happens here, in one trip: the access
+    decision on the read model's plan, the command, waiting for the read model and rendering.
+    """
+    access = _plan_access_now(account, views, plan_id)
+    plan = access.plan
+    plan_id = str(plan.id)
+    action = _action(kind, item_id, form)
+    access.require_command(action)
+    item_kind = KINDS[kind]
+    item = None if item_id == "new" else item_kind.find(plan, item_id)
+    dom_id = _dom_id(item_kind, item_id)
+    lang = language_of(request)
+    _ = translations(lang).gettext
+    draft = _draft(posted, action.struct)
+    try:
+        data = f.decode_form(posted, action.struct)
+        fields = (action.command_fields or _default_fields(action))(plan, data, item_id)
+        outcome = getattr(plans, action.command)(plan_id, by=account.actor, command_id=data.command_id, **fields)
+        return _answer_saved(request, views, access, outcome, item_kind, item_id, item, action, dom_id)
+    except f.FormInvalid as invalid:
+        state = _draft_state(action, draft)
+        for name, (template, params) in invalid.errors.items():
+            _place_error(state, action, name, translate_message(template, params, _, lang))
+        return _refused(request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
+    except EditConflict as conflict:
+        fresh_access = _fresh_access_now(views, access, plans.recorder.max_notification_id() or 0)
+        if fresh_access is None:
+            return _gone(request)
+        fresh = fresh_access.plan
+        # The change may have taken away what the form shows (a non-disclosure order).
+        fresh_access.require_command(action)
+        fresh_item = item_kind.find(fresh, item_id) if item is not None else None
+        rows = _compare(action, fresh, fresh_item, draft, PlanView(fresh, _, lang))
+        state = FormState(form=form, values=draft, seen_revision=conflict.current_revision,
+                          conflict=conflict_view(conflict, rows, _))
+        return _refused(request, fresh_access, item_kind, fresh_item, dom_id, state, HTTP_409_CONFLICT)
+    except DomainError as error:
+        state = _draft_state(action, draft)
+        _place_error(state, action, error.field, translate_message(error.template, error.params, _, lang))
+        return _refused(request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -596,11 +619,6 @@ def _default_fields(action: Action) -> Callable[[ClientPlan, Any, str], dict[str
     return fields
 
 
-async def _fresh_access(views: PlanViews, access: PlanAccess, position: int) -> PlanAccess | None:
-    """:func:`_fresh_access_now` in a worker thread."""
-    return await anyio.to_thread.run_sync(_fresh_access_now, views, access, position)
-
-
 def _fresh_access_now(views: PlanViews, access: PlanAccess, position: int) -> PlanAccess | None:
     """The plan once the read model has reached ``position`` (our own write), with the
     relation to it asked again: None when the asker may no longer see it. Blocks."""
@@ -624,13 +642,16 @@ def _gone(request: Request[Any, Any, Any]) -> Response[Any]:
 
 def _draft(posted: Any, struct: type[msgspec.Struct]) -> dict[str, Any]:
     """What the editor typed, as typed (to put back into the form)."""
-    draft: dict[str, Any] = {}
-    for field_info in msgspec.inspect.type_info(struct).fields:  # type: ignore[attr-defined]
-        if isinstance(field_info.type, msgspec.inspect.ListType):
-            draft[field_info.name] = posted.getall(field_info.name, [])
-        else:
-            draft[field_info.name] = posted.get(field_info.name, "")
-    return draft
+    return {
+        shape.name: posted.getall(shape.name, []) if shape.is_list else posted.get(shape.name, "")
+        for shape in f.form_fields(struct)
+    }
+
+
+def _draft_state(action: Action, draft: dict[str, Any]) -> FormState:
+    """The form open again with the draft, for a refused command's message."""
+    return FormState(form=action.form, values=draft, command_id=str(draft.get("command_id") or ""),
+                     seen_revision=_int_or_none(draft.get("seen_revision")))
 
 
 def _int_or_none(value: Any) -> int | None:
