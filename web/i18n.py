@@ -133,6 +133,15 @@ def format_date(value: dt.date, language: str, format: str = "medium") -> str:  
 
     ``format`` is babel's: ``short``, ``medium`` (default), ``long``, ``full`` or a pattern.
     """
+    if type(value) is dt.date:  # not a datetime: its day depends on its time zone, which == ignores
+        return _formatted_day(value, language, format)
+    return _babel_format_date(value, format=format, locale=_FORMAT_LOCALES.get(language, "fi_FI"))
+
+
+@lru_cache(maxsize=8192)
+def _formatted_day(value: dt.date, language: str, format: str) -> str:  # noqa: A002
+    """A day as :func:`format_date` writes it, remembered: babel takes tens of microseconds a
+    date, and a plan page writes the same few days many times over."""
     return _babel_format_date(value, format=format, locale=_FORMAT_LOCALES.get(language, "fi_FI"))
 
 
