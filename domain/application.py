@@ -22,8 +22,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import InterfaceError, JSONTranscoder, Mapper, OperationalError, RecordConflictError
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    InterfaceError,
+    JSONTranscoder,
+    Mapper,
+    OperationalError,
+    RecordConflictError,
+    Recording,
+)
 from eventsourcing.utils import get_topic
 
 from domain.crypto import PlanKeyMapper
@@ -112,6 +120,27 @@ class PlanService(Application):
         """Take the snapshot from the store now, then delete all but the latest two of the plan."""
         super().take_snapshot(aggregate_id, version, **options)
         prune_snapshots(self.snapshots.recorder, aggregate_id)
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording]:
+        """The library's save, collecting the aggregates' events without its protocol checks.
+
+        The library asks of each object `isinstance(obj, DomainEventProtocol)` and then
+        `CollectEventsProtocol`: runtime-checkable protocols, which walk the protocol's
+        attributes on every call and cost more than the rest of collecting a command's
+        event (about 10 µs a save). What `PlanService` saves is aggregates; anything
+        else, or keyword arguments, goes the library's way.
+        """
+        if kwargs or not all(isinstance(obj, Aggregate) for obj in objs):
+            return super().save(*objs, **kwargs)
+        processing_event = ProcessingEvent()
+        for aggregate in objs:
+            processing_event.events.extend(aggregate.collect_events())
+            processing_event.aggregates[aggregate.id] = aggregate
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # the library's deprecated hook, as its save calls it
+        return recordings
 
     def _take_snapshots(self, processing_event: Any) -> None:
         """Hand the snapshot of each plan whose save crossed the interval to the writer.

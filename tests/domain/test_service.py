@@ -928,3 +928,24 @@ def test_the_plan_keys_live_in_their_own_file(service: PlanService, tmp_path: Pa
     assert "stored_events" in event_tables
     assert key_tables == {"plan_keys"}
     assert key_rows == 1
+
+
+def test_saving_several_plans_at_once_records_each_plan_s_events_in_order(service: PlanService, anna: Actor) -> None:
+    """`save` collects aggregates' events itself (not through the library's protocol
+    checks); several plans in one save are one transaction, in the order given."""
+    first, second = (service.get_plan(open_plan(service, anna).plan_id) for _ in range(2))
+    first.add_note(by=anna, command_id=cid(), at=first.modified_on, text="one")
+    second.add_note(by=anna, command_id=cid(), at=second.modified_on, text="two")
+    second.add_note(by=anna, command_id=cid(), at=second.modified_on, text="three")
+
+    recordings = service.save(first, second)
+
+    assert [(r.domain_event.originator_id, r.domain_event.originator_version) for r in recordings] == [
+        (first.id, 2),
+        (second.id, 2),
+        (second.id, 3),
+    ]
+    ids = [r.notification.id for r in recordings]
+    assert ids == list(range(ids[0], ids[0] + 3))
+    assert not first._pending_events and not second._pending_events
+    assert service.plan_record(second.id).version == 3
