@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import websockets.sync.client
 from litestar import Request, WebSocket, get, websocket
@@ -181,6 +182,31 @@ def test_sign_in_leads_a_professional_to_the_caseload_with_a_safe_cookie(client:
                                                   "organisation": account.organisation_id}
     page = client.get("/").text
     assert "Sanna Koski" in page and 'action="/signout"' in page
+
+
+def test_each_request_reads_its_account_afresh_once(
+    client: httpx.Client, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The account is read with the session (one worker-thread trip), once a request, never
+    kept from an earlier request: a changed account shows at once, a deleted one signs out."""
+    username, account = server.new_account(name="Olli Aho")
+    _post_sign_in(client, username, TEST_PASSWORD)
+    reads: list[str] = []
+    real = server.accounts.account
+
+    def counted(account_id: str) -> Account | None:
+        reads.append(account_id)
+        return real(account_id)
+
+    monkeypatch.setattr(server.accounts, "account", counted)
+    for _ in range(3):
+        assert client.get("/test/whoami").json()["name"] == "Olli Aho"
+    assert reads == [account.account_id] * 3
+    monkeypatch.setattr(server.accounts, "account", lambda account_id: msgspec.structs.replace(
+        real(account_id), name="Olli Aho-Virta"))
+    assert client.get("/test/whoami").json()["name"] == "Olli Aho-Virta"
+    monkeypatch.setattr(server.accounts, "account", lambda account_id: None)
+    assert client.get("/test/whoami").status_code == 303
 
 
 def test_the_landing_page_depends_on_the_kind_of_account(client: httpx.Client, server: Server) -> None:
