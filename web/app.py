@@ -49,7 +49,7 @@ def create_app(
     """
     settings = settings or Settings.from_env()
     ensure_compiled()
-    engine = LocalisedJinjaEngine()
+    engine = LocalisedJinjaEngine(auto_reload=settings.debug)  # templates change only with a new release
     return Litestar(
         route_handlers=[
             *BASE_ROUTE_HANDLERS,

@@ -61,11 +61,17 @@ HTMX_CONFIG = {
 class LocalisedJinjaEngine(JinjaTemplateEngine):
     """Litestar's Jinja engine with one environment per interface language."""
 
-    def __init__(self, directory: Path | list[Path] | None = None, engine_instance: Any = None) -> None:
+    def __init__(
+        self, directory: Path | list[Path] | None = None, engine_instance: Any = None, *, auto_reload: bool = True
+    ) -> None:
+        """``auto_reload=False``: templates are read once (no ``stat`` of every template at
+        every render; the running server then does not see edited templates)."""
         if engine_instance is not None:
             raise TypeError("LocalisedJinjaEngine builds its own environments; pass a directory")
         directories = directory or TEMPLATE_DIR
         self.environments = {language: _environment(directories, language) for language in LANGUAGES}
+        for environment in self.environments.values():
+            environment.auto_reload = auto_reload
         # Litestar registers its template callables (url_for, csrf_token...) through here.
         super().__init__(directory=None, engine_instance=self.environments[DEFAULT_LANGUAGE])
         # Our csrf_token also works on error pages rendered outside the CSRF middleware.
