@@ -29,7 +29,7 @@ from domain.application import LIBRARY_ATTEMPTS, PlanService
 from domain.crypto import ENCRYPTED, ErasedPlanEvent
 from domain.erasure import ErasureRecord
 from domain.errors import DomainError, PlanErased
-from domain.postgres import OneTripPostgresApplicationRecorder
+from domain.postgres import OneTripPostgresApplicationRecorder, check_if_server_spoke
 from domain.sqlite import DurableSQLiteConnectionPool
 from domain.storage import StoreSettings
 from domain.values import Actor
@@ -347,6 +347,27 @@ def test_the_insert_takes_the_table_lock_and_waits_only_the_lock_timeout(
     assert seconds is not None and 0.25 < seconds < 2.0, seconds
     assert isinstance(error, OperationalError), f"raised {error!r}"
     assert isinstance(error.__cause__, psycopg.errors.LockNotAvailable)
+
+
+def test_the_pool_pings_only_a_connection_the_server_has_ended(
+    services: Callable[..., PlanService], db: psycopg.Connection[Any], environ: dict[str, str]
+) -> None:
+    """With POSTGRES_PRE_PING the library's pool sends an empty query on every checkout;
+    Polku's check (`check_if_server_spoke`) asks the socket first, so a healthy idle
+    connection costs no round trip, and one the server ended (as in a restart) is still
+    found on checkout and replaced."""
+    assert services().recorder.datastore.pool._check is check_if_server_spoke
+    with _connect(environ) as conn:
+        sent: list[str] = []
+        execute = conn.execute
+        conn.execute = lambda query, *args, **kwargs: sent.append(query) or execute(query, *args, **kwargs)  # type: ignore[method-assign]
+        check_if_server_spoke(conn)
+        assert sent == []  # healthy and idle: no query
+
+        db.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+        with pytest.raises(psycopg.OperationalError):  # the pool then discards it
+            check_if_server_spoke(conn)
+        assert sent == [""]
 
 
 # --- erasure ------------------------------------------------------------------------------
