@@ -39,7 +39,7 @@ from domain.erasure import ErasureRecord
 from domain.errors import DomainError, EditConflict, PlanErased, PlanNotFound, StoreBusy
 from domain.history import HistoryEntry, describe
 from domain.plan import ClientPlan, PlanRecord
-from domain.snapshots import SnapshotWriter, prune_snapshots
+from domain.snapshots import PrunedSnapshotStore, SnapshotWriter
 from domain.storage import StoreSettings
 from domain.transcodings import plan_transcoder
 from domain.values import Actor
@@ -116,10 +116,9 @@ class PlanService(Application):
             factory.datastore.pool.kwargs["options"] = f"-c lock_timeout={int(per_attempt_s * 1000)}"
         return factory
 
-    def take_snapshot(self, aggregate_id: uuid.UUID, version: int | None = None, **options: Any) -> None:
-        """Take the snapshot from the store now, then delete all but the latest two of the plan."""
-        super().take_snapshot(aggregate_id, version, **options)
-        prune_snapshots(self.snapshots.recorder, aggregate_id)
+    def construct_snapshot_store(self) -> PrunedSnapshotStore:
+        """Snapshots are written with the deletion of all but the plan's latest two."""
+        return PrunedSnapshotStore(mapper=self.mapper, recorder=self.factory.aggregate_recorder(purpose="snapshots"))
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording]:
         """The library's save, collecting the aggregates' events without its protocol checks.
@@ -164,7 +163,7 @@ class PlanService(Application):
                 self._snapshot_writer.submit(snapshot_class.take(copy.deepcopy(aggregate)))
 
     def _write_snapshot(self, snapshot: Any) -> None:
-        """Store a snapshot (on the writer's thread), then keep only the latest two.
+        """Store a snapshot (on the writer's thread), keeping only the latest two.
 
         A plan erased meanwhile is skipped: its key is gone, and the mapper would
         refuse to encrypt without it anyway.
@@ -172,7 +171,6 @@ class PlanService(Application):
         if self.keyring.is_erased(snapshot.originator_id):
             return
         self.snapshots.put([snapshot])
-        prune_snapshots(self.snapshots.recorder, snapshot.originator_id)
 
     def flush_snapshots(self) -> None:
         """Wait until every snapshot taken so far is written (or has failed)."""

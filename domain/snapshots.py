@@ -10,7 +10,8 @@ the command is answered.
 The library keeps every snapshot it takes; a plan that lives to 10,000 events would
 leave 100 of them. Only the latest is ever read to open the plan (a plan at an earlier
 version is replayed from its events, `PlanService.plan_record`), so after writing one
-`PlanService` keeps the latest `KEPT_SNAPSHOTS` and deletes the rest.
+the store keeps the latest `KEPT_SNAPSHOTS` and deletes the rest as it writes one
+(`PrunedSnapshotStore`).
 
 A plan's snapshot is encoded by msgspec against the plan's typed state
 (`PlanSnapshotBody`), not by the library's JSON transcoder, which calls back into
@@ -24,12 +25,13 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
 import msgspec
 from eventsourcing.domain import Snapshot
+from eventsourcing.persistence import EventStore, Recording, StoredEvent
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 
 from domain import items
@@ -193,26 +195,43 @@ class SnapshotWriter:
                     self._changed.notify_all()
 
 
-def prune_snapshots(recorder: Any, plan_id: uuid.UUID, keep: int = KEPT_SNAPSHOTS) -> None:
-    """Delete all but the latest `keep` snapshots of one plan, on SQLite or PostgreSQL."""
-    if isinstance(recorder, SQLiteAggregateRecorder):
-        _prune_sqlite(recorder, plan_id, keep)
-    else:
-        _prune_postgres(recorder, plan_id, keep)
+class PrunedSnapshotStore(EventStore):
+    """The library's snapshot store, whose `put` also deletes all but each plan's latest
+    `KEPT_SNAPSHOTS`, in the same transaction.
+
+    One commit per snapshot (one fsync on SQLite), where writing and then pruning took
+    two; the writer holds the store's write lock meanwhile, and the commands that save
+    then wait for it. `PlanService` writes every snapshot through here, the writer's and
+    the library's `take_snapshot` alike.
+    """
+
+    def put(self, domain_events: Sequence[Any], **kwargs: Any) -> list[Recording]:
+        stored = [self.mapper.to_stored_event(snapshot) for snapshot in domain_events]
+        if stored:
+            plan_ids = list(dict.fromkeys(snapshot.originator_id for snapshot in stored))
+            if isinstance(self.recorder, SQLiteAggregateRecorder):
+                _put_and_prune_sqlite(self.recorder, stored, plan_ids, KEPT_SNAPSHOTS)
+            else:
+                _put_and_prune_postgres(self.recorder, stored, plan_ids, KEPT_SNAPSHOTS)
+        return []
 
 
-def _prune_sqlite(recorder: SQLiteAggregateRecorder, plan_id: uuid.UUID, keep: int) -> None:
+def _put_and_prune_sqlite(
+    recorder: SQLiteAggregateRecorder, stored: list[StoredEvent], plan_ids: list[uuid.UUID], keep: int
+) -> None:
     table = recorder.events_table_name
     with recorder.datastore.transaction(commit=True) as c:
-        c.execute(
-            f"DELETE FROM {table} WHERE originator_id = ? AND originator_version < ("
-            f"SELECT originator_version FROM {table} WHERE originator_id = ? "
-            "ORDER BY originator_version DESC LIMIT 1 OFFSET ?)",
-            (plan_id.hex, plan_id.hex, keep - 1),
-        )
+        recorder._insert_events(c, stored)
+        for plan_id in plan_ids:
+            c.execute(
+                f"DELETE FROM {table} WHERE originator_id = ? AND originator_version < ("
+                f"SELECT originator_version FROM {table} WHERE originator_id = ? "
+                "ORDER BY originator_version DESC LIMIT 1 OFFSET ?)",
+                (plan_id.hex, plan_id.hex, keep - 1),
+            )
 
 
-def _prune_postgres(recorder: Any, plan_id: uuid.UUID, keep: int) -> None:
+def _put_and_prune_postgres(recorder: Any, stored: list[StoredEvent], plan_ids: list[uuid.UUID], keep: int) -> None:
     from psycopg.sql import SQL, Identifier
 
     statement = SQL(
@@ -221,4 +240,6 @@ def _prune_postgres(recorder: Any, plan_id: uuid.UUID, keep: int) -> None:
         "ORDER BY originator_version DESC LIMIT 1 OFFSET %s)"
     ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
     with recorder.datastore.transaction(commit=True) as curs:
-        curs.execute(statement, (plan_id, plan_id, keep - 1))
+        recorder._insert_stored_events(curs, stored)
+        for plan_id in plan_ids:
+            curs.execute(statement, (plan_id, plan_id, keep - 1))
