@@ -939,8 +939,9 @@ def command_breakdown(service: PlanService, rng: random.Random, workloads: list[
 
     The steps of `PlanService._change` done one by one on the same objects: the plan
     (erasure check from the keyring's cache, copy of the cached plan), the command on the
-    aggregate, encoding and encryption of its event, the library's insert (its whole
-    transaction; on PostgreSQL with `LOCK TABLE` and `NOTIFY`), then the snapshot check
+    aggregate, encoding and encryption of its event, the recorder's insert (its whole
+    transaction; on PostgreSQL one call of `domain.postgres`'s function, which takes the
+    table lock and sends the `NOTIFY`), then the snapshot check
     (at an interval, a copy of the plan handed to the background writer) and caching the
     saved plan.
     """
