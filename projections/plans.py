@@ -4,8 +4,9 @@ It folds each plan's events into a `PlanRecord` with the domain's own `apply`
 methods (the same code that rebuilds the aggregate, keeping also what the
 rules never read: notes, measures, earlier schedules, the latest changes of
 each item), so the read model cannot drift from the rules. The folded plan is kept as a snapshot-shaped JSON document in the
-read-model store; the follower keeps its working copies of recently changed
-plans in memory, which nothing else sees.
+read-model store. Recently folded or read plans stay decoded in memory
+(`PlanCache`), shared by the follower and pages and never changed: the follower
+folds each event onto a copy, and checks the row's version as it writes.
 
 `PlanViews` is what the rest of the system uses: it opens the read-model
 store, follows the event log with the library's projection runner (the
@@ -20,6 +21,7 @@ tells its listeners and waiting pages (`projections.leader`, docs/deployment.md)
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -27,7 +29,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
@@ -42,7 +44,15 @@ from domain.transcodings import plan_transcoder
 from projections.leader import LeaderElection, NoticeListener, try_advisory_lock
 from projections.leader import connect as pg_connect
 from projections.summary import people_of, summarise
-from projections.views import CaseloadEntry, PlanRow, PlanViewTables, PostgresPlanViews, SQLitePlanViews
+from projections.views import (
+    CaseloadEntry,
+    Person,
+    PlanRow,
+    PlanViewTables,
+    PostgresPlanViews,
+    SQLitePlanViews,
+    StaleRow,
+)
 
 PLAN_TOPIC = get_topic(PlanRecord)
 CACHED_PLANS = 1000
@@ -55,44 +65,131 @@ PositionListener = Callable[[str | None, int], None]
 """Called after each event is applied: (the plan it changed, or None; position)."""
 
 
+class Kept(NamedTuple):
+    """A decoded plan as the read model held it, shared: nobody changes it once it is kept."""
+
+    plan: PlanRecord
+    position: int
+    """The position of the plan's latest event (the row's ``position``)."""
+    written: tuple[dict[str, Any], list[Person]] | None
+    """The summary and people this process's follower wrote with it; None if it was read from the row."""
+
+
+_GONE = object()
+"""What :class:`PlanCache` keeps for a plan dropped or erased: a reader that decoded the
+plan's row before that does not put its copy back."""
+
+
+class PlanCache:
+    """Decoded plans of the read model by plan id, at the version each one's row last held.
+
+    One per process, shared by the follower and the threads that read plans for pages. A
+    kept plan is never changed: the follower folds each event onto a copy
+    (``ClientPlan.__deepcopy__`` copies only what an event can change) and keeps the
+    result, and pages only read what they are handed. So an edit decodes its plan at
+    most once (none at all in the process that writes the read model), and a plan cannot
+    change under a page that renders it. Whoever uses a kept plan checks it against the
+    row first: the follower by writing only onto the version it folded from
+    (:class:`~projections.views.StaleRow`), a reader by asking the row's version. Bounded
+    (least recently used first out).
+    """
+
+    def __init__(self, size: int | None = None):
+        self.size = CACHED_PLANS if size is None else size
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, plan_id: str) -> Any:
+        """The plan's :class:`Kept`, ``_GONE`` after a drop, or None."""
+        with self._lock:
+            entry = self._entries.get(plan_id)
+            if entry is not None:
+                self._entries.move_to_end(plan_id)
+            return entry
+
+    def put(self, plan_id: str, kept: Kept, *, unless_changed_from: Any = ...) -> None:
+        """Keep ``kept``; with ``unless_changed_from``, only if the entry is still that one."""
+        with self._lock:
+            if unless_changed_from is not ... and self._entries.get(plan_id) is not unless_changed_from:
+                return
+            self._set(plan_id, kept)
+
+    def drop(self, plan_id: str, position: int | None = None) -> None:
+        """Forget the plan (if it is kept at an earlier ``position`` than given)."""
+        with self._lock:
+            entry = self._entries.get(plan_id)
+            if position is None or (isinstance(entry, Kept) and entry.position < position):
+                self._set(plan_id, _GONE)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def _set(self, plan_id: str, entry: Any) -> None:
+        self._entries[plan_id] = entry
+        self._entries.move_to_end(plan_id)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
 class PlanProjection(Projection[PlanViewTables]):
     name = "plan_views"
     topics = ()
 
-    def __init__(self, view: PlanViewTables):
+    def __init__(self, view: PlanViewTables, cache: PlanCache | None = None):
         super().__init__(view)
         self.transcoder = plan_transcoder()
-        self._plans: OrderedDict[str, PlanRecord] = OrderedDict()
-        self._lock = threading.Lock()
+        self.cache = cache or PlanCache()
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> str | None:
         """Apply one event; returns the id of the plan it changed, if any."""
         if isinstance(domain_event, ClientPlan.Event):
             return self._fold(domain_event, tracking)
         if isinstance(domain_event, ErasureRecord.Erased):
-            with self._lock:
-                self._plans.pop(domain_event.plan_id, None)
             self.view.drop_plan(domain_event.plan_id, tracking)
+            self.cache.drop(domain_event.plan_id)  # after the rows: also what a page read meanwhile
             return domain_event.plan_id
         self.view.skip(tracking)
         return None
 
     def forget(self) -> None:
-        """Drop every working copy (another writer may have changed the rows meanwhile)."""
-        with self._lock:
-            self._plans.clear()
+        """Drop every kept plan (another writer may have changed the rows meanwhile)."""
+        self.cache.clear()
+
+    def plan(self, plan_id: str) -> PlanRecord | None:
+        """The plan as the read model's row has it now, or None: shared, never to be changed.
+
+        Decoded from the row only if no plan at the row's version is kept.
+        """
+        seen = self.cache.get(plan_id)
+        kept = seen if isinstance(seen, Kept) else None
+        stored = self.view.plan_state(plan_id, kept.plan.version if kept else None)
+        if stored is None:
+            if kept is not None:
+                self.cache.drop(plan_id)
+            return None
+        version, position, state = stored
+        if state is None and kept is not None:
+            return kept.plan
+        assert state is not None
+        plan = self._decode(plan_id, version, state)
+        self.cache.put(plan_id, Kept(plan, position, None), unless_changed_from=seen)
+        return plan
 
     def load(self, plan_id: str) -> PlanRecord | None:
-        """The plan as the read model has it, or None: a fresh object for the caller.
+        """The plan decoded from its row, whatever is kept, or None: a copy of the caller's own."""
+        stored = self._stored(plan_id)
+        return stored.plan if stored else None
 
-        Pages get their own copy decoded from the stored row, never the
-        follower's working copy, so a plan cannot change under a page that is
-        rendering it, and a stale or erased plan cannot creep into the cache.
-        """
+    def _stored(self, plan_id: str) -> Kept | None:
         stored = self.view.plan_state(plan_id)
         if stored is None:
             return None
-        version, state = stored
+        version, position, state = stored
+        assert state is not None
+        return Kept(self._decode(plan_id, version, state), position, None)
+
+    def _decode(self, plan_id: str, version: int, state: str) -> PlanRecord:
         return Snapshot(
             originator_id=uuid.UUID(plan_id),
             originator_version=version,
@@ -103,13 +200,26 @@ class PlanProjection(Projection[PlanViewTables]):
 
     def _fold(self, event: ClientPlan.Event, tracking: Tracking) -> str:
         plan_id = str(event.originator_id)
-        plan = None if isinstance(event, ClientPlan.Opened) else self._working_copy(plan_id)
-        if plan is not None and plan.version >= event.originator_version:
+        if isinstance(event, ClientPlan.Opened):
+            return self._write(event, tracking, None)
+        kept = self.cache.get(plan_id)
+        if isinstance(kept, Kept) and kept.plan.version + 1 == event.originator_version:
+            try:
+                return self._write(event, tracking, kept)
+            except StaleRow:
+                logger.info("plan views: the row of %s moved under the kept plan; folding from the row", plan_id)
+        base = self._stored(plan_id)
+        if base is not None and base.plan.version >= event.originator_version:
             self.view.skip(tracking)
             return plan_id
+        return self._write(event, tracking, base)
+
+    def _write(self, event: ClientPlan.Event, tracking: Tracking, base: Kept | None) -> str:
+        """Fold ``event`` onto a copy of ``base`` and write it, onto ``base``'s version of the row."""
+        plan_id = str(event.originator_id)
         try:
-            plan = PlanRecord.fold(event, plan)
-            state = Snapshot.take(plan).state
+            plan = PlanRecord.fold(event, copy.deepcopy(base.plan) if base else None)
+            summary, people = summarise(plan), people_of(plan)
             self.view.save_plan(
                 PlanRow(
                     plan_id=plan_id,
@@ -118,31 +228,19 @@ class PlanProjection(Projection[PlanViewTables]):
                     search_name=plan.client.name.casefold(),
                     is_closed=plan.is_closed,
                     updated_at=event.timestamp.isoformat(),
-                    summary=summarise(plan),
-                    state=self.transcoder.encode(state).decode(),
+                    summary=summary,
+                    state=self.transcoder.encode(Snapshot.take(plan).state).decode(),
                 ),
-                people_of(plan),
+                people,
                 tracking,
+                onto=base.plan.version if base else None,
+                written=base.written if base else None,
             )
         except BaseException:
-            with self._lock:
-                self._plans.pop(plan_id, None)
+            self.cache.drop(plan_id)
             raise
-        self._remember(plan_id, plan)
+        self.cache.put(plan_id, Kept(plan, tracking.notification_id, (summary, people)))
         return plan_id
-
-    def _working_copy(self, plan_id: str) -> PlanRecord | None:
-        """The follower's own copy of a plan, which only the follower changes."""
-        with self._lock:
-            cached = self._plans.get(plan_id)
-        return cached if cached is not None else self.load(plan_id)
-
-    def _remember(self, plan_id: str, plan: PlanRecord) -> None:
-        with self._lock:
-            self._plans[plan_id] = plan
-            self._plans.move_to_end(plan_id)
-            while len(self._plans) > CACHED_PLANS:
-                self._plans.popitem(last=False)
 
 
 class PlanViews:
@@ -214,7 +312,8 @@ class PlanViews:
             return self._moved.wait_for(lambda: self._position >= position, timeout=timeout)
 
     def plan(self, plan_id: str) -> PlanRecord | None:
-        return self.projection.load(plan_id)
+        """The plan as the read model has it, or None: shared with other pages, never to be changed."""
+        return self.projection.plan(plan_id)
 
     def caseload(self, **query: Any) -> list[CaseloadEntry]:
         return self.store.caseload(**query)
@@ -246,6 +345,8 @@ class PlanViews:
         self.store.datastore.close()
 
     def _advanced(self, plan_id: str | None, position: int) -> None:
+        if plan_id is not None:  # written by another instance, or erased: what is kept is behind
+            self.projection.cache.drop(plan_id, position)
         with self._moved:
             self._position = max(self._position, position)
             self._moved.notify_all()
@@ -383,7 +484,10 @@ def _ignore(plan_id: str | None, position: int) -> None:
 
 
 def _is_fenced(error: BaseException) -> bool:
-    """The tracking row refused a position that another writer had already recorded."""
+    """Another writer got there first: the tracking row refused a position it had already
+    recorded, or a plan's row moved under the version this writer had just read from it."""
+    if isinstance(error, StaleRow):
+        return True
     return isinstance(error, IntegrityError) and str(error).startswith("Failed to record tracking")
 
 

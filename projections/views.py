@@ -19,6 +19,7 @@ event log by the follower.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -60,6 +61,8 @@ INDEXES = {
     "plan_views_position": "plan_views (position)",
 }
 DERIVED_TABLES = ("plan_views", "plan_people", "plan_needs", "plan_consents")
+SUMMARY_KEYS = {"plan_people": "person_id", "plan_needs": "category", "plan_consents": "organisation_id"}
+"""The tables of a plan's rows written with its row, each with the column that tells its rows apart."""
 PLAN_TABLES = (*DERIVED_TABLES, "plan_seen")
 """Every table with rows of a plan: what erasing the plan's key deletes."""
 READ_MODEL_VERSION = 2
@@ -70,6 +73,10 @@ columns and rows of the caseload and statistics)."""
 COLLEAGUE_ROLES = ("expert", "counterpart")
 """The roles that make a plan one of its organisation's (``domain.access``: colleagues of the
 named expert and the counterpart)."""
+
+
+class StaleRow(Exception):
+    """The plan's row is not at the version a write was folded onto (another writer, a rebuild, an erasure)."""
 
 
 class PlanRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -179,33 +186,44 @@ class PlanViewTables:
             )
         return True
 
-    def save_plan(self, row: PlanRow, people: Iterable[Person], tracking: Tracking) -> None:
-        """Write a plan's row, its people and its summary rows, with the tracking record, atomically."""
+    def save_plan(
+        self,
+        row: PlanRow,
+        people: list[Person],
+        tracking: Tracking,
+        *,
+        onto: int | None = None,
+        written: tuple[dict[str, Any], list[Person]] | None = None,
+    ) -> None:
+        """Write a plan's row, its people and its summary rows, with the tracking record, atomically.
+
+        ``onto``: the version of the row that the plan was folded onto; the row is then
+        only updated if it is still at that version, else :class:`StaleRow` is raised and
+        nothing is written (the follower folds again from the row). Without it (a new plan)
+        the row is inserted or replaced. ``written``: the summary and people that this
+        writer itself wrote with version ``onto``; then only the people, need and consent
+        rows that differ are written, else all of them are replaced.
+        """
+        needs, consents = _need_rows(row.summary), _consent_rows(row.summary)
         with self._cursor(commit=True) as cursor:
-            self._write_plan_row(cursor, row)
-            self._replace_rows(cursor, "plan_people", row.plan_id, [msgspec.structs.asdict(person) for person in people])
-            self._replace_rows(
-                cursor,
-                "plan_needs",
-                row.plan_id,
-                [
-                    {"category": category, "needs": count["all"], "open_needs": count["open"]}
-                    for category, count in row.summary.get("needs_by_category", {}).items()
-                ],
-            )
-            self._replace_rows(
-                cursor,
-                "plan_consents",
-                row.plan_id,
-                [
-                    {"organisation_id": organisation_id, "valid_from": valid_from}
-                    for organisation_id, valid_from in row.summary.get("consent_from", {}).items()
-                ],
-            )
+            self._write_plan_row(cursor, row, onto)
+            if written is None:
+                before: tuple[dict[str, dict[str, Any]], ...] = ({}, {}, {})
+                for table in SUMMARY_KEYS:
+                    cursor.execute(
+                        self._sql(f"DELETE FROM {self._qualified(table)} WHERE plan_id = %(plan_id)s"),
+                        {"plan_id": row.plan_id},
+                    )
+            else:
+                summary, old_people = written
+                before = (_people_rows(old_people), _need_rows(summary), _consent_rows(summary))
+            after = (_people_rows(people), needs, consents)
+            for table, old, new in zip(SUMMARY_KEYS, before, after, strict=True):
+                self._write_changed_rows(cursor, table, row.plan_id, old, new)
             self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
             self._notify(cursor, row.plan_id, tracking.notification_id)
 
-    def _write_plan_row(self, cursor: Any, row: PlanRow) -> None:
+    def _write_plan_row(self, cursor: Any, row: PlanRow, onto: int | None) -> None:
         columns = {
             "plan_id": row.plan_id,
             "version": row.version,
@@ -218,26 +236,49 @@ class PlanViewTables:
             "summary": msgspec.json.encode(row.summary).decode(),
             "state": row.state,
         }
-        updates = ", ".join(f"{name} = excluded.{name}" for name in columns if name != "plan_id")
-        cursor.execute(
-            self._sql(
-                f"INSERT INTO {self._qualified('plan_views')} ({', '.join(columns)})"
-                f" VALUES ({', '.join(f'%({name})s' for name in columns)})"
-                f" ON CONFLICT (plan_id) DO UPDATE SET {updates}"
-            ),
-            columns,
-        )
-
-    def _replace_rows(self, cursor: Any, table: str, plan_id: str, rows: list[dict[str, Any]]) -> None:
-        """Replace the plan's rows of ``table`` with ``rows`` (each without the plan id)."""
-        cursor.execute(self._sql(f"DELETE FROM {self._qualified(table)} WHERE plan_id = %(plan_id)s"), {"plan_id": plan_id})
-        for values in rows:
+        if onto is None:
+            updates = ", ".join(f"{name} = excluded.{name}" for name in columns if name != "plan_id")
             cursor.execute(
                 self._sql(
-                    f"INSERT INTO {self._qualified(table)} (plan_id, {', '.join(values)})"
-                    f" VALUES (%(plan_id)s, {', '.join(f'%({name})s' for name in values)})"
+                    f"INSERT INTO {self._qualified('plan_views')} ({', '.join(columns)})"
+                    f" VALUES ({', '.join(f'%({name})s' for name in columns)})"
+                    f" ON CONFLICT (plan_id) DO UPDATE SET {updates}"
                 ),
-                {"plan_id": plan_id, **values},
+                columns,
+            )
+            return
+        updates = ", ".join(f"{name} = %({name})s" for name in columns if name != "plan_id")
+        cursor.execute(
+            self._sql(
+                f"UPDATE {self._qualified('plan_views')} SET {updates}"
+                " WHERE plan_id = %(plan_id)s AND version = %(onto)s RETURNING version"
+            ),
+            {**columns, "onto": onto},
+        )
+        if cursor.fetchone() is None:
+            raise StaleRow(f"the row of plan {row.plan_id} is not at version {onto}")
+
+    def _write_changed_rows(
+        self, cursor: Any, table: str, plan_id: str, old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]
+    ) -> None:
+        """Make the plan's rows of ``table`` go from ``old`` to ``new`` (by key; values without the plan id)."""
+        key = SUMMARY_KEYS[table]
+        gone = [{"plan_id": plan_id, "key": name} for name in old if name not in new]
+        if gone:
+            cursor.executemany(
+                self._sql(f"DELETE FROM {self._qualified(table)} WHERE plan_id = %(plan_id)s AND {key} = %(key)s"), gone
+            )
+        changed = [{"plan_id": plan_id, **values} for name, values in new.items() if old.get(name) != values]
+        if changed:
+            names = list(changed[0])
+            updates = ", ".join(f"{name} = excluded.{name}" for name in names if name not in ("plan_id", key))
+            cursor.executemany(
+                self._sql(
+                    f"INSERT INTO {self._qualified(table)} ({', '.join(names)})"
+                    f" VALUES ({', '.join(f'%({name})s' for name in names)})"
+                    f" ON CONFLICT (plan_id, {key}) DO UPDATE SET {updates}"
+                ),
+                changed,
             )
 
     def drop_plan(self, plan_id: str, tracking: Tracking) -> None:
@@ -269,14 +310,22 @@ class PlanViewTables:
             )
             return [(r["plan_id"], r["position"]) for r in cursor.fetchall()]
 
-    def plan_state(self, plan_id: str) -> tuple[int, str] | None:
+    def plan_state(self, plan_id: str, known: int | None = None) -> tuple[int, int, str | None] | None:
+        """(version, position of its latest event, state) of the plan's row, or None if there is none.
+
+        The state is None when the row is at version ``known``: the caller has that
+        version decoded already, and the document is neither read nor sent.
+        """
         with self._cursor(commit=False) as cursor:
             cursor.execute(
-                self._sql(f"SELECT version, state FROM {self._qualified('plan_views')} WHERE plan_id = %(plan_id)s"),
-                {"plan_id": plan_id},
+                self._sql(
+                    "SELECT version, position, CASE WHEN version = %(known)s THEN NULL ELSE state END AS state"
+                    f" FROM {self._qualified('plan_views')} WHERE plan_id = %(plan_id)s"
+                ),
+                {"plan_id": plan_id, "known": known},
             )
             row = cursor.fetchone()
-        return (row["version"], row["state"]) if row else None
+        return (row["version"], row["position"], row["state"]) if row else None
 
     def people_of(self, plan_id: str) -> list[Person]:
         with self._cursor(commit=False) as cursor:
@@ -428,7 +477,7 @@ class SQLitePlanViews(PlanViewTables, SQLiteTrackingRecorder):
         self._reset_if_outdated()
 
     def _sql(self, statement: str) -> str:
-        return re.sub(r"%\((\w+)\)s", r":\1", statement)
+        return _named_parameters(statement)
 
 
 class PostgresPlanViews(PlanViewTables, PostgresTrackingRecorder):
@@ -505,6 +554,30 @@ class PostgresPlanViews(PlanViewTables, PostgresTrackingRecorder):
 
     def _tracking_table(self) -> str:
         return self._qualified(self.tracking_table_name)
+
+
+@functools.lru_cache(maxsize=256)
+def _named_parameters(statement: str) -> str:
+    """``statement`` with SQLite's ``:name`` for ``%(name)s``: rewritten once per statement (a few dozen)."""
+    return re.sub(r"%\((\w+)\)s", r":\1", statement)
+
+
+def _people_rows(people: Iterable[Person]) -> dict[str, dict[str, Any]]:
+    return {person.person_id: msgspec.structs.asdict(person) for person in people}
+
+
+def _need_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        category: {"category": category, "needs": count["all"], "open_needs": count["open"]}
+        for category, count in summary.get("needs_by_category", {}).items()
+    }
+
+
+def _consent_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        organisation_id: {"organisation_id": organisation_id, "valid_from": valid_from}
+        for organisation_id, valid_from in summary.get("consent_from", {}).items()
+    }
 
 
 def _caseload_entries(rows: Iterable[Any]) -> list[CaseloadEntry]:

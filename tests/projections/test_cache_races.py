@@ -1,7 +1,7 @@
 """The follower's in-memory plan cache, shared with the threads that read plans for pages.
 
 `PlanViews.plan()` is called from request threads while the projection runner's thread
-folds events into the same cache (`PlanProjection._plans`). These tests hold a reader
+folds events into the same cache (`PlanCache`). These tests hold a reader
 thread between reading a plan's stored row and caching it (`ReaderGate`), which is the
 window a busy server hits by chance, and pin what goes wrong there.
 
@@ -39,8 +39,8 @@ class ReaderGate:
         self.result: list[Any] = []
         real = views.store.plan_state
 
-        def gated(plan_id: str) -> Any:
-            row = real(plan_id)
+        def gated(plan_id: str, known: int | None = None) -> Any:
+            row = real(plan_id, known)
             if threading.current_thread().name == "page":
                 self.has_read.set()
                 self.release.wait(5)

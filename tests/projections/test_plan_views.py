@@ -151,9 +151,9 @@ def test_a_new_follower_with_an_empty_cache_folds_on_from_the_stored_state(
     loaded: list[str] = []
     original = PlanViewTables.plan_state
 
-    def spying(self: PlanViewTables, plan_id: str) -> tuple[int, str] | None:
+    def spying(self: PlanViewTables, plan_id: str, known: int | None = None) -> tuple[int, int, str | None] | None:
         loaded.append(plan_id)
-        return original(self, plan_id)
+        return original(self, plan_id, known)
 
     monkeypatch.setattr(PlanViewTables, "plan_state", spying)
     for plan_id in plan_ids:  # recorded while no follower runs

@@ -34,6 +34,7 @@ SUMMARY_QUERIES = {
     "plan_views": "SELECT plan_id, segment, is_closed, closing_outcome FROM {plan_views} ORDER BY plan_id",
     "plan_needs": "SELECT plan_id, category, needs, open_needs FROM {plan_needs} ORDER BY plan_id, category",
     "plan_consents": "SELECT plan_id, organisation_id, valid_from FROM {plan_consents} ORDER BY plan_id, organisation_id",
+    "plan_people": "SELECT plan_id, person_id, organisation_id, role FROM {plan_people} ORDER BY plan_id, person_id",
 }
 NEWCOMERS = [
     Actor(person_id=f"newcomer-{organisation_id}", name="Uusi Työntekijä", organisation_id=organisation_id,
@@ -44,7 +45,7 @@ NEWCOMERS = [
 
 
 def summary_rows(store: PlanViewTables) -> dict[str, list[tuple[Any, ...]]]:
-    tables = {name: store._qualified(name) for name in ("plan_views", "plan_needs", "plan_consents")}
+    tables = {name: store._qualified(name) for name in SUMMARY_QUERIES}
     found = {}
     with store._cursor(commit=False) as cursor:
         for name, query in SUMMARY_QUERIES.items():
