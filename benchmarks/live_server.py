@@ -272,7 +272,8 @@ GC_LONG_PAUSE_MS = 20.0
 class GcPauses:
     """How long the garbage collector stopped the process, per generation (gc.callbacks), written to a
     JSON file every second: the totals, and every pause over ``GC_LONG_PAUSE_MS`` with its moment
-    (time.monotonic), so that a benchmark can tell whether a slow edit met a collection."""
+    (time.monotonic), so that a benchmark can tell whether a slow edit met a collection; and the objects
+    frozen by ``polku serve``'s collector policy (``gc.get_freeze_count()``, ``web.gc_policy``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -295,7 +296,8 @@ class GcPauses:
     def write_every_second(self) -> None:
         while True:
             generations = {name: dict(totals) for name, totals in self.generations.items()}
-            self.path.write_text(json.dumps({"generations": generations, "long_pauses": list(self.long)}))
+            self.path.write_text(json.dumps({"generations": generations, "long_pauses": list(self.long),
+                                             "frozen_objects": gc.get_freeze_count()}))
             time.sleep(1)
 
 
