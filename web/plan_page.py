@@ -60,6 +60,7 @@ from domain.values import HandoverStatus, StepStatus
 from timeline import TimelineGoal, TimelineInput, TimelineMarker, TimelineStep, layout, render_svg, render_table
 from web.domain_messages import ITEM_KINDS, VOCABULARIES, field_label, vocabulary_label
 from web.i18n import N_, format_date, translations
+from web.live.hub import PanelKey
 
 __all__ = (
     "FINLAND",
@@ -151,50 +152,67 @@ class PlanPanels:
     ids = PANEL_IDS
 
     def keys(self, plan: ClientPlan) -> dict[str, Hashable]:
+        """The needs, goals, steps and network panels' keys are :class:`PanelKey`: their frame
+        (which items in what order, and what is around them) and each item's own key, so that
+        an item changed in place is sent alone (``items/<kind>.html``, as the edit's own answer
+        renders it)."""
         today = today_in_finland()
         closing = plan.closing
+        view = PlanView(plan, _untranslated, "en")
+        needs = [need for category in view.categories for need in view.needs_in(category)]
+        goals, members, steps = view.goals, view.members, view.steps
         return {
             "plan-header": _digest(today, plan.client, plan.members, plan.responsibility, closing, plan.opened_on),
             "panel-timeline": build_timeline_input(plan, today, _untranslated),
             "panel-client": _digest(today, plan.client, closing, plan.opened_on),
-            "panel-needs": _digest(today, plan.needs, closing),
-            "panel-goals": _digest(today, plan.goals, _needs_of_goals(plan), closing),
-            "panel-network": _digest(
-                today, plan.members, plan.responsibility, plan.handovers, plan.consents, closing
+            "panel-needs": PanelKey(
+                _digest(today, closing, [(need.id, need.category) for need in needs]),
+                tuple((f"need-{need.id}", _digest(need)) for need in needs),
             ),
-            "panel-steps": _digest(today, plan.steps, _needs_and_people_of_steps(plan), closing),
+            "panel-goals": PanelKey(
+                _digest(today, closing, [goal.id for goal in goals]),
+                tuple((f"goal-{goal.id}", _digest(goal, [view.need_title(n) for n in goal.need_ids])) for goal in goals),
+            ),
+            "panel-network": PanelKey(
+                _digest(today, closing, plan.responsibility, plan.handovers, plan.consents,
+                        [(member.id, member.name, member.organisation_id) for member in members]),
+                tuple((f"member-{member.id}", _digest(member)) for member in members),
+            ),
+            "panel-steps": PanelKey(
+                _digest(today, closing, [step.id for step in steps]),
+                tuple((f"step-{step.id}", _digest(step, _need_and_person_of_step(view, step))) for step in steps),
+            ),
             "panel-measures": _digest(today, plan.measures, closing),
             "panel-notes": _digest(today, plan.notes, closing),
             "panel-history": (today, plan.version),  # every change of the plan is listed there
         }
 
     def render(self, engine: Any, plan: ClientPlan, lang: str, ids: Iterable[str]) -> dict[str, str]:
-        """The panels ``ids`` (out of band, shared by every viewer), by id in page order."""
-        wanted = set(ids)
+        """The panels and items ``ids`` (shared by every viewer): the panels out of band, by id
+        in page order; the items (``need-<id>``...) as the edit's own answer renders them."""
+        wanted = list(ids)
         context = page_context(plan, lang, oob=True, audience=None, with_timeline="panel-timeline" in wanted)
-        return {
+        texts = {
             panel_id: engine.render(PANEL_TEMPLATES[panel_id], **context) for panel_id in PANEL_IDS if panel_id in wanted
         }
+        for item_id in wanted:
+            if item_id not in PANEL_TEMPLATES:
+                kind, _, key = item_id.partition("-")
+                item = getattr(plan, _ITEM_PARTS[kind])[key]
+                texts[item_id] = engine.render(f"plans/items/{kind}.html", **dict(context, item=item, state=None))
+        return texts
 
 
 PLAN_PANELS = PlanPanels()
 
-
-def _needs_of_goals(plan: ClientPlan) -> list[str | None]:
-    """What the goals panel shows of the needs: the titles of those the goals answer."""
-    view = PlanView(plan, _untranslated, "en")
-    return [view.need_title(need_id) for goal in plan.goals.values() for need_id in goal.need_ids]
+#: The plan's part that holds each kind of item sent alone, by the kind in its element id.
+_ITEM_PARTS = {"need": "needs", "goal": "goals", "member": "members", "step": "steps"}
 
 
-def _needs_and_people_of_steps(plan: ClientPlan) -> list[tuple[str, str, str]]:
-    """What the steps panel shows of needs and members: each step's need and who is responsible."""
-    view = PlanView(plan, _untranslated, "en")
-    shown = []
-    for step in plan.steps.values():
-        need = plan.needs.get(step.need_id)
-        shown.append((need.category if need else "", need.description if need else "",
-                       view.member_name(step.responsible_member_id)))
-    return shown
+def _need_and_person_of_step(view: PlanView, step: Any) -> tuple[str, str, str]:
+    """What a step's item shows of other items: its need and who is responsible."""
+    need = view.plan.needs.get(step.need_id)
+    return (need.category if need else "", need.description if need else "", view.member_name(step.responsible_member_id))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from tests.web.identity_fixtures import sign_in as identity_sign_in
 from web import identity
 from web.accounts import AccountStore
 from web.live import LiveConnection, LiveHub, may_view, same_origin
+from web.live.hub import PROFESSIONALS
 from web.live.messages import VERSION_MARKER_ID, decode_client_message, Editing, Resync
 from web.live.presence import Presence, render_presence
 from web.plan_page import PANEL_IDS, PLAN_PANELS, today_in_finland
@@ -567,6 +569,179 @@ def test_a_panel_whose_key_is_unchanged_renders_the_same(live: LiveServer) -> No
                 assert texts_before[panel] == texts_after[panel], (panel, after.version)
         assert keys_before["panel-history"] != keys_after["panel-history"]
         before = after
+
+
+class _Elements(HTMLParser):
+    """Where each element with an id starts and ends in a text, and which are top-level."""
+
+    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"})
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=False)
+        self.starts = [0]
+        for line in text.splitlines(keepends=True):
+            self.starts.append(self.starts[-1] + len(line))
+        self.open: list[tuple[str, str | None, int]] = []
+        self.spans: dict[str, tuple[int, int]] = {}
+        self.top: list[str] = []
+        self.feed(text)
+        self.close()
+
+    def _here(self) -> int:
+        line, column = self.getpos()
+        return self.starts[line - 1] + column
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element_id = dict(attrs).get("id")
+        start = self._here()
+        if tag in self.VOID:
+            if element_id:
+                self._found(element_id, start, start + len(self.get_starttag_text() or ""), depth=len(self.open))
+            return
+        self.open.append((tag, element_id, start))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open:
+            opened, element_id, start = self.open.pop()
+            if opened == tag:
+                if element_id:
+                    self._found(element_id, start, self._here() + len(f"</{tag}>"), depth=len(self.open))
+                return
+
+    def _found(self, element_id: str, start: int, end: int, depth: int) -> None:
+        self.spans[element_id] = (start, end)
+        if depth == 0:
+            self.top.append(element_id)
+
+
+def top_ids(message: str) -> list[str]:
+    """The ids of a message's top-level elements (each swapped by its id), in order."""
+    return _Elements(message).top
+
+
+def applied(page: dict[str, str], message: str) -> dict[str, str]:
+    """The panels ``page`` once a live ``message`` is swapped into them as the ws extension
+    does: each top-level element replaces the element with its id (a panel, or an item in one)."""
+    elements = _Elements(message)
+    page = dict(page)
+    for element_id in elements.top:
+        start, end = elements.spans[element_id]
+        text = message[start:end]
+        if element_id == VERSION_MARKER_ID:
+            continue
+        if element_id in PANEL_IDS:
+            page[element_id] = text
+            continue
+        holders = [panel for panel, html in page.items() if f'id="{element_id}"' in html]
+        assert len(holders) == 1, (element_id, holders)
+        held = _Elements(page[holders[0]]).spans[element_id]
+        page[holders[0]] = page[holders[0]][: held[0]] + text + page[holders[0]][held[1]:]
+    return page
+
+
+def test_an_update_shows_what_a_full_render_shows(live: LiveServer) -> None:
+    """Whatever version a browser shows (within those the hub remembers), the hub's update
+    swapped into its page gives, byte for byte, the page a full render of the new version
+    gives: items changed in place sent alone, panels whose items moved, came or went whole."""
+    plans = live.app.state.plans
+    plan_id = live.open_plan()
+    need = live.record_need(plan_id, "Velat")
+    other = live.record_need(plan_id, "Uni")
+    goal = plans.set_goal(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), title="Velkaneuvonta",
+                          need_ids=[need.item_id], target_date=today_in_finland() + timedelta(days=60))
+    live.caught_up(goal.position)
+    step = plan_step(live, plan_id, "Talousneuvonta")
+    live.caught_up(step.position)
+    step_need = live.app.state.views.plan(plan_id).steps[step.item_id].need_id
+    bert_id = next(m.id for m in live.app.state.views.plan(plan_id).members.values() if m.person_id == BERT.username)
+
+    def revision(kind: str, item_id: str) -> int:
+        return getattr(live.app.state.views.plan(plan_id), kind)[item_id].revision
+
+    def update_need(need_id: str, category: str, description: str) -> Any:
+        return plans.update_need(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), need_id=need_id,
+                                 category=category, description=description, financial="",
+                                 status="open", seen_revision=revision("needs", need_id))
+
+    changes = [
+        lambda: update_need(need.item_id, "health", "Velat <kasvavat> & 'lisääntyvät'"),
+        lambda: update_need(step_need, live.app.state.views.plan(plan_id).needs[step_need].category, "Tarve askeleelle"),
+        lambda: update_need(other.item_id, "everyday_life", "Uni siirtyy"),  # moves to another category
+        lambda: plans.revise_goal(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), goal_id=goal.item_id,
+                                  title="Velkajärjestely", need_ids=[need.item_id, other.item_id],
+                                  target_date=today_in_finland() + timedelta(days=90),
+                                  seen_revision=revision("goals", goal.item_id)),
+        lambda: plans.update_member(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), member_id=bert_id,
+                                    profession="etuusasiantuntija", contact="", part="toimeentulo",
+                                    seen_revision=revision("members", bert_id)),
+        lambda: plan_step(live, plan_id, "Toinen askel"),
+        lambda: plans.name_counterpart(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), member_id=bert_id,
+                                       seen_revision=live.app.state.views.plan(plan_id).responsibility.revision),
+    ]
+    engine = live.app.template_engine
+    hub = live.hub
+    versions = [live.app.state.views.plan(plan_id)]
+    alone: set[str] = set()
+    for change in changes:
+        live.caught_up(change().position)
+        versions.append(live.app.state.views.plan(plan_id))
+    for language in ("fi", "sv"):
+        previous = None
+        for index, plan in enumerate(versions):
+            rendition = hub._render(plan, language, PROFESSIONALS, previous)
+            full = PLAN_PANELS.render(engine, plan, language, PANEL_IDS)
+            for shown in [*versions[:index], None]:
+                since = PLAN_PANELS.keys(shown) if shown is not None else None
+                if rendition.update(since) is None:
+                    rendition.add(PLAN_PANELS.render(engine, plan, language, rendition.missing(since)))
+                message = rendition.update(since)
+                assert message is not None
+                page = PLAN_PANELS.render(engine, shown, language, PANEL_IDS) if shown is not None else {}
+                assert applied(page, message) == full, (language, shown and shown.version, plan.version)
+                alone.update(element for element in top_ids(message) if element not in PANEL_IDS)
+                rendition._updates.clear()  # the next one is from another version
+            previous = rendition
+    assert {f"need-{need.item_id}", f"goal-{goal.item_id}", f"step-{step.item_id}", f"member-{bert_id}"} <= alone
+    assert "&lt;kasvavat&gt; &amp; &#39;lisääntyvät&#39;" in PLAN_PANELS.render(engine, versions[1], "fi", [f"need-{need.item_id}"])[f"need-{need.item_id}"]
+
+
+async def test_an_edit_in_place_sends_the_changed_items_alone(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    """A need's new description: the need, the goal and the step that name it, and the latest
+    changes, each rendered once; a browser further behind gets every panel."""
+    plans = live.app.state.plans
+    plan_id = live.open_plan()
+    need = live.record_need(plan_id, "Velat")
+    goal = plans.set_goal(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), title="Velkaneuvonta",
+                          need_ids=[need.item_id], target_date=today_in_finland() + timedelta(days=60))
+    live.caught_up(goal.position)
+    plan = live.app.state.views.plan(plan_id)
+    day = today_in_finland() + timedelta(days=7)
+    step = plans.plan_step(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), title="Talousneuvonta",
+                           need_id=need.item_id, responsible_member_id=plan.expert.id,
+                           planned_start=day, planned_end=day + timedelta(days=14))
+    live.caught_up(step.position)
+    bert = await live.socket(plan_id, BERT, version=step.version)
+    sockets.append(bert)
+    await joined(bert)
+
+    edit = plans.update_need(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), need_id=need.item_id,
+                             category="health", description="Velat <kasvavat>", financial="", status="open",
+                             seen_revision=live.app.state.views.plan(plan_id).needs[need.item_id].revision)
+    update = await receive(bert, containing("Velat <kasvavat>"))
+    assert version_in(update) == edit.version
+    items = [f"need-{need.item_id}", f"goal-{goal.item_id}", f"step-{step.item_id}"]
+    assert top_ids(update) == [VERSION_MARKER_ID, *items, "panel-history"]
+    rendered = [ids for p, version, _, ids in live.renderer.rendered if p == plan_id and version == edit.version]
+    assert rendered == [(*items, "panel-history")], "only the changed items and panels are rendered"
+
+    # A browser further behind than the hub remembers gets every panel whole, rendered once.
+    carla = await live.socket(plan_id, CARLA, version=need.version)
+    sockets.append(carla)
+    behind = [m for m in await joined(carla) if is_plan_update(m)]
+    assert top_ids(behind[0]) == [VERSION_MARKER_ID, *PANEL_IDS]
+    assert "Velat &lt;kasvavat&gt;" in behind[0]
 
 
 # ---------------------------------------------------------------------------- presence

@@ -77,13 +77,43 @@ if TYPE_CHECKING:
     from domain.plan import ClientPlan
     from projections.plans import PlanViews
 
-__all__ = ("PROFESSIONALS", "Audience", "LiveConnection", "LiveHub", "Panels", "Renderer", "Rendition", "WholePlan")
+__all__ = (
+    "PROFESSIONALS", "Audience", "LiveConnection", "LiveHub", "PanelKey", "Panels", "Renderer", "Rendition", "WholePlan",
+)
 
 logger = logging.getLogger(__name__)
 
 Renderer = Callable[[Any, "ClientPlan", str], str]
 """``render(engine, plan, language) -> html``: every fragment of an audience's view as
 top-level elements with stable ids and ``hx-swap-oob`` (``web.client_page.render_client_fragments``)."""
+
+
+@dataclass(frozen=True)
+class PanelKey:
+    """The key of a panel made of items that can be sent alone (``web.plan_page.PlanPanels``).
+
+    ``frame`` is everything the panel's text depends on besides its items' own texts: which
+    items it holds and in what order, and all around them. ``items`` is, in page order, each
+    item's element id with the key of its own text. Between two versions whose frames are
+    equal, the panel changed exactly in the items whose keys changed, and those items alone
+    bring a browser up to date (each replaces the element with its id).
+    """
+
+    frame: Hashable
+    items: tuple[tuple[str, Hashable], ...]
+
+    def changed_since(self, before: Hashable) -> list[str] | None:
+        """The ids of the items that changed since ``before``, or None when the whole panel must go
+        (``before`` unknown or not made of items, its frame or its list of items different)."""
+        if not isinstance(before, PanelKey) or before.frame != self.frame or len(before.items) != len(self.items):
+            return None
+        changed = []
+        for (item, key), (item_before, key_before) in zip(self.items, before.items, strict=True):
+            if item != item_before:
+                return None
+            if key != key_before:
+                changed.append(item)
+        return changed
 
 
 class Panels(Protocol):
@@ -93,11 +123,15 @@ class Panels(Protocol):
     """Every panel, in page order."""
 
     def keys(self, plan: ClientPlan) -> Mapping[str, Hashable]:
-        """Per panel, all its text depends on besides the language (cheap: no rendering)."""
+        """Per panel, all its text depends on besides the language (cheap: no rendering); a
+        :class:`PanelKey` for a panel whose items can be sent alone."""
         ...
 
     def render(self, engine: Any, plan: ClientPlan, language: str, ids: Iterable[str]) -> Mapping[str, str]:
-        """The panels ``ids``, each a top-level element with an id and ``hx-swap-oob``."""
+        """The panels and items ``ids`` (items: the element ids of their :class:`PanelKey`),
+        each a top-level element with an id: a panel with ``hx-swap-oob``, an item as the
+        item's own answer has it (the browser's ws extension swaps every top-level element
+        by its id)."""
         ...
 
 
@@ -153,16 +187,54 @@ class Audience:
 
 @dataclass
 class Rendition:
-    """One audience's panels of a plan in one language at one version, and the updates made of them."""
+    """One audience's panels of a plan in one language at one version, and the updates made of them.
+
+    Texts are rendered when an update first needs them (:meth:`missing`, then :meth:`add`):
+    an edit that changed one item in place renders that item, and the whole panel only
+    when a browser needs it whole (one further behind, a resync, a new page).
+    """
 
     version: int
+    plan: ClientPlan
+    """What the missing texts are rendered from."""
+    audience: str
+    language: str
     keys: Mapping[str, Hashable]
-    texts: Mapping[str, str]
-    """By panel id, in page order."""
+    texts: dict[str, str] = field(default_factory=dict)
+    """The panels rendered so far, by id."""
+    items: dict[str, str] = field(default_factory=dict)
+    """The items rendered so far, by element id."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while rendering what is missing: one render of a text, however many ask."""
     _updates: dict[int, str] = field(default_factory=dict)
 
-    def update(self, since: Mapping[str, Hashable] | None, since_version: int = 0) -> str:
-        """The version marker and the panels whose keys differ from ``since`` (all of them without it).
+    def _pieces(self, since: Mapping[str, Hashable] | None) -> list[tuple[bool, str]]:
+        """What brings a browser showing ``since`` up to date, in page order: (is a panel, id)."""
+        pieces: list[tuple[bool, str]] = []
+        for panel, key in self.keys.items():
+            before = since.get(panel) if since is not None else None
+            if since is not None and before == key:
+                continue
+            items = key.changed_since(before) if since is not None and isinstance(key, PanelKey) else None
+            if items is None:
+                pieces.append((True, panel))
+            else:
+                pieces.extend((False, item) for item in items)
+        return pieces
+
+    def missing(self, since: Mapping[str, Hashable] | None) -> list[str]:
+        """The panels and items an update from ``since`` needs that are not rendered yet."""
+        return [id_ for panel, id_ in self._pieces(since) if id_ not in (self.texts if panel else self.items)]
+
+    def add(self, rendered: Mapping[str, str]) -> None:
+        """Texts rendered for :meth:`missing`, by panel or item id."""
+        for id_, text in rendered.items():
+            (self.texts if id_ in self.keys else self.items)[id_] = text
+
+    def update(self, since: Mapping[str, Hashable] | None, since_version: int = 0) -> str | None:
+        """The version marker and what changed since ``since`` (every panel without it): the
+        changed items of a panel that changed only in them, else the changed panels. None
+        while a text it needs is missing.
 
         ``since`` is the keys of the version ``since_version`` that the browser shows.
         """
@@ -170,7 +242,10 @@ class Rendition:
             since_version = -1
         known = self._updates.get(since_version)
         if known is None:
-            changed = [text for panel, text in self.texts.items() if since is None or since.get(panel) != self.keys[panel]]
+            pieces = self._pieces(since)
+            if any(id_ not in (self.texts if panel else self.items) for panel, id_ in pieces):
+                return None
+            changed = [self.texts[id_] if panel else self.items[id_] for panel, id_ in pieces]
             known = self._updates[since_version] = version_marker(self.version) + "\n".join(changed)
         return known
 
@@ -483,7 +558,7 @@ class LiveHub:
             assert plan is not None
             if connection.version < plan.version:
                 rendition = await self._rendition(connection.plan_id, connection.language, plan, connection.audience)
-                self._send_update(connection, rendition)
+                await self._send_update(connection, rendition)
             elif connection.version == plan.version:
                 await self._know_keys(connection.plan_id, connection.audience, plan)
         except Exception:
@@ -519,8 +594,11 @@ class LiveHub:
                 self._presence_changed(connection.plan_id)
         elif isinstance(message, Resync):
             rendition = await self._rendition(connection.plan_id, connection.language, plan, connection.audience)
+            await self._complete(rendition, [None])
+            text = rendition.update(None)
+            assert text is not None
             connection.version = 0
-            connection.send_plan(rendition.version, rendition.update(None))
+            connection.send_plan(rendition.version, text)
 
     def _join(self, connection: LiveConnection) -> None:
         self._viewers.setdefault(connection.plan_id, set()).add(connection)
@@ -621,17 +699,45 @@ class LiveHub:
             *(self._rendition(plan_id, language, plan, audience) for audience, language in wanted)
         )
         renditions = dict(zip(wanted, rendered, strict=True))
+        shown: dict[tuple[str, str], dict[int, Mapping[str, Hashable] | None]] = {}
+        for connection in allowed:
+            if (connection.audience, connection.language) in renditions:
+                versions = shown.setdefault((connection.audience, connection.language), {})
+                versions[connection.version] = self._shown_keys(connection)
+        await asyncio.gather(*(self._complete(renditions[key], since.values()) for key, since in shown.items()))
         for connection in allowed:
             rendition = renditions.get((connection.audience, connection.language))
             if rendition is not None:
-                self._send_update(connection, rendition)
+                await self._send_update(connection, rendition)
 
-    def _send_update(self, connection: LiveConnection, rendition: Rendition) -> None:
-        """What ``connection`` misses of ``rendition``: the changed panels if the hub knows the
-        version it shows, else every panel."""
-        shown = connection.version
-        since = self._keys.get((connection.plan_id, connection.audience), {}).get(shown)
-        connection.send_plan(rendition.version, rendition.update(since, shown))
+    def _shown_keys(self, connection: LiveConnection) -> Mapping[str, Hashable] | None:
+        """The panel keys of the version ``connection`` shows, if the hub remembers them."""
+        return self._keys.get((connection.plan_id, connection.audience), {}).get(connection.version)
+
+    async def _send_update(self, connection: LiveConnection, rendition: Rendition) -> None:
+        """What ``connection`` misses of ``rendition``: the changed items and panels if the hub
+        knows the version it shows, else every panel (rendering what is missing first)."""
+        while True:
+            shown = connection.version
+            text = rendition.update(self._shown_keys(connection), shown)
+            if text is not None:
+                connection.send_plan(rendition.version, text)
+                return
+            await self._complete(rendition, [self._shown_keys(connection)])
+
+    async def _complete(self, rendition: Rendition, since: Iterable[Mapping[str, Hashable] | None]) -> None:
+        """Render, once, what the updates of ``rendition`` from each of ``since`` miss (in a worker thread)."""
+        async with rendition.lock:
+            missing = list(dict.fromkeys(id_ for keys in since for id_ in rendition.missing(keys)))
+            if missing:
+                panels = self._panels_of(rendition.audience)
+                rendered = await anyio.to_thread.run_sync(
+                    panels.render, self.engine, rendition.plan, rendition.language, missing
+                )
+                left_out = [id_ for id_ in missing if id_ not in rendered]
+                if left_out:
+                    raise LookupError(f"the panels rendered none of {left_out}")
+                rendition.add(rendered)
 
     async def _signed_in(self, connections: list[LiveConnection]) -> list[LiveConnection]:
         """Those whose session is still alive (asked at most every SESSION_CHECK_S); closes the others."""
@@ -677,16 +783,15 @@ class LiveHub:
         return rendition
 
     def _render(self, plan: ClientPlan, language: str, audience: str, previous: Rendition | None) -> Rendition:
-        """In a worker thread: the panels whose keys differ from ``previous``'s, the others reused."""
-        panels = self._panels_of(audience)
-        keys = panels.keys(plan)
-        reused = {}
+        """In a worker thread: ``plan``'s keys, with the texts of ``previous`` that they leave
+        unchanged (a panel whose key is the same; an item whose key and panel's frame are);
+        the rest is rendered when an update needs it (:meth:`_complete`)."""
+        keys = self._panels_of(audience).keys(plan)
+        rendition = Rendition(version=plan.version, plan=plan, audience=audience, language=language, keys=keys)
         if previous is not None:
-            reused = {panel: previous.texts[panel] for panel in panels.ids if previous.keys.get(panel) == keys[panel]}
-        missing = [panel for panel in panels.ids if panel not in reused]
-        fresh = panels.render(self.engine, plan, language, missing) if missing else {}
-        texts = {panel: reused[panel] if panel in reused else fresh[panel] for panel in panels.ids}
-        return Rendition(version=plan.version, keys=keys, texts=texts)
+            rendition.texts = {panel: text for panel, text in previous.texts.items() if previous.keys.get(panel) == keys[panel]}
+            rendition.items = _kept_items(previous, keys)
+        return rendition
 
     async def _know_keys(self, plan_id: str, audience: str, plan: ClientPlan) -> None:
         """Remember the panel keys of the version a browser shows, so its first update is a delta."""
@@ -702,6 +807,21 @@ class LiveHub:
         kept.move_to_end(version)
         while len(kept) > KEPT_VERSIONS:
             kept.popitem(last=False)
+
+
+def _kept_items(previous: Rendition, keys: Mapping[str, Hashable]) -> dict[str, str]:
+    """The item texts of ``previous`` still right under ``keys``: the same item key in the same frame."""
+    kept: dict[str, str] = {}
+    for panel, key in keys.items():
+        before = previous.keys.get(panel)
+        if isinstance(key, PanelKey) and isinstance(before, PanelKey) and before.frame == key.frame:
+            earlier = dict(before.items)
+            kept.update(
+                (item, previous.items[item])
+                for item, item_key in key.items
+                if item in previous.items and earlier.get(item) == item_key
+            )
+    return kept
 
 
 def _finished(future: asyncio.Future[Rendition]) -> Rendition | None:

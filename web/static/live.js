@@ -14,8 +14,10 @@
 
    A draft is an open item form (data-item-form, as the plan page renders them, or
    data-edit-form), or a posting form typed into or holding the focus. Its item is
-   data-edit-item, else the nearest enclosing id of the form "kind-ID". The notice is shown
-   when the update's data-revision of the item differs from the form's seen_revision.
+   data-edit-item, else the nearest enclosing id of the form "kind-ID". An update replaces
+   a whole panel or, when only items of it changed in place, just those items (by id); either
+   way a draft's element is kept. The notice is shown when the update's data-revision of the
+   item differs from the form's seen_revision.
    The texts come from the server, in the page's language: data-* attributes of #live-status.
    No inline script or style: the Content-Security-Policy forbids them. */
 (function () {
@@ -216,6 +218,10 @@
         replacement.setAttribute("hx-preserve", "true");
       } else {
         keepAll = true;
+        if (target.hasAttribute("data-revision")) {
+          // An item sent alone: the update is the item itself, the one to compare with.
+          replacement = fragment.querySelector("#" + CSS.escape(target.id));
+        }
       }
       if (changedUnder(form, replacement)) {
         markChanged(form);
