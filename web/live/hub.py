@@ -12,11 +12,15 @@ How an edit reaches the browsers (``shared/DESIGN.md``, "The way one edit travel
          each one's outbox
 
 Only what changed travels. The panels say, without rendering, what each one's text depends on
-(``keys``, e.g. ``web.plan_page.PlanPanels``); the hub keeps each panel's latest text per
-(plan, audience, language) with its key and renders a panel again only when its key changes,
-and remembers the keys of the latest versions it saw (:data:`KEPT_VERSIONS`). A browser that
-shows one of those versions gets the version marker and the panels whose keys differ from it;
-one further behind (or that asks to resync) gets every panel.
+(``keys``, e.g. ``web.plan_page.PlanPanels``); a panel made of items (needs, goals...) has a
+:class:`PanelKey`: its frame (which items, in what order, and what is around them) and each
+item's own key. The hub remembers the keys of the latest versions it saw (:data:`KEPT_VERSIONS`).
+A browser that shows one of those versions gets the version marker and what changed since:
+of a panel whose frame is the same, only the items whose keys changed (each replaces the
+element with its id), else the whole panel; one further behind (or that asks to resync) gets
+every panel. Texts are rendered when an update first needs them, once per (plan, audience,
+language) and kept with their keys (:class:`Rendition`): an edit of one item in place renders
+that item and the items that show it, not its panel.
 
 Each connection has an outbox (a bounded queue) and one writer task, so a slow browser never
 holds up the others: when its outbox is full it is closed with 1013 and, on reconnecting,
