@@ -169,7 +169,7 @@ def _plan_access_now(
 
 
 def _read_plan(views: PlanViews, plan_id: str) -> ClientPlan | None:
-    """The read model's plan (our own copy), or None; an id that is no plan id is none. Blocks."""
+    """The read model's plan (shared with other readers: never change it), or None; an id that is no plan id is none. Blocks."""
     try:
         plan_id = str(uuid.UUID(plan_id))
     except ValueError:

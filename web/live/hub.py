@@ -522,7 +522,7 @@ class LiveHub:
     # ------------------------------------------------------------------ one socket
 
     async def load(self, plan_id: str) -> ClientPlan | None:
-        """The plan as the read model has it, or None: a copy of our own (read in a worker thread)."""
+        """The plan as the read model has it, or None: shared with other readers, never changed (read in a worker thread)."""
         return await anyio.to_thread.run_sync(self.views.plan, plan_id)
 
     async def serve(
