@@ -156,11 +156,10 @@ def test_an_erased_plan_leaves_the_cache_at_once(service: PlanService, open_view
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("store_env", ["postgres"], indirect=True)
 def test_another_instance_drops_what_it_kept_when_the_writer_changes_or_erases_the_plan(
     settings: StoreSettings, service: PlanService, open_views: Callable[..., PlanViews]
 ) -> None:
-    if settings.kind != "postgres":
-        pytest.skip("several instances share a read model on PostgreSQL only")
     plan_id = open_plan(service)
     service.close_plan(plan_id, by=PEKKA, command_id="close", outcome="work")
     writer = open_views()
