@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from live_timeline import (  # noqa: E402
     build_world,
     edit_answered,
     edit_request,
+    finish_report,
     log,
     machine_info,
     measure_step,
@@ -206,14 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(orchestrate(args, work, report))
     finally:
-        report["seconds"] = round(time.monotonic() - started, 1)
-        report["machine"]["load_average_at_end"] = os.getloadavg()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=str))
-        if args.keep:
-            print(f"Kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish_report(report, args, work, started)
     for run in report["runs"]:
         print(f"{run['policy']}: {json.dumps(run.get('summary'))}; peak RSS {run.get('peak_rss_mib')} MiB")
     print(f"Written to {args.out} ({report['seconds']} s)")
