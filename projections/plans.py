@@ -461,10 +461,15 @@ def rebuild(settings: StoreSettings, progress: Callable[[int, int], None] | None
 
 
 def open_view_store(settings: StoreSettings) -> PlanViewTables:
-    """The read-model store: a SQLite file of its own, or a PostgreSQL schema of its own."""
+    """The read-model store: a SQLite file of its own, or a PostgreSQL schema of its own.
+
+    The SQLite file commits with ``synchronous=NORMAL`` (``projections.sqlite``: a power
+    failure can only take the read model back to an earlier position, which the follower
+    applies again from the event store), where the event store's commits are FULL.
+    """
     if settings.kind == "sqlite":
         env = {
-            "PERSISTENCE_MODULE": "domain.sqlite",
+            "PERSISTENCE_MODULE": "projections.sqlite",
             "SQLITE_DBNAME": settings.view_store_path,
             "SQLITE_LOCK_TIMEOUT": str(max(settings.lock_timeout_s, 1)),
         }
