@@ -3,9 +3,9 @@
 It folds each plan's events into a `PlanRecord` with the domain's own `apply`
 methods (the same code that rebuilds the aggregate, keeping also what the
 rules never read: notes, measures, earlier schedules, the latest changes of
-each item), so the read model cannot drift from the rules. The folded plan is kept as a snapshot-shaped JSON document in the
-read-model store. Recently folded or read plans stay decoded in memory
-(`PlanCache`), shared by the follower and pages and never changed: the follower
+each item), so the read model cannot drift from the rules. The folded plan is kept as a
+typed JSON document (``projections.codec``) in the read-model store. Recently folded or
+read plans stay decoded in memory (`PlanCache`), shared by the follower and pages and never changed: the follower
 folds each event onto a copy, and checks the row's version as it writes.
 
 `PlanViews` is what the rest of the system uses: it opens the read-model
@@ -25,22 +25,20 @@ import copy
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
 from eventsourcing.projection import BaseProjectionRunner, Projection
-from eventsourcing.utils import Environment, get_topic
+from eventsourcing.utils import Environment
 
 from domain.application import PlanService
 from domain.erasure import ErasureRecord
 from domain.plan import ClientPlan, PlanRecord
 from domain.storage import StoreSettings
-from domain.transcodings import plan_transcoder
+from projections.codec import decode_record, encode_record
 from projections.leader import LeaderElection, NoticeListener, try_advisory_lock
 from projections.leader import connect as pg_connect
 from projections.summary import people_of, summarise
@@ -54,7 +52,6 @@ from projections.views import (
     StaleRow,
 )
 
-PLAN_TOPIC = get_topic(PlanRecord)
 CACHED_PLANS = 1000
 RESTART_DELAY = 0.1
 MAX_RESTART_DELAY = 10.0
@@ -138,7 +135,6 @@ class PlanProjection(Projection[PlanViewTables]):
 
     def __init__(self, view: PlanViewTables, cache: PlanCache | None = None):
         super().__init__(view)
-        self.transcoder = plan_transcoder()
         self.cache = cache or PlanCache()
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> str | None:
@@ -190,13 +186,7 @@ class PlanProjection(Projection[PlanViewTables]):
         return Kept(self._decode(plan_id, version, state), position, None)
 
     def _decode(self, plan_id: str, version: int, state: str) -> PlanRecord:
-        return Snapshot(
-            originator_id=uuid.UUID(plan_id),
-            originator_version=version,
-            timestamp=datetime.now(UTC),
-            topic=PLAN_TOPIC,
-            state=self.transcoder.decode(state.encode()),
-        ).mutate(None)
+        return decode_record(plan_id, version, state)
 
     def _fold(self, event: ClientPlan.Event, tracking: Tracking) -> str:
         plan_id = str(event.originator_id)
@@ -229,7 +219,7 @@ class PlanProjection(Projection[PlanViewTables]):
                     is_closed=plan.is_closed,
                     updated_at=event.timestamp.isoformat(),
                     summary=summary,
-                    state=self.transcoder.encode(Snapshot.take(plan).state).decode(),
+                    state=encode_record(plan),
                 ),
                 people,
                 tracking,

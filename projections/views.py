@@ -65,11 +65,12 @@ SUMMARY_KEYS = {"plan_people": "person_id", "plan_needs": "category", "plan_cons
 """The tables of a plan's rows written with its row, each with the column that tells its rows apart."""
 PLAN_TABLES = (*DERIVED_TABLES, "plan_seen")
 """Every table with rows of a plan: what erasing the plan's key deletes."""
-READ_MODEL_VERSION = 2
+READ_MODEL_VERSION = 3
 """The shape of the derived tables. Raise it whenever they change: a store at another
 version has its derived tables recreated empty and its position forgotten at start, so
 the follower refills them from the start of the event log (version 2: the summary
-columns and rows of the caseload and statistics)."""
+columns and rows of the caseload and statistics; version 3: the plan's document typed
+JSON by msgspec, ``projections.codec``)."""
 COLLEAGUE_ROLES = ("expert", "counterpart")
 """The roles that make a plan one of its organisation's (``domain.access``: colleagues of the
 named expert and the counterpart)."""
