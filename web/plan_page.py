@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -375,7 +375,7 @@ def page_context(
         "focus": focus,
         "vocabularies": VOCABULARIES,
         "item_kinds": ITEM_KINDS,
-        "recent": recent_changes(plan, gettext),
+        "recent": LazyChanges(plan, gettext),
         "audience": audience,
     }
 
@@ -579,6 +579,32 @@ def recent_changes(plan: ClientPlan, gettext: Callable[[str], str], limit: int =
                                   fields=[], anchor=f"handover-{handover.id}"))
     found.sort(key=lambda change: change.at, reverse=True)
     return found[:limit]
+
+
+class LazyChanges:
+    """:func:`recent_changes` worked out when a template first reads them (``recent``).
+
+    Most renders (an item, a panel other than the history) never do.
+    """
+
+    def __init__(self, plan: ClientPlan, gettext: Callable[[str], str]) -> None:
+        self._plan = plan
+        self._gettext = gettext
+        self._changes: list[RecentChange] | None = None
+
+    def _list(self) -> list[RecentChange]:
+        if self._changes is None:
+            self._changes = recent_changes(self._plan, self._gettext)
+        return self._changes
+
+    def __iter__(self) -> Iterator[RecentChange]:
+        return iter(self._list())
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    def __bool__(self) -> bool:
+        return bool(self._list())
 
 
 def conflict_view(

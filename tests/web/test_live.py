@@ -571,6 +571,33 @@ def test_a_panel_whose_key_is_unchanged_renders_the_same(live: LiveServer) -> No
         before = after
 
 
+def test_the_latest_changes_are_worked_out_only_for_what_shows_them(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An item or another panel rendered alone does not go through the plan's whole history;
+    the history panel (and a whole page) does, once a render."""
+    import web.plan_page
+
+    plan_id = live.open_plan()
+    need = live.record_need(plan_id, "Velat")
+    live.caught_up(need.position)
+    plan = live.app.state.views.plan(plan_id)
+    engine = live.app.template_engine
+    counted = Counter[str]()
+    worked_out = web.plan_page.recent_changes
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        counted["calls"] += 1
+        return worked_out(*args, **kwargs)
+
+    monkeypatch.setattr(web.plan_page, "recent_changes", counting)
+    PLAN_PANELS.render(engine, plan, "fi", [f"need-{need.item_id}", "panel-needs", "panel-goals"])
+    assert counted["calls"] == 0
+    texts = PLAN_PANELS.render(engine, plan, "fi", PANEL_IDS)
+    assert counted["calls"] == 1
+    assert "Velat" in texts["panel-history"]
+
+
 class _Elements(HTMLParser):
     """Where each element with an id starts and ends in a text, and which are top-level."""
 
