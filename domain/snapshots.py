@@ -17,6 +17,14 @@ A plan's snapshot is encoded by msgspec against the plan's typed state
 (`PlanSnapshotBody`), not by the library's JSON transcoder, which calls back into
 Python for every part: at 10,000 events encoding took 8 ms and decoding 6 ms, now
 about 0.3 and 1.3 ms. Snapshots stored before are library JSON and still load.
+
+That JSON is compressed (zlib, fastest level) before it is encrypted: a 10,000-event
+plan's snapshot shrinks from about 490 kB to 95 kB. On SQLite the writer then holds
+the store's write lock (which the commands wait for) and fills the WAL that a
+command's commit checkpoints with a fifth of the pages, for about 2 ms of compression
+on the writer's thread (zlib lets go of the GIL meanwhile); opening the plan inflates
+it again in about 1 ms, and reads and decrypts a fifth of the bytes. Typed snapshots
+stored uncompressed before still load.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
@@ -81,18 +90,30 @@ class PlanSnapshotBody(msgspec.Struct, kw_only=True, tag="plan-v2", tag_field="s
 
 
 TYPED_SNAPSHOT_PREFIX = b'{"snapshot":'
+COMPRESSED_SNAPSHOT_PREFIX = b"zlib:"
+"""Starts a typed snapshot compressed with zlib (a snapshot's JSON starts with '{')."""
+COMPRESSION_LEVEL = 1
+"""zlib's fastest level: at 10,000 events 2 ms for 5.3x, where level 6 takes 8 ms for 6.4x."""
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(PlanSnapshotBody)
 
 
 def encode_plan_snapshot(snapshot: Snapshot) -> bytes:
-    """The snapshot of a `ClientPlan` (topic, timestamp and state), as typed JSON."""
+    """The snapshot of a `ClientPlan` (topic, timestamp and state), as typed JSON, compressed."""
     body = PlanSnapshotBody(timestamp=snapshot.timestamp, topic=snapshot.topic, state=PlanStateV2(**snapshot.state))
-    return _encoder.encode(body)
+    return COMPRESSED_SNAPSHOT_PREFIX + zlib.compress(_encoder.encode(body), COMPRESSION_LEVEL)
 
 
 def is_typed_snapshot(plain: bytes) -> bool:
-    return plain.startswith(TYPED_SNAPSHOT_PREFIX)
+    """Whether `plain` is what `encode_plan_snapshot` writes, or wrote before it compressed."""
+    return plain.startswith((COMPRESSED_SNAPSHOT_PREFIX, TYPED_SNAPSHOT_PREFIX))
+
+
+def plan_snapshot_json(plain: bytes) -> bytes:
+    """The typed JSON of a snapshot, compressed or not."""
+    if plain.startswith(COMPRESSED_SNAPSHOT_PREFIX):
+        return zlib.decompress(memoryview(plain)[len(COMPRESSED_SNAPSHOT_PREFIX) :])
+    return plain
 
 
 def decode_plan_snapshot(plain: bytes, originator_id: uuid.UUID, originator_version: int) -> Snapshot:
@@ -101,7 +122,7 @@ def decode_plan_snapshot(plain: bytes, originator_id: uuid.UUID, originator_vers
     Built as the library's mapper builds events (no constructor call); `mutate` then
     makes the plan from it, upcasting by its `class_version` like any snapshot.
     """
-    body = _decoder.decode(plain)
+    body = _decoder.decode(plan_snapshot_json(plain))
     state = body.state
     snapshot = object.__new__(Snapshot)
     object.__setattr__(

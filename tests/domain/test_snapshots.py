@@ -25,7 +25,7 @@ from domain import crypto
 from domain.application import PlanService
 from domain.errors import PlanErased
 from domain.plan import ClientPlan
-from domain.snapshots import PlanStateV2, is_typed_snapshot
+from domain.snapshots import COMPRESSED_SNAPSHOT_PREFIX, PlanStateV2, is_typed_snapshot, plan_snapshot_json
 from domain.storage import StoreSettings
 from domain.values import Actor
 
@@ -258,7 +258,36 @@ def test_a_plan_s_snapshot_is_typed_json_under_the_plan_s_key(services: Callable
     assert "Maija".encode() not in stored.state
     plain = decrypted_latest_snapshot(service, plan_id)
     assert is_typed_snapshot(plain)
-    assert json.loads(plain)["state"]["client"]["name"] == "Maija Mäkinen"
+    assert json.loads(plan_snapshot_json(plain))["state"]["client"]["name"] == "Maija Mäkinen"
+
+
+def test_a_plan_s_snapshot_is_compressed_before_it_is_encrypted(services: Callable[..., PlanService]) -> None:
+    service = services()
+    plan_id = open_plan(service)
+    add_notes(service, plan_id, EVERY - 1)
+    service.flush_snapshots()
+
+    plain = decrypted_latest_snapshot(service, plan_id)
+    assert plain.startswith(COMPRESSED_SNAPSHOT_PREFIX)
+    assert len(plain) < len(plan_snapshot_json(plain)) / 2
+
+
+def test_a_typed_snapshot_stored_uncompressed_still_opens_the_plan(
+    services: Callable[..., PlanService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Typed snapshots written before they were compressed are plain typed JSON, encrypted."""
+    service = services()
+    compressed = crypto.encode_plan_snapshot
+    monkeypatch.setattr(crypto, "encode_plan_snapshot", lambda snapshot: plan_snapshot_json(compressed(snapshot)))
+    plan_id = open_plan(service)
+    add_notes(service, plan_id, EVERY + 1)
+    service.flush_snapshots()
+    plain = decrypted_latest_snapshot(service, plan_id)
+    assert is_typed_snapshot(plain) and not plain.startswith(COMPRESSED_SNAPSHOT_PREFIX)
+    monkeypatch.undo()
+    uncached = services(PlanService, aggregate_cache_size=0)
+
+    assert vars(uncached.get_plan(plan_id)) == vars(service.get_plan(plan_id))
 
 
 def test_the_typed_snapshot_holds_every_attribute_of_the_plan(services: Callable[..., PlanService]) -> None:
