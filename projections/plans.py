@@ -53,6 +53,8 @@ from projections.views import (
 )
 
 CACHED_PLANS = 1000
+MARKS_KEPT = 10_000
+"""(person, plan) pairs whose latest ``mark_seen`` version this process remembers."""
 RESTART_DELAY = 0.1
 MAX_RESTART_DELAY = 10.0
 
@@ -252,6 +254,8 @@ class PlanViews:
         self._position = self.store.max_tracking_id(PlanService.name) or 0
         self._moved = threading.Condition()
         self._listeners: list[PositionListener] = []
+        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._seen_lock = threading.Lock()
         self._runner: BaseProjectionRunner[PlanService] | None = None
         self._runner_error: BaseException | None = None
         self._restart_at = 0.0
@@ -309,7 +313,24 @@ class PlanViews:
         return self.store.caseload(**query)
 
     def mark_seen(self, person_id: str, plan_id: str, version: int) -> None:
+        """Remember that the person has seen ``version`` of the plan (for "changed since seen").
+
+        Cheap to call on every page and edit: a version not newer than one this process
+        has marked for the person already is not sent to the store at all, and the store
+        keeps the newest version it was given (``PlanViewTables.mark_seen``).
+        """
+        key = (person_id, plan_id)
+        with self._seen_lock:
+            marked = self._seen.get(key)
+            if marked is not None and marked >= version:
+                self._seen.move_to_end(key)
+                return
         self.store.mark_seen(person_id, plan_id, version, datetime.now(UTC).isoformat())
+        with self._seen_lock:
+            self._seen[key] = max(version, self._seen.get(key, version))
+            self._seen.move_to_end(key)
+            while len(self._seen) > MARKS_KEPT:
+                self._seen.popitem(last=False)
 
     def check_running(self) -> None:
         """Raise the follower's error, if it stopped with one.

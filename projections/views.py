@@ -445,12 +445,19 @@ class PlanViewTables:
         return PlanStatistics(plans=plans, needs=need_counts)
 
     def mark_seen(self, person_id: str, plan_id: str, version: int, seen_at: str) -> None:
+        """Remember that the person has seen ``version`` of the plan (at ``seen_at``).
+
+        A version not newer than the one remembered changes nothing: pages that render an
+        older version after a newer one (a slow request, another instance) do not take the
+        mark back, and a repeat writes no row.
+        """
         with self._cursor(commit=True) as cursor:
             cursor.execute(
                 self._sql(
-                    f"INSERT INTO {self._qualified('plan_seen')} (person_id, plan_id, version, seen_at)"
+                    f"INSERT INTO {self._qualified('plan_seen')} AS seen (person_id, plan_id, version, seen_at)"
                     " VALUES (%(person_id)s, %(plan_id)s, %(version)s, %(seen_at)s)"
                     " ON CONFLICT (person_id, plan_id) DO UPDATE SET version = excluded.version, seen_at = excluded.seen_at"
+                    " WHERE seen.version < excluded.version"
                 ),
                 {"person_id": person_id, "plan_id": plan_id, "version": version, "seen_at": seen_at},
             )

@@ -253,6 +253,41 @@ def test_changed_since_seen_before_and_after_mark_seen_and_after_a_new_edit(
     }
 
 
+def test_mark_seen_keeps_the_newest_version_and_a_repeat_costs_no_write(
+    service: PlanService, open_views: Callable[..., PlanViews], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    views = open_views()
+    plan_id = open_for(service, SEEKER, "Katsottu Asiakas").plan_id
+    for number in range(3):
+        service.add_note(plan_id, by=SEEKER, command_id=f"note-{number}", text="Käänne.")
+    catch_up(views, service)
+
+    def seen_version() -> int | None:
+        return next(e.seen_version for e in views.caseload(person_id=SEEKER.person_id) if e.plan_id == plan_id)
+
+    stored: list[int] = []
+    store_mark = views.store.mark_seen
+
+    def counting(person_id: str, plan_id: str, version: int, seen_at: str) -> None:
+        stored.append(version)
+        store_mark(person_id, plan_id, version, seen_at)
+
+    monkeypatch.setattr(views.store, "mark_seen", counting)
+    views.mark_seen(SEEKER.person_id, plan_id, 3)
+    views.mark_seen(SEEKER.person_id, plan_id, 3)
+    views.mark_seen(SEEKER.person_id, plan_id, 2)  # a page of an older version, rendered late
+    assert (stored, seen_version()) == ([3], 3)
+
+    # another process (or instance) that marks an older version does not take the mark back
+    other = open_views(follow=False)
+    other.mark_seen(SEEKER.person_id, plan_id, 2)
+    assert seen_version() == 3
+    other.mark_seen(SEEKER.person_id, plan_id, 4)
+    assert seen_version() == 4
+    views.mark_seen(SEEKER.person_id, plan_id, 4)  # this process has not marked 4 itself: it asks the store
+    assert stored == [3, 4]
+
+
 def test_the_next_step_is_the_earliest_open_step(service: PlanService, open_views: Callable[..., PlanViews]) -> None:
     views = open_views()
     plan_id = open_for(service, SEEKER, "Askel Asiakas").plan_id
