@@ -6,6 +6,12 @@
   releases the lock, and another instance takes it at its next try (every
   ``RETRY_INTERVAL`` seconds). The holder checks its own connection every
   ``CHECK_INTERVAL`` seconds and steps down as soon as the connection is gone.
+- A candidate of a **dedicated** process (``polku project``, which serves no browsers:
+  :func:`stand_as_dedicated`) also holds a shared advisory lock ``<name>.dedicated`` for as
+  long as its connection lives. Other candidates do not take the writer lock while anyone
+  holds that one, and a holder that sees it steps down (stops its work, then unlocks), so
+  the dedicated process writes whichever process started first. When every dedicated
+  process is gone, so is the shared lock, and the others compete again as before.
 - :class:`NoticeListener` LISTENs on a channel on a connection of its own and hands every
   notice to a callback; after each (re)connection it calls ``on_connect`` first, so the
   caller can catch up on whatever was committed while it was not listening.
@@ -38,6 +44,7 @@ __all__ = (
     "StartupLock",
     "channel_name",
     "connect",
+    "stand_as_dedicated",
 )
 
 logger = logging.getLogger(__name__)
@@ -82,13 +89,45 @@ def try_advisory_lock(conn: psycopg.Connection[Any], name: str) -> bool:
     return bool(row and row[0])
 
 
+_dedicated_process = False
+
+
+def stand_as_dedicated() -> None:
+    """Make every election started from now on in this process a dedicated candidate.
+
+    For ``polku project``: it exists to write the read model, and
+    :class:`~projections.plans.PlanViews` starts its election itself (a process-wide
+    setting rather than a parameter threaded through it).
+    """
+    global _dedicated_process
+    _dedicated_process = True
+
+
+# Whether some session of this database holds the shared lock of a dedicated candidate.
+# (A two-key advisory lock shows in pg_locks as classid = key 1, objid = key 2, objsubid = 2.)
+_DEDICATED_PRESENT = """
+    EXISTS (SELECT 1 FROM pg_locks
+            WHERE locktype = 'advisory' AND granted AND objsubid = 2
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND classid = %(class)s::oid AND objid = hashtext(%(dedicated)s)::oid
+              AND pid <> pg_backend_pid())"""
+_TRY_UNLESS_DEDICATED = f"""
+    SELECT CASE WHEN {_DEDICATED_PRESENT} THEN false
+                ELSE pg_try_advisory_lock(%(class)s, hashtext(%(name)s)) END"""
+_STILL_WANTED = f"SELECT NOT {_DEDICATED_PRESENT}"
+
+
 class LeaderElection:
     """Competes for the advisory lock ``name``; calls back when it gains or loses it.
 
     ``on_elected()`` is called when this instance took the lock, ``on_held()`` every
     ``CHECK_INTERVAL`` while it holds it (the caller supervises its work there), and
-    ``on_deposed()`` when it lost it (connection gone) or is closing. All three run in the
-    election's own thread, one at a time.
+    ``on_deposed()`` when it lost it (connection gone), is closing, or (unless it is
+    dedicated) gives way to a dedicated candidate. All three run in the election's own
+    thread, one at a time.
+
+    ``dedicated`` (default: whether :func:`stand_as_dedicated` was called in this process)
+    makes this a candidate that the others give way to (see the module's docstring).
     """
 
     def __init__(
@@ -101,9 +140,12 @@ class LeaderElection:
         on_deposed: Callable[[], None],
         retry_interval: float = RETRY_INTERVAL,
         check_interval: float = CHECK_INTERVAL,
+        dedicated: bool | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.name = name
+        self.dedicated = _dedicated_process if dedicated is None else dedicated
+        self._names = {"class": LOCK_CLASS, "name": name, "dedicated": f"{name}.dedicated"}
         self.on_elected = on_elected
         self.on_held = on_held
         self.on_deposed = on_deposed
@@ -144,15 +186,39 @@ class LeaderElection:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.conninfo, application_name="polku leader")
             self.backend_pid = self._conn.info.backend_pid
+            if self.dedicated:  # held with the session: the others see it until this connection ends
+                self._conn.execute("SELECT pg_advisory_lock_shared(%(class)s, hashtext(%(dedicated)s))", self._names)
         if not self.is_leader:
-            if try_advisory_lock(self._conn, self.name):
+            if self._try_lock():
                 self.is_leader = True
                 logger.info("leader election %s: this instance leads (backend %s)", self.name, self.backend_pid)
                 self.on_elected()
                 self.on_held()
             return
-        self._conn.execute("SELECT 1")  # the session, and so the lock, is still there
+        if self.dedicated:
+            self._conn.execute("SELECT 1")  # the session, and so the lock, is still there
+        elif not self._query(_STILL_WANTED):  # (also proves the session is there)
+            self._give_way()
+            return
         self.on_held()
+
+    def _try_lock(self) -> bool:
+        if self.dedicated:
+            return try_advisory_lock(self._conn, self.name)  # type: ignore[arg-type]
+        return self._query(_TRY_UNLESS_DEDICATED)
+
+    def _query(self, statement: str) -> bool:
+        row = self._conn.execute(statement, self._names).fetchone()  # type: ignore[union-attr]
+        return bool(row and row[0])
+
+    def _give_way(self) -> None:
+        """A dedicated candidate runs: stop the work first, then let the lock go to it."""
+        logger.info("leader election %s: a dedicated writer is running; leaving the lock to it", self.name)
+        self.is_leader = False
+        try:
+            self.on_deposed()
+        finally:
+            self._query("SELECT pg_advisory_unlock(%(class)s, hashtext(%(name)s))")
 
     def _lost(self, error: BaseException | None) -> None:
         if self.is_leader:

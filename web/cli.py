@@ -1,6 +1,8 @@
 """The `polku` command line.
 
     polku serve [--host H] [--port P]   start the web application
+    polku project [--host H] [--port P] write the read model for the web instances (PostgreSQL),
+                                        serving only /healthz and /readyz (default 127.0.0.1:8100)
     polku demo [--if-empty]             load the demo plans (safe to repeat)
     polku plans                         list the plans
     polku plan ID                       print a plan and its history
@@ -47,6 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="start the web application")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    project = commands.add_parser(
+        "project", help="write the read model for the web instances (PostgreSQL); serves /healthz and /readyz only"
+    )
+    project.add_argument("--host", default="127.0.0.1")
+    project.add_argument("--port", type=int, default=8100, help="of the health checks (default 8100)")
     demo = commands.add_parser("demo", help="load the demo plans (safe to run again)")
     demo.add_argument("--if-empty", action="store_true", help="only when the store has no plans yet")
     commands.add_parser("plans", help="list the plans")
@@ -63,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_server(args.host, args.port)
         return 0
+    if args.command == "project":
+        return _project(args.host, args.port)
     if args.command == "projections":
         return _rebuild_projections()
     if args.command == "admin":
@@ -311,8 +320,21 @@ def _plan(service: PlanService, args: argparse.Namespace) -> int:
     return 0
 
 
+def _project(host: str, port: int) -> int:
+    """The read model's dedicated writer (docs/deployment.md, "A dedicated projector")."""
+    from domain.storage import StoreSettings
+    from web.server import project
+
+    if StoreSettings.from_environ().kind != "postgres":
+        print("polku: `polku project` needs POLKU_STORE=postgres; over SQLite `polku serve` writes its read model.",
+              file=sys.stderr)
+        return 2
+    project(host, port)
+    return 0
+
+
 def _rebuild_projections() -> int:
-    """Rebuild with a progress bar; stop `polku serve` first."""
+    """Rebuild with a progress bar; stop `polku serve` and `polku project` first."""
     from tqdm import tqdm
 
     from domain.storage import StoreSettings

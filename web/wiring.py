@@ -8,6 +8,10 @@ shutdown. Route handlers ask for them by name::
 
     async def show(self, plans: NamedDependency[PlanService], views: NamedDependency[PlanViews]): ...
 
+:func:`build_projector_app` is what ``polku project`` runs: the same plan service and read
+model, no pages, only ``/healthz`` and ``/readyz``; it writes the read model for the web
+instances (docs/deployment.md, "A dedicated projector").
+
 Other parts of the web layer plug in at the two marked extension points below: their
 route handlers (:func:`extra_route_handlers`) and their start-up/shutdown work
 (:func:`lifespan_hooks`, entered after the plan service and views are open, left before
@@ -30,7 +34,7 @@ from litestar.types import ControllerRouterHandler
 
 from domain.application import PlanService
 from domain.storage import StoreSettings
-from projections.leader import StartupLock
+from projections.leader import StartupLock, stand_as_dedicated
 from projections.plans import PlanViews
 from web.app import create_app
 from web.controllers.admin import ADMIN_ROUTE_HANDLERS, access_log_lifespan, provide_access_log
@@ -39,7 +43,14 @@ from web.controllers.caseload import CASELOAD_ROUTE_HANDLERS
 from web.controllers.plans import PLAN_ROUTE_HANDLERS
 from web.settings import Settings
 
-__all__ = ("LifespanHook", "build_app", "extra_route_handlers", "lifespan_hooks", "store_settings_for")
+__all__ = (
+    "LifespanHook",
+    "build_app",
+    "build_projector_app",
+    "extra_route_handlers",
+    "lifespan_hooks",
+    "store_settings_for",
+)
 
 LifespanHook = Callable[[Litestar], AbstractAsyncContextManager[Any]]
 """Start-up/shutdown work: ``hook(app)`` gives an async context manager, entered on start-up
@@ -67,6 +78,28 @@ def build_app(web_settings: Settings | None = None, store_settings: StoreSetting
     app.exception_handlers.update(ACCESS_LOG_EXCEPTION_HANDLERS)  # a read that cannot be logged: 503
     app.state.store_settings = store
     lifespan = _Lifespan(store, lifespan_hooks())
+    app.on_startup.append(lifespan.start)
+    app.on_shutdown.append(lifespan.stop)
+    return app
+
+
+def build_projector_app(store_settings: StoreSettings | None = None) -> Litestar:
+    """The read model's dedicated writer (``polku project``): no pages, ``/healthz`` and ``/readyz``.
+
+    It opens the plan service and read model as an instance does, and its election of the
+    read model's writer is a dedicated candidate (:func:`~projections.leader.stand_as_dedicated`):
+    the web instances leave the writer's lock to it, and take it back when it is gone.
+    PostgreSQL only: over SQLite the one ``polku serve`` writes its own read model.
+    """
+    from web.controllers.health import health_check, readiness_hook
+
+    store = store_settings or StoreSettings.from_environ()
+    if store.kind != "postgres":
+        raise ValueError("`polku project` needs POLKU_STORE=postgres (over SQLite `polku serve` writes its read model)")
+    stand_as_dedicated()
+    app = Litestar(route_handlers=[health_check], openapi_config=None)
+    app.state.projector = True  # /readyz: this process needs no notices (it has no browsers to tell)
+    lifespan = _Lifespan(store, [readiness_hook])
     app.on_startup.append(lifespan.start)
     app.on_shutdown.append(lifespan.stop)
     return app

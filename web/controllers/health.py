@@ -5,7 +5,7 @@
 - ``GET /readyz`` (readiness): whether this instance should get traffic. JSON, 200 when
   ready, 503 when not::
 
-      {"status": "ready", "database": true, "event_log_head": 1234,
+      {"status": "ready", "role": "web", "database": true, "event_log_head": 1234,
        "read_model_position": 1234, "lag": 0, "heard_position": 1234,
        "writer": false, "listening": true, "max_lag": 100, "reasons": []}
 
@@ -15,6 +15,10 @@
   would not get live updates. ``writer`` says whether this instance runs the projection
   (docs/deployment.md).
 
+``polku project`` (the read model's dedicated writer, :func:`web.wiring.build_projector_app`)
+answers the same two paths with the same report; it has no browsers, so not hearing the
+notices does not make it unready, and ``"role": "projector"`` tells it from a web instance.
+
 ``/readyz`` is answered by a thin layer in front of the application (:func:`readiness_hook`,
 installed on start-up after the sign-in wall), because a probe carries no session; it
 shows positions only, nothing about any plan or person.
@@ -22,6 +26,7 @@ shows positions only, nothing about any plan or person.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,13 +57,19 @@ def max_lag() -> int:
         return DEFAULT_MAX_LAG
 
 
-def readiness(plans: Any, views: Any, *, allowed_lag: int | None = None) -> tuple[bool, dict[str, Any]]:
-    """(ready?, the report) of an instance with this plan service and read model. Blocking."""
+def readiness(
+    plans: Any, views: Any, *, allowed_lag: int | None = None, projector: bool = False
+) -> tuple[bool, dict[str, Any]]:
+    """(ready?, the report) of an instance with this plan service and read model. Blocking.
+
+    ``projector``: the process is ``polku project``, which needs no notices.
+    """
     from domain.application import PlanService
 
     allowed = max_lag() if allowed_lag is None else allowed_lag
     report: dict[str, Any] = {
         "status": "not ready",
+        "role": "projector" if projector else "web",
         "database": False,
         "event_log_head": None,
         "read_model_position": None,
@@ -79,7 +90,7 @@ def readiness(plans: Any, views: Any, *, allowed_lag: int | None = None) -> tupl
     report.update(database=True, event_log_head=head, read_model_position=position, lag=lag)
     if lag > allowed:
         report["reasons"].append(f"read model {lag} events behind the event log")
-    if not views.is_listening:
+    if not views.is_listening and not projector:
         report["reasons"].append("not hearing the read model's notices")
     ready = not report["reasons"]
     report["status"] = "ready" if ready else "not ready"
@@ -95,7 +106,8 @@ async def _answer(app: Litestar, scope: Any, send: Any) -> None:
         if plans is not None and views is not None:
             body = {"status": "not ready", "database": False, "reasons": ["database: no answer in time"]}
             with anyio.move_on_after(READY_TIMEOUT_S):
-                ready, body = await anyio.to_thread.run_sync(readiness, plans, views, abandon_on_cancel=True)
+                check = functools.partial(readiness, plans, views, projector=app.state.get("projector", False))
+                ready, body = await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
                 status = 200 if ready else 503
     payload = msgspec.json.encode(body)
     await send({
