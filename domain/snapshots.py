@@ -21,10 +21,11 @@ about 0.3 and 1.3 ms. Snapshots stored before are library JSON and still load.
 That JSON is compressed (zlib, fastest level) before it is encrypted: a 10,000-event
 plan's snapshot shrinks from about 490 kB to 95 kB. On SQLite the writer then holds
 the store's write lock (which the commands wait for) and fills the WAL that a
-command's commit checkpoints with a fifth of the pages, for about 2 ms of compression
-on the writer's thread (zlib lets go of the GIL meanwhile); opening the plan inflates
-it again in about 1 ms, and reads and decrypts a fifth of the bytes. Typed snapshots
-stored uncompressed before still load.
+command's commit checkpoints with a fifth of the pages. Compressing costs the writer's
+thread less than it saves there (its CPU per snapshot went down by a quarter; zlib lets
+go of the GIL meanwhile), and opening the plan inflates what it reads in under a
+millisecond while it reads and decrypts a fifth of the bytes: about the same as before
+(docs/performance.md). Typed snapshots stored uncompressed before still load.
 """
 
 from __future__ import annotations
