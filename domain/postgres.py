@@ -1,9 +1,10 @@
 """PostgreSQL persistence for Polku: the library's PostgreSQL module, with events
-inserted in one round trip.
+inserted in one round trip on a connection kept for inserting.
 
 Select it with ``PERSISTENCE_MODULE=domain.postgres`` and the library's ``POSTGRES_*``
-settings. It differs from ``eventsourcing.postgres`` in two ways only: the application
-recorder's ``insert_events``, and how ``POSTGRES_PRE_PING`` checks a pooled connection.
+settings. It differs from ``eventsourcing.postgres`` in three ways only: the application
+recorder's ``insert_events``, the aggregate recorder's (the snapshots') insert, and how
+``POSTGRES_PRE_PING`` checks a pooled connection.
 
 The library's insert is a pipelined transaction of six statements (``BEGIN``, ``SET
 LOCAL lock_timeout``, ``LOCK TABLE ... IN EXCLUSIVE MODE``, ``NOTIFY``, ``INSERT ...
@@ -26,6 +27,19 @@ keeps every guarantee of the library's insert:
   ``IntegrityError`` (so ``PlanService`` reloads and retries as before), and a lock
   timeout an ``OperationalError``, retried by the same ``@retry`` as the library's.
 
+The function takes the events as one array per column, sent as binary parameters of a
+server-side prepared statement; a single event (one command's) as four one-element
+``ARRAY[...]`` of scalars. The library's array of a composite type went as text: the
+client quoted every event (its state hex-encoded, twice its size) into an array literal
+and the server parsed it back, about 0.1 ms of client CPU and as much server time a save.
+
+The inserts go through one connection that the recorder keeps (``InsertConnection``),
+not through the pool: the ``EXCLUSIVE`` lock lets one insert at a time go on in the
+whole database anyway, and a pool checkout, its check and a new cursor cost about
+0.06 ms of CPU and 0.1 ms a save. Threads wait for the connection at most the pool's
+``timeout``, as they waited for a pooled one; a connection found dead (a server
+restart) is replaced, as the pool replaces its own.
+
 The function belongs to one events table (its name is the table's name plus
 ``_insert``), so two applications in one schema do not share it; the library's own
 ``es_insert_events_<type>`` function, which takes no table lock, is not created.
@@ -36,9 +50,10 @@ the pool first asks the socket, without a round trip, whether the server has sen
 to the idle connection, and pings only then: a server that restarted or ended the session
 has closed the socket (or sent its farewell), so such a connection is still found and
 replaced, as ``PlanService`` relies on to answer a database restart with 503 and heal.
+The insert connection is checked the same way before each insert.
 
-Everything else (tables, reads, subscriptions, snapshots, tracking, the process
-recorder) is the library's. The process recorder keeps the library's pipelined insert:
+Everything else (tables, reads, subscriptions, tracking, the process recorder) is the
+library's. The process recorder keeps the library's pipelined insert:
 it writes tracking in the same transaction, and Polku does not use one.
 
 Note: like ``domain.sqlite``, this module must not import the library's factory by
@@ -49,21 +64,61 @@ module); it is reached through the module object.
 from __future__ import annotations
 
 import select
+import threading
+import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+from eventsourcing import persistence
 from eventsourcing import postgres as _lib
 from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.utils import retry
+from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from eventsourcing.persistence import StoredEvent
     from eventsourcing.utils import Environment, EnvType
     from psycopg import Connection, Cursor
-    from psycopg.rows import DictRow
+    from psycopg.rows import DictRow, TupleRow
+
+
+def _columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], list[int], list[str], list[bytes]]:
+    """The events as one list per column, to be sent as binary arrays."""
+    return (
+        [e.originator_id for e in stored_events],
+        [e.originator_version for e in stored_events],
+        [e.topic for e in stored_events],
+        [e.state for e in stored_events],
+    )
+
+
+class BinaryPostgresAggregateRecorder(_lib.PostgresAggregateRecorder):
+    """The library's aggregate recorder (Polku's snapshots), inserting binary column arrays.
+
+    The library sends the rows as a text array of its composite type: a 560 kB snapshot
+    of a 10,000-event plan became 1.1 MB of hex, quoted twice by regular expressions in
+    Python, 23 ms of CPU in the snapshot writer's thread, most of it holding the GIL that
+    the commands being answered meanwhile wait for; as binary arrays 1.4 ms.
+    """
+
+    def __init__(self, datastore: _lib.PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.sql_insert_columns = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[])"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+            id_type=SQL(self.datastore.originator_id_type),
+        ).as_string()
+
+    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
+        curs.execute(self.sql_insert_columns, _columns(stored_events))
 
 
 class OneTripPostgresApplicationRecorder(_lib.PostgresApplicationRecorder):
@@ -75,10 +130,11 @@ class OneTripPostgresApplicationRecorder(_lib.PostgresApplicationRecorder):
         self.check_identifier_length(self.insert_function_name)
         schema = Identifier(self.datastore.schema)
         table = Identifier(self.events_table_name)
-        function = Identifier(self.insert_function_name)
+        function = SQL("{schema}.{function}").format(schema=schema, function=Identifier(self.insert_function_name))
+        id_type = SQL(self.datastore.originator_id_type)
         self.sql_create_statements[self.create_insert_function_statement_index] = SQL(
-            "CREATE OR REPLACE FUNCTION {schema}.{function}"
-            "(events {schema}.{event_type}[], lock_wait text) "
+            "CREATE OR REPLACE FUNCTION {function}"
+            "(ids {id_type}[], versions bigint[], topics text[], states bytea[], lock_wait text) "
             "RETURNS SETOF bigint LANGUAGE plpgsql AS $BODY$ "
             "BEGIN "
             "PERFORM set_config('lock_timeout', lock_wait, true); "
@@ -87,22 +143,29 @@ class OneTripPostgresApplicationRecorder(_lib.PostgresApplicationRecorder):
             "RETURN QUERY "
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(events) WITH ORDINALITY AS e ORDER BY e.ordinality "
+            "FROM unnest(ids, versions, topics, states) WITH ORDINALITY "
+            "AS e(originator_id, originator_version, topic, state, ordinality) ORDER BY e.ordinality "
             "RETURNING notification_id; "
             "END; $BODY$"
-        ).format(
-            schema=schema,
-            function=function,
-            event_type=Identifier(self.stored_event_type_name),
-            table=table,
-            channel=Identifier(self.channel_name),
+        ).format(function=function, id_type=id_type, schema=schema, table=table, channel=Identifier(self.channel_name))
+        # The function of earlier versions took an array of the library's composite type.
+        self.sql_create_statements.append(
+            SQL("DROP FUNCTION IF EXISTS {function}({schema}.{event_type}[], text)").format(
+                function=function, schema=schema, event_type=Identifier(self.stored_event_type_name)
+            )
         )
-        self.sql_call_insert_function = SQL("SELECT {schema}.{function}(%s, %s)").format(
-            schema=schema, function=function
-        )
+        # Rendered once: psycopg renders a composed statement again at every execute
+        # (60 µs here), and caches the parsing of a plain string.
+        self.sql_insert_one = SQL(
+            "SELECT {function}(ARRAY[%b::{id_type}], ARRAY[%b::bigint], ARRAY[%b::text], ARRAY[%b::bytea], %b)"
+        ).format(function=function, id_type=id_type).as_string()
+        self.sql_insert_many = SQL(
+            "SELECT {function}(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[], %b)"
+        ).format(function=function, id_type=id_type).as_string()
         self.sql_serialise_create = SQL("SELECT pg_advisory_xact_lock(hashtext({name}))").format(
             name=Literal(f"{self.datastore.schema}.{self.insert_function_name}")
         )
+        self.insert_connection = InsertConnection(self.datastore)
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         """Create the tables and the function, one instance at a time.
@@ -118,15 +181,110 @@ class OneTripPostgresApplicationRecorder(_lib.PostgresApplicationRecorder):
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         if not stored_events:
             return None
-        events = [
-            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
-            for e in stored_events
-        ]
         lock_wait = f"{round(self.datastore.lock_timeout * 1000)}ms"
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            assert conn.autocommit
-            curs.execute(self.sql_call_insert_function, (events, lock_wait), prepare=True)
+        if len(stored_events) == 1:
+            (event,) = stored_events
+            query = self.sql_insert_one
+            params: tuple[Any, ...] = (event.originator_id, event.originator_version, event.topic, event.state, lock_wait)
+        else:
+            query = self.sql_insert_many
+            params = (*_columns(stored_events), lock_wait)
+        with self.insert_connection.cursor() as curs:
+            curs.execute(query, params, prepare=True)
             return [notification_id for (notification_id,) in curs.fetchall()]
+
+
+_ERRORS: tuple[tuple[type[psycopg.Error], type[persistence.PersistenceError]], ...] = (
+    (psycopg.InterfaceError, persistence.InterfaceError),
+    (psycopg.OperationalError, persistence.OperationalError),
+    (psycopg.DataError, persistence.DataError),
+    (psycopg.IntegrityError, persistence.IntegrityError),
+    (psycopg.InternalError, persistence.InternalError),
+    (psycopg.ProgrammingError, persistence.ProgrammingError),
+    (psycopg.NotSupportedError, persistence.NotSupportedError),
+    (psycopg.DatabaseError, persistence.DatabaseError),
+    (psycopg.Error, persistence.PersistenceError),
+)
+"""psycopg's errors as the library's, in the order of ``PostgresDatastore.get_connection``."""
+
+
+def _as_library_error(error: psycopg.Error) -> persistence.PersistenceError:
+    ours = next(ours for theirs, ours in _ERRORS if isinstance(error, theirs))
+    return ours(str(error))
+
+
+class InsertConnection:
+    """One connection, configured like the datastore's pooled ones, for one thread at a time.
+
+    ``cursor()`` waits for the connection at most the pool's ``timeout`` (then raises the
+    library's ``OperationalError``, as a pool that has no connection to give raises
+    ``PoolTimeout``), checks it as ``check_if_server_spoke`` checks a pooled one, opens a
+    new one if there is none or it is dead or older than the pool's ``max_lifetime``, and
+    gives the connection's one cursor (rows as tuples, prepared statements kept). After an
+    error the connection is kept only if it is still usable and idle; psycopg's errors
+    come out as the library's.
+    """
+
+    def __init__(self, datastore: _lib.PostgresDatastore):
+        self.datastore = datastore
+        self._lock = threading.Lock()
+        self._conn: Connection[Any] | None = None
+        self._cursor: Cursor[TupleRow] | None = None
+        self._expires_at = 0.0
+
+    @contextmanager
+    def cursor(self) -> Iterator[Cursor[TupleRow]]:
+        pool = self.datastore.pool
+        if not self._lock.acquire(timeout=pool.timeout):
+            raise OperationalError(f"No connection to insert with after {pool.timeout:g} s")
+        try:
+            yield self._usable_cursor()
+        except psycopg.Error as error:
+            raise _as_library_error(error) from error
+        finally:
+            conn = self._conn
+            if conn is not None and (conn.broken or conn.info.transaction_status != TransactionStatus.IDLE):
+                self._discard()
+            self._lock.release()
+
+    def _usable_cursor(self) -> Cursor[TupleRow]:
+        if self._conn is not None and time.monotonic() < self._expires_at:
+            try:
+                check_if_server_spoke(self._conn)
+            except psycopg.Error:
+                self._discard()
+        else:
+            self._discard()
+        if self._cursor is None:
+            self._cursor = self._connect().cursor(row_factory=tuple_row)
+        return self._cursor
+
+    def _connect(self) -> Connection[Any]:
+        """A connection as the pool's ``_connect`` makes one: its settings, password
+        function, connect timeout and configure function (autocommit, session timeouts)."""
+        pool = self.datastore.pool
+        kwargs = dict(pool.kwargs or {})
+        if pool.get_password_func:
+            kwargs["password"] = pool.get_password_func()
+        kwargs["connect_timeout"] = max(round(pool.timeout), 1)
+        conn = pool.connection_class.connect(pool.conninfo, **kwargs)
+        try:
+            self.datastore.after_connect_func()(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._expires_at = time.monotonic() + pool.max_lifetime
+        return conn
+
+    def _discard(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._cursor = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._discard()
 
 
 def check_if_server_spoke(conn: Connection[Any]) -> None:
@@ -145,9 +303,11 @@ def check_if_server_spoke(conn: Connection[Any]) -> None:
 
 
 class OneTripPostgresFactory(_lib.PostgresFactory):
-    """The library's PostgreSQL factory with the one-trip application recorder, and with
+    """The library's PostgreSQL factory with the one-trip application recorder (whose
+    insert connection it closes with the pool), the binary aggregate recorder, and with
     ``check_if_server_spoke`` as the pool's check when ``POSTGRES_PRE_PING`` is set."""
 
+    aggregate_recorder_class = BinaryPostgresAggregateRecorder
     application_recorder_class = OneTripPostgresApplicationRecorder
 
     def __init__(self, env: Environment | EnvType | None):
@@ -170,6 +330,19 @@ class OneTripPostgresFactory(_lib.PostgresFactory):
                 check=check_if_server_spoke,
             )
             plain.close()
+        self._insert_connections: list[InsertConnection] = []
+
+    def application_recorder(self) -> _lib.PostgresApplicationRecorder:
+        recorder = super().application_recorder()
+        if isinstance(recorder, OneTripPostgresApplicationRecorder):
+            self._insert_connections.append(recorder.insert_connection)
+        return recorder
+
+    def close(self) -> None:
+        """Close the insert connections of the recorders made here, then the pool."""
+        for insert_connection in self._insert_connections:
+            insert_connection.close()
+        super().close()
 
 
 Factory = OneTripPostgresFactory

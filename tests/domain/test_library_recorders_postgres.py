@@ -8,8 +8,10 @@ woken by LISTEN/NOTIFY, a process recorder that writes tracking and events atomi
 checked as configured, not assumed. The application recorder is Polku's
 (`domain.postgres.OneTripPostgresApplicationRecorder`: each save one call of a stored
 function), so the library's cases, the concurrent and ordering ones included, check that
-it keeps the library's guarantees; the process recorder stays the library's. The read
-model's own store, `PostgresPlanViews`, is checked as a tracking recorder too.
+it keeps the library's guarantees; the aggregate recorder (the snapshots') is Polku's
+binary insert (`domain.postgres.BinaryPostgresAggregateRecorder`), checked by the library's
+cases too; the process recorder stays the library's. The read model's own store,
+`PostgresPlanViews`, is checked as a tracking recorder too.
 
 The SQLite counterparts run in test_sqlite_store.py.
 """
@@ -34,7 +36,7 @@ from eventsourcing.tests import persistence as lib_tests
 from eventsourcing.utils import Environment
 from psycopg import sql
 
-from domain.postgres import OneTripPostgresApplicationRecorder, OneTripPostgresFactory
+from domain.postgres import BinaryPostgresAggregateRecorder, OneTripPostgresApplicationRecorder, OneTripPostgresFactory
 from domain.storage import StoreSettings
 from projections.plans import open_view_store
 from projections.views import PostgresPlanViews
@@ -105,9 +107,9 @@ class PolkuPostgres:
 
 
 class TestAggregateRecorder(PolkuPostgres, lib_tests.AggregateRecorderTestCase):
-    def create_recorder(self) -> PostgresAggregateRecorder:
+    def create_recorder(self) -> BinaryPostgresAggregateRecorder:
         recorder = self.make_factory().aggregate_recorder()
-        assert isinstance(recorder, PostgresAggregateRecorder)
+        assert type(recorder) is BinaryPostgresAggregateRecorder
         return recorder
 
 
@@ -181,7 +183,7 @@ class TestFactory(PolkuPostgres, lib_tests.InfrastructureFactoryTestCase[Postgre
         return OneTripPostgresFactory
 
     def expected_aggregate_recorder_class(self) -> type[PostgresAggregateRecorder]:
-        return PostgresAggregateRecorder
+        return BinaryPostgresAggregateRecorder
 
     def expected_application_recorder_class(self) -> type[PostgresApplicationRecorder]:
         return OneTripPostgresApplicationRecorder

@@ -303,6 +303,101 @@ def test_a_save_is_one_call_of_the_recorders_function(
     assert recorder.select_events(second) == stored(second, 1)  # nothing of a refused call stays
 
 
+def test_a_function_of_an_earlier_version_is_dropped_when_the_tables_are_created(
+    services: Callable[..., PlanService], db: psycopg.Connection[Any], environ: dict[str, str]
+) -> None:
+    """Earlier versions took the events as an array of the library's composite type."""
+    schema = environ["POLKU_PG_SCHEMA"]
+    services()
+    db.execute(
+        sql.SQL(
+            "CREATE FUNCTION {schema}.polku_events_insert(events {schema}.stored_event_uuid[], lock_wait text)"
+            " RETURNS SETOF bigint LANGUAGE sql AS 'SELECT 1::bigint'"
+        ).format(schema=sql.Identifier(schema))
+    )
+
+    services()  # another instance starting creates the tables again
+
+    signatures = db.execute(
+        "SELECT pg_get_function_identity_arguments(oid) FROM pg_proc WHERE pronamespace = %s::regnamespace",
+        (schema,),
+    ).fetchall()
+    assert signatures == [("ids uuid[], versions bigint[], topics text[], states bytea[], lock_wait text",)]
+
+
+def _insert_backend(recorder: OneTripPostgresApplicationRecorder) -> int:
+    conn = recorder.insert_connection._conn
+    assert conn is not None
+    return conn.info.backend_pid
+
+
+def test_saves_are_inserted_on_one_kept_connection_not_a_pooled_one(
+    services: Callable[..., PlanService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = services()
+    recorder = service.recorder
+    first = uuid.uuid4()
+    recorder.insert_events(stored(first, 1))
+    backend = _insert_backend(recorder)
+    pooled = {conn.info.backend_pid for conn in recorder.datastore.pool._pool}
+    assert backend not in pooled
+    monkeypatch.setattr(recorder.datastore, "get_connection", None)  # the pool is not asked
+
+    recorder.insert_events(stored(first, 2, 3))
+    with pytest.raises(IntegrityError):  # a refused insert leaves the connection usable
+        recorder.insert_events(stored(first, 3))
+    recorder.insert_events(stored(first, 4))
+
+    assert _insert_backend(recorder) == backend
+    monkeypatch.undo()
+    assert [e.originator_version for e in recorder.select_events(first)] == [1, 2, 3, 4]
+    service.close()
+    assert recorder.insert_connection._conn is None  # closed with the service
+
+
+def test_an_insert_connection_the_server_ended_is_replaced_before_the_insert(
+    services: Callable[..., PlanService], db: psycopg.Connection[Any]
+) -> None:
+    """As a pooled connection after a database restart: found on the next insert, which
+    then goes through on a new connection at its first attempt (no retry)."""
+    recorder = services().recorder
+    plan = uuid.uuid4()
+    recorder.insert_events(stored(plan, 1))
+    ended = _insert_backend(recorder)
+    db.execute("SELECT pg_terminate_backend(%s, 5000)", (ended,))
+    attempt = OneTripPostgresApplicationRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
+
+    attempt(recorder, stored(plan, 2))
+
+    assert _insert_backend(recorder) != ended
+    assert [e.originator_version for e in recorder.select_events(plan)] == [1, 2]
+
+
+def test_a_thread_waits_for_the_insert_connection_only_the_pools_timeout(
+    services: Callable[..., PlanService],
+) -> None:
+    recorder = services().recorder
+    recorder.datastore.pool.timeout = 0.3
+    attempt = OneTripPostgresApplicationRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
+    result: dict[str, Any] = {}
+
+    def insert() -> None:
+        started = time.monotonic()
+        try:
+            attempt(recorder, stored(uuid.uuid4(), 1))
+        except BaseException as error:  # noqa: BLE001 - reported to the test
+            result["error"] = error
+        result["seconds"] = time.monotonic() - started
+
+    with recorder.insert_connection.cursor():  # another thread's insert, taking long
+        thread = threading.Thread(target=insert)
+        thread.start()
+        thread.join(5)
+
+    assert 0.25 < result["seconds"] < 2.0, result
+    assert isinstance(result["error"], OperationalError), result
+
+
 def test_a_clash_with_another_instances_save_is_retried_on_the_fresh_plan(
     services: Callable[..., PlanService], monkeypatch: pytest.MonkeyPatch
 ) -> None:
