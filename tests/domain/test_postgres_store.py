@@ -30,6 +30,7 @@ from domain.crypto import ENCRYPTED, ErasedPlanEvent
 from domain.erasure import ErasureRecord
 from domain.errors import DomainError, PlanErased
 from domain.postgres import OneTripPostgresApplicationRecorder, check_if_server_spoke
+from domain.keys import SQLiteKeyring
 from domain.sqlite import DurableSQLiteConnectionPool
 from domain.storage import StoreSettings
 from domain.values import Actor
@@ -463,6 +464,32 @@ def test_the_pool_pings_only_a_connection_the_server_has_ended(
         with pytest.raises(psycopg.OperationalError):  # the pool then discards it
             check_if_server_spoke(conn)
         assert sent == [""]
+
+
+def test_a_plan_opened_here_is_encrypted_with_the_key_just_made_without_looking_it_up(
+    services: Callable[..., PlanService], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each plan opened cost a lookup of the key just stored (on PostgreSQL a round trip);
+    a key that existed already is the one kept, and looked up as before."""
+    master = os.urandom(32)
+    for keyring in (services().keyring, SQLiteKeyring(str(data_dir / "keys.sqlite3"), master)):
+        lookups: list[str] = []
+        select = keyring._select
+        monkeypatch.setattr(keyring, "_select", lambda plan_id, select=select: lookups.append(plan_id) or select(plan_id))
+        made, kept = uuid.uuid4(), uuid.uuid4()
+        keyring.create(made)
+        assert keyring.cipher_for(made) is not None
+        assert lookups == []
+
+        keyring.create(kept)
+        stored_cipher = keyring.cipher_for(kept)
+        keyring._cache.clear()
+        keyring.create(kept)  # ignored: the plan has a key
+        nonce = os.urandom(12)
+        sealed = stored_cipher.encrypt(nonce, b"still readable", None)
+        assert keyring.cipher_for(kept).decrypt(nonce, sealed, None) == b"still readable"
+        assert lookups == [str(kept)]
+        keyring.close()
 
 
 # --- erasure ------------------------------------------------------------------------------
