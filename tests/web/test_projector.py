@@ -24,6 +24,7 @@ import pytest
 from psycopg import sql
 
 from domain.application import PlanService
+from domain.errors import StoreBusy
 from domain.storage import StoreSettings
 from projections.plans import PlanViews
 from tests.projections.conftest import _pg_connect
@@ -142,7 +143,11 @@ def processes(environ: dict[str, str], tmp_path: Path) -> Iterator[Callable[[str
 
 
 class Producer:
-    """Commands recorded from this process in a background thread until stopped: a steady load."""
+    """Commands recorded from this process in a background thread until stopped: a steady load.
+
+    A command refused as retryable (:class:`StoreBusy`: the shared test server may be out of
+    connections for a moment) is tried again, as a person would.
+    """
 
     def __init__(self, settings: StoreSettings, plan_id: str) -> None:
         self.service = PlanService(settings)
@@ -150,6 +155,7 @@ class Producer:
         self.stopping = threading.Event()
         self.errors: list[BaseException] = []
         self.count = 0
+        self.retried = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Producer:
@@ -165,8 +171,13 @@ class Producer:
     def _run(self) -> None:
         try:
             while not self.stopping.is_set():
-                self.service.add_note(self.plan_id, by=AINO, command_id=str(uuid.uuid4()),
-                                      text=f"Muistiinpano {self.count}")
+                command_id = str(uuid.uuid4())
+                try:
+                    self.service.add_note(self.plan_id, by=AINO, command_id=command_id, text=f"Muistiinpano {self.count}")
+                except StoreBusy:
+                    self.retried += 1
+                    time.sleep(0.1)
+                    continue
                 self.count += 1
                 time.sleep(0.01)
         except BaseException as error:  # noqa: BLE001 - reported in the test's thread
@@ -223,7 +234,7 @@ async def test_the_projector_writes_for_two_web_instances_and_a_web_instance_tak
                 count_at_kill = producer.count
                 assert wait_until(lambda: producer.count >= count_at_kill + 10, 20) is not None
             print(f"projector killed: instance {writers(a, b)[0]} wrote after {took_over:.2f} s; "
-                  f"{producer.count} commands recorded meanwhile")
+                  f"{producer.count} commands recorded meanwhile ({producer.retried} retried as busy)")
             post_need(aino_on_a, plan_id, "Projektori kaatui")
             await first_plan_update_with(bert_on_b, "Projektori kaatui", ACROSS_WITHIN)
 
