@@ -1,11 +1,14 @@
 """Several instances benchmark (issue 5): experts editing many plans, viewers on every instance.
 
-Three set-ups in one run, each with the same plans, viewers and load:
+Four set-ups in one run, each with the same plans, viewers and load:
 
 - **sqlite-1**, the baseline: one ``polku serve`` over SQLite files (as issue 3 measured it);
 - **postgres-1**: one ``polku serve`` over PostgreSQL;
 - **postgres-2**: two ``polku serve`` processes (ports of their own, separate data folders,
-  the same POLKU_* database, master key and secret key) over the same PostgreSQL database.
+  the same POLKU_* database, master key and secret key) over the same PostgreSQL database;
+- **postgres-2p**: the same two web instances plus ``polku project``, the read model's
+  dedicated writer (docs/deployment.md): the web instances only serve, the projector only
+  projects, so its CPU per edit is the projection's whole cost in a process of its own.
 
 The PostgreSQL database is a fresh one per run (``polku_bench_<hex>`` on 127.0.0.1:5432),
 filled once with the plans and dropped at the end, even on error (so are the data folders
@@ -29,7 +32,10 @@ of the PostgreSQL backends connected to the benchmark's database (listed from
 ``pg_stat_activity`` at the start and the end of the step), and of PostgreSQL's shared
 processes (postmaster, WAL writer, checkpointer, background writer, autovacuum launcher:
 these also serve the other databases of the server); divided by the edits answered 200.
-Peak memory per instance: the kernel's high-water mark of resident memory (VmHWM).
+The projector is a group of its own (``projector``); ``instances`` are the web instances.
+Per process role (:func:`cpu_by_role`): a web instance that does not write, the web instance
+that writes the read model, and the projector. Peak memory per instance: the kernel's
+high-water mark of resident memory (VmHWM).
 
     .venv/bin/python benchmarks/instances.py            # full run
     .venv/bin/python benchmarks/instances.py --quick    # 100 plans, 200 viewers, short steps
@@ -118,9 +124,13 @@ class Setup:
     store: str
     """sqlite or postgres"""
     instances: int
+    """web instances (`polku serve`)"""
+    projector: bool = False
+    """whether `polku project` runs beside them (and writes the read model)"""
 
 
-SETUPS = (Setup("sqlite-1", "sqlite", 1), Setup("postgres-1", "postgres", 1), Setup("postgres-2", "postgres", 2))
+SETUPS = (Setup("sqlite-1", "sqlite", 1), Setup("postgres-1", "postgres", 1), Setup("postgres-2", "postgres", 2),
+          Setup("postgres-2p", "postgres", 2, projector=True))
 
 
 # ============================================================================ PostgreSQL
@@ -200,6 +210,7 @@ class Running:
 
     setup: Setup
     servers: list[Server]
+    projector: Server | None = None
     sessions: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     audience: Audience | None = None
     across: Audience | None = None
@@ -246,6 +257,27 @@ def start_servers(setup: Setup, world: World, database: Database | None, work: P
     return servers
 
 
+def start_projector(setup: Setup, world: World, database: Database | None, work: Path) -> Server:
+    """`polku project` (health checks on a port of its own), with the web instances' POLKU_* settings."""
+    name = f"{setup.name}-projector"
+    data_dir = work / name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = live_timeline._free_port()
+    command = [sys.executable, "-m", "web.cli", "project", "--host", HOST, "--port", str(port)]
+    env = server_environ(setup, world, database, data_dir, secrets.token_urlsafe(32))
+    return Server(name, command, env, port, work / f"{name}.log")
+
+
+async def projector_writes(running: Running, limit: float = 30.0) -> float:
+    """Seconds until the projector, and no web instance, writes the read model."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if await asyncio.to_thread(writers, running) == [False] * len(running.servers) + [True]:
+            return round(time.monotonic() - started, 2)
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"{running.setup.name}: the projector did not take the writer's lock within {limit} s")
+
+
 def deal_viewers(running: Running, viewers: list[dict[str, Any]]) -> dict[int, list[int]]:
     """Put each viewer on an instance, the first of each plan on one that does not take the plan's
     edits; returns, per plan, the viewers on such instances."""
@@ -271,9 +303,15 @@ async def run_setup(setup: Setup, world: World, database: Database | None, sizes
     servers = start_servers(setup, world, database, work)
     cleanup.extend(servers)
     running = Running(setup, servers)
+    if setup.projector:
+        running.projector = start_projector(setup, world, database, work)
+        cleanup.append(running.projector)
     try:
         ready_path = "/readyz" if setup.store == "postgres" else "/healthz"
         result["start_s"] = [await asyncio.to_thread(server.wait_ready, ready_path) for server in servers]
+        if running.projector is not None:
+            result["projector_start_s"] = await asyncio.to_thread(running.projector.wait_ready, ready_path)
+            result["projector_writes_after_s"] = await projector_writes(running)
         result["writer"] = await asyncio.to_thread(writers, running)
         log(f"{setup.name}: {len(servers)} instance(s) up (pids {[s.pid for s in servers]}); signing in")
         running.sessions = await asyncio.to_thread(sign_in_sessions, f"http://{running.host(0)}", world.password,
@@ -292,23 +330,28 @@ async def run_setup(setup: Setup, world: World, database: Database | None, sizes
                                                     default=None) for i in range(len(servers))]
         # The kernel's high-water mark, which counts the argon2id hashing of the sign-ins (on instance a) too.
         result["peak_rss_mib"] = [peak_rss_mib(s.pid) for s in servers]
+        if running.projector is not None:
+            result["projector_peak_rss_mib"] = peak_rss_mib(running.projector.pid)
+        result["writer_at_end"] = await asyncio.to_thread(writers, running)
     finally:
         if running.audience is not None:
             await running.audience.quit()
-        result["server_errors"] = [server.errors() for server in servers]
-        for server in servers:
+        everyone = [*servers, *([running.projector] if running.projector is not None else [])]
+        result["server_errors"] = [server.errors() for server in everyone]
+        for server in everyone:
             server.stop()
             cleanup.remove(server)
 
 
 def writers(running: Running) -> list[bool | None]:
-    """Which instance writes the read model (/readyz; None on SQLite, where it is always the one)."""
+    """Which instance writes the read model (/readyz; None on SQLite, where it is always the one);
+    the projector, if one runs, is last."""
     import httpx
 
     if running.setup.store != "postgres":
         return [None]
-    return [httpx.get(f"http://{running.host(i)}/readyz", timeout=5).json().get("writer")
-            for i in range(len(running.servers))]
+    ports = [s.port for s in running.servers] + ([running.projector.port] if running.projector is not None else [])
+    return [httpx.get(f"http://{HOST}:{port}/readyz", timeout=5).json().get("writer") for port in ports]
 
 
 async def connect_viewers(running: Running, world: World, sizes: Sizes, work: Path, result: dict[str, Any]) -> None:
@@ -349,6 +392,8 @@ async def run_steps(running: Running, world: World, database: Database | None, s
         return last["load"]
 
     instance_pids = {f"instance_{SERVER_NAMES[i]}": s.pid for i, s in enumerate(running.servers)}
+    if running.projector is not None:
+        instance_pids["projector"] = running.projector.pid
     meter = ProcMeter({**instance_pids, **running.audience.pids, "load_generator": os.getpid()})
     clients = [*running.audience.pids.values(), os.getpid()]
     account = CpuAccount(lambda: {**{name: [pid] for name, pid in instance_pids.items()}, "clients": clients,
@@ -366,8 +411,11 @@ async def run_steps(running: Running, world: World, database: Database | None, s
             step["edit_to_viewers_across_ms"] = across_latency(running.across, last["load"])
             step["gc_pauses"] = gc_pauses(running, last["load"])
             step["cpu_ms_per_edit"] = cpu_per_edit(step)
+            step["cpu_ms_per_edit_by_role"] = cpu_by_role(step, result.get("writer") or [])
             step["server_unhandled_errors"] = sum(s.errors().get("unhandled", 0) for s in running.servers)
             step["rss_mib"] = [rss_mib(s.pid) for s in running.servers]
+            if running.projector is not None:
+                step["projector_rss_mib"] = rss_mib(running.projector.pid)
             result["steps"].append(step)
             print_step(running.setup.name, step)
             await servers_idle(instance_pids)
@@ -429,12 +477,27 @@ def gc_pauses(running: Running, load: StepLoad) -> dict[str, Any]:
 
 
 def cpu_per_edit(step: dict[str, Any]) -> dict[str, float | None]:
-    """CPU milliseconds per edit answered 200, by group of processes (and the instances together)."""
+    """CPU milliseconds per edit answered 200, by group of processes (and the web instances together)."""
     edits = int(step["statuses"].get("200", 0))
     spent = {name: value["cpu_s"] for name, value in step["cpu_seconds"].items()
              if isinstance(value, dict) and name != "clients"}
     spent["instances"] = sum(v for name, v in spent.items() if name.startswith("instance_"))
     return {name: round(1000 * seconds / edits, 2) if edits else None for name, seconds in spent.items()}
+
+
+def cpu_by_role(step: dict[str, Any], writers: list[bool | None]) -> dict[str, float | None]:
+    """CPU ms per edit of one process of each role: a web instance that does not write the read
+    model (the mean of those), the web instance that writes it, the projector."""
+    cpu = step["cpu_ms_per_edit"]
+    web = [cpu.get(f"instance_{SERVER_NAMES[i]}") for i, writes in enumerate(writers[:len(SERVER_NAMES)])
+           if not writes]
+    web = [ms for ms in web if ms is not None]
+    writer = [i for i, writes in enumerate(writers[:len(SERVER_NAMES)]) if writes]
+    return {
+        "web": round(sum(web) / len(web), 2) if web else None,
+        "web (writer)": cpu.get(f"instance_{SERVER_NAMES[writer[0]]}") if writer else None,
+        "projector": cpu.get("projector"),
+    }
 
 
 # ============================================================================ capacity
@@ -454,10 +517,15 @@ def capacity(report: dict[str, Any], *, instance_processes: int = 16, database_c
     writer of the two-instance run spent more than the other (each took half the edits and
     half the viewers); the writer does it for every edit of the deployment, in one process.
     PostgreSQL's CPU per edit (its backends and its shared processes) is taken as it is.
+
+    With a postgres-2p run, ``with_projector`` is the same deployment with one of the
+    processes a projector (:func:`capacity_with_projector`).
     """
-    one, two = _steps_to_compare(report)
+    one, two = _steps_at_one_rate(report, "postgres-1", "postgres-2")
     if one is None or two is None:
-        return {"error": "a PostgreSQL set-up has no step to estimate from"}
+        with_projector = capacity_with_projector(report, instance_processes=instance_processes,
+                                                 database_cores=database_cores, utilisation=utilisation)
+        return {"error": "a PostgreSQL set-up has no step to estimate from", "with_projector": with_projector}
     per_plan = report.get("viewers_per_plan") or {}
     k2 = _mean_instances_with_viewers(per_plan, 2)
     kn = _mean_instances_with_viewers(per_plan, instance_processes)
@@ -489,6 +557,61 @@ def capacity(report: dict[str, Any], *, instance_processes: int = 16, database_c
         "edits_per_s_each_bound": {name: round(value) if value else None for name, value in bounds.items()},
         "estimate_edits_per_s": round(min(known.values())) if known else None,
         "bound_by": min(known, key=known.__getitem__) if known else None,
+        "with_projector": capacity_with_projector(report, instance_processes=instance_processes,
+                                                  database_cores=database_cores, utilisation=utilisation),
+    }
+
+
+def capacity_with_projector(report: dict[str, Any], *, instance_processes: int = 16, database_cores: int = 16,
+                            utilisation: float = 0.7) -> dict[str, Any] | None:
+    """The deployment of :func:`capacity` with one of its processes a projector (``polku project``)
+    and the rest web instances; None without a postgres-2p run.
+
+    From postgres-2p (two web instances and the projector) and postgres-1, at the highest
+    rate that saturated neither: the projector's CPU per edit is the projection's whole cost,
+    in one process of its own; the web instances' is ``web2`` (neither writes). Each further
+    web instance with viewers of the plan costs ``hub = (web2 + projector - one) / (k2 - 1)``
+    (postgres-1's one instance also projects). With N - 1 web processes:
+    ``web2 + hub * (k(N-1) - k2)`` per edit; the projector's core bounds the deployment at
+    ``utilisation * 1000 / projector`` edits a second.
+    """
+    one, two = _steps_at_one_rate(report, "postgres-1", "postgres-2p")
+    if two is None:
+        return None
+    if one is None:
+        return {"error": "no postgres-1 step to estimate the hub's cost from"}
+    cpu = two["cpu_ms_per_edit"]
+    projector_ms, web2_ms, one_ms = cpu.get("projector"), cpu["instances"], one["cpu_ms_per_edit"]["instances"]
+    if not projector_ms:
+        return {"error": "postgres-2p has no CPU of the projector"}
+    per_plan = report.get("viewers_per_plan") or {}
+    web_processes = instance_processes - 1
+    k2 = _mean_instances_with_viewers(per_plan, 2)
+    kn = _mean_instances_with_viewers(per_plan, web_processes)
+    hub_ms = max((web2_ms + projector_ms - one_ms) / (k2 - 1), 0.0) if k2 > 1 else 0.0
+    web_ms = web2_ms + hub_ms * (kn - k2)
+    database_ms = sum((cpu.get(name) or 0.0) for name in ("postgres_backends", "postgres_shared"))
+    bounds = {
+        "web instances": web_processes * utilisation * 1000 / web_ms if web_ms else None,
+        "the projector": utilisation * 1000 / projector_ms,
+        "database": database_cores * utilisation * 1000 / database_ms if database_ms else None,
+    }
+    known = {name: value for name, value in bounds.items() if value}
+    return {
+        "from_steps": {"postgres-1": one["label"], "postgres-2p": two["label"]},
+        "cpu_ms_per_edit": {"one instance (postgres-1)": one_ms, "two web instances (postgres-2p)": web2_ms,
+                            "projector (postgres-2p)": projector_ms},
+        "cpu_ms_per_edit_by_role": two.get("cpu_ms_per_edit_by_role"),
+        "mean_instances_with_viewers_of_a_plan": {"2": round(k2, 2), str(web_processes): round(kn, 2)},
+        "hub_ms_per_extra_instance": round(hub_ms, 2),
+        f"web_cpu_ms_per_edit_at_{web_processes}": round(web_ms, 2),
+        "postgres_cpu_ms_per_edit": round(database_ms, 2),
+        "utilisation": utilisation,
+        "web_processes": web_processes,
+        "database_cores": database_cores,
+        "edits_per_s_each_bound": {name: round(value) if value else None for name, value in bounds.items()},
+        "estimate_edits_per_s": round(min(known.values())) if known else None,
+        "bound_by": min(known, key=known.__getitem__) if known else None,
     }
 
 
@@ -504,19 +627,20 @@ def _writer_extra_ms(step: dict[str, Any], writers: list[bool | None]) -> float 
     return max(cpu[writer] - cpu[other], 0.0)
 
 
-def _steps_to_compare(report: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The steps of postgres-1 and postgres-2 at the highest rate that saturated neither (the CPU per
-    edit falls as the rate rises, the fixed costs shared by more edits); else each one's busiest."""
+def _steps_at_one_rate(report: dict[str, Any], first: str, second: str
+                       ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The steps of two set-ups at the highest rate that saturated neither (the CPU per edit falls
+    as the rate rises, the fixed costs shared by more edits); else each one's busiest."""
     def usable(name: str) -> dict[float, dict[str, Any]]:
         steps = (report.get("setups", {}).get(name) or {}).get("steps") or []
         return {s["offered_per_s"]: s for s in steps
                 if not s["saturated"] and (s.get("cpu_ms_per_edit") or {}).get("instances")}
 
-    one, two = usable("postgres-1"), usable("postgres-2")
+    one, two = usable(first), usable(second)
     common = sorted(set(one) & set(two))
     if common:
         return one[common[-1]], two[common[-1]]
-    return _busiest_step(report, "postgres-1"), _busiest_step(report, "postgres-2")
+    return _busiest_step(report, first), _busiest_step(report, second)
 
 
 def _busiest_step(report: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -579,7 +703,8 @@ def markdown_table(report: dict[str, Any]) -> str:
                 f"| {name} | {step['offered_per_s']} | {step['achieved_per_s']}{mark}"
                 f" | {every.get('p50')} / {every.get('p99')} | "
                 + (f"{across.get('p50')} / {across.get('p99')}" if setup["instances"] > 1 else "—")
-                + f" | {cpu.get('instances')} | {database} | {step['cpu_seconds'].get('other_processes_percent')}"
+                + f" | {cpu.get('instances')}" + (f" + {cpu['projector']} projector" if cpu.get("projector") else "")
+                + f" | {database} | {step['cpu_seconds'].get('other_processes_percent')}"
                 + f" | {_gc_cell(step)} |")
     return "\n".join(lines)
 
@@ -621,14 +746,22 @@ def markdown_report(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {SERVER_NAMES[index]}{role} | {mib('rss_mib_idle')} MiB |"
                          f" {mib('rss_mib_connected')} MiB | {mib('rss_mib_most_at_a_step_end')} MiB |"
                          f" {mib('peak_rss_mib')} MiB | {mib('viewers_per_instance')} |")
+        if setup.get("projector_peak_rss_mib") is not None:
+            steps = setup.get("steps") or []
+            most = max((step.get("projector_rss_mib") or 0 for step in steps), default=None)
+            lines.append(f"| {name} | projector (writer: {(setup.get('writer') or [None])[-1]}) | — | — | {most} MiB |"
+                         f" {setup['projector_peak_rss_mib']} MiB | 0 |")
     lines += ["", *capacity_lines(report.get("capacity") or {}), "", f"Target: {json.dumps(report.get('target'))}"]
+    if report.get("target_with_projector"):
+        lines.append(f"Target with a projector: {json.dumps(report['target_with_projector'])}")
     return "\n".join(lines)
 
 
 def capacity_lines(estimate: dict[str, Any]) -> list[str]:
-    """The capacity estimate as Markdown bullets, each with its arithmetic."""
+    """The capacity estimate as Markdown bullets, each with its arithmetic (and with a projector)."""
+    with_projector = projector_capacity_lines(estimate.get("with_projector"))
     if "error" in estimate or not estimate:
-        return [f"Capacity: no estimate ({estimate.get('error', 'no figures')})."]
+        return [f"Capacity: no estimate ({estimate.get('error', 'no figures')}).", *with_projector]
     steps, cpu = estimate["from_steps"], estimate["instances_cpu_ms_per_edit"]
     k = estimate["mean_instances_with_viewers_of_a_plan"]
     n, cores = estimate["instance_processes"], estimate["database_cores"]
@@ -655,11 +788,43 @@ def capacity_lines(estimate: dict[str, Any]) -> list[str]:
         f" {steps['postgres-2']}: the run's backends and the shared processes); {cores} x {u} x 1000 /"
         f" {estimate['postgres_cpu_ms_per_edit']} = **{bounds['database']} edits/s**.",
         f"- **Estimate: about {estimate['estimate_edits_per_s']} edits/s**, bound by {estimate['bound_by']}.",
+        *with_projector,
     ]
 
 
-def target(report: dict[str, Any]) -> dict[str, Any]:
-    steps = (report.get("setups", {}).get("postgres-2") or {}).get("steps") or []
+def projector_capacity_lines(estimate: dict[str, Any] | None) -> list[str]:
+    """:func:`capacity_with_projector` as Markdown bullets, each with its arithmetic."""
+    if estimate is None:
+        return []
+    if "error" in estimate:
+        return [f"With a projector: no estimate ({estimate['error']})."]
+    steps, cpu = estimate["from_steps"], estimate["cpu_ms_per_edit"]
+    one, web2, projector = (cpu["one instance (postgres-1)"], cpu["two web instances (postgres-2p)"],
+                            cpu["projector (postgres-2p)"])
+    n, cores, u = estimate["web_processes"], estimate["database_cores"], estimate["utilisation"]
+    k = estimate["mean_instances_with_viewers_of_a_plan"]
+    k2, kn = k["2"], k[str(n)]
+    hub, web_ms = estimate["hub_ms_per_extra_instance"], estimate[f"web_cpu_ms_per_edit_at_{n}"]
+    bounds = estimate["edits_per_s_each_bound"]
+    return [
+        f"- **With a projector** (`polku project` on one of the {n + 1} cores, {n} web instances; postgres-2p at"
+        f" {steps['postgres-2p']}, postgres-1 at {steps['postgres-1']}). CPU per edit by process role:"
+        f" {estimate.get('cpu_ms_per_edit_by_role')}.",
+        f"  - **The projector**: {projector} ms of CPU per edit, the projection's whole cost in a process that"
+        f" serves nobody; {u} x 1000 / {projector} = **{bounds['the projector']} edits/s**.",
+        f"  - **Web instances**: {web2} ms per edit for two that do not project; each further one with viewers"
+        f" of the plan ({web2} + {projector} - {one}) / ({k2} - 1) = {hub} ms; with {n} of them a plan's viewers"
+        f" are on {kn}: {web2} + {hub} x ({kn} - {k2}) = {web_ms} ms; {n} x {u} x 1000 / {web_ms} ="
+        f" **{bounds['web instances']} edits/s**.",
+        f"  - **PostgreSQL**: {estimate['postgres_cpu_ms_per_edit']} ms per edit; {cores} x {u} x 1000 /"
+        f" {estimate['postgres_cpu_ms_per_edit']} = **{bounds['database']} edits/s**.",
+        f"  - **Estimate with a projector: about {estimate['estimate_edits_per_s']} edits/s**, bound by"
+        f" {estimate['bound_by']}.",
+    ]
+
+
+def target(report: dict[str, Any], setup: str = "postgres-2") -> dict[str, Any]:
+    steps = (report.get("setups", {}).get(setup) or {}).get("steps") or []
     at = next((s for s in steps if s["offered_per_s"] == TARGET_RATE), None)
     best = [s["offered_per_s"] for s in steps if not s["saturated"]
             and ((s.get("edit_to_viewers_across_ms") or {}).get("p99") or 1e9) < TARGET_P99_MS]
@@ -781,6 +946,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         release(cleanup)
         report["target"] = target(report)
+        if "postgres-2p" in report["setups"]:
+            report["target_with_projector"] = target(report, "postgres-2p")
         finish_report(report, args, work, started)
     markdown = markdown_report(report)
     args.out.with_suffix(".md").write_text(markdown + "\n")
