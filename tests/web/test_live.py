@@ -118,6 +118,8 @@ class CountingRenderer:
         self.panels = panels
         self.calls: Counter[tuple[str, int, str]] = Counter()
         self.rendered: list[tuple[str, int, str, tuple[str, ...]]] = []
+        self.keyed: Counter[tuple[str, int]] = Counter()
+        """How often the keys of (plan id, version) were worked out."""
         self.lock = threading.Lock()
         self.hold: threading.Event | None = None
         self.entered = threading.Event()
@@ -127,6 +129,8 @@ class CountingRenderer:
         return self.panels.ids
 
     def keys(self, plan: Any) -> Any:
+        with self.lock:
+            self.keyed[(str(plan.id), plan.version)] += 1
         return self.panels.keys(plan)
 
     def render(self, engine: Any, plan: Any, lang: str, ids: Any) -> Any:
@@ -355,6 +359,7 @@ async def test_an_edit_reaches_every_viewer_rendered_once_per_language(
     assert translations("fi").gettext("Needs") in received[0]
     assert live.renderer.of_plan(plan_id)[(outcome.version, "fi")] == 1
     assert live.renderer.of_plan(plan_id)[(outcome.version, "sv")] == 1
+    assert live.renderer.keyed[(plan_id, outcome.version)] == 1, "the keys do not depend on the language"
 
 
 async def test_a_burst_of_edits_is_rendered_once_at_the_latest_state(

@@ -5,9 +5,10 @@ How an edit reaches the browsers (``shared/DESIGN.md``, "The way one edit travel
     projection thread: PlanViews applied an event of plan P at position N
       -> LiveHub._applied(P, N)  (a notice only: loop.call_soon_threadsafe, no rendering here)
     event loop: LiveHub._changed(P, N)  -> remembers the latest N for P, starts one flusher for P
-      -> flusher: load P from the read model once (in a worker thread); drop viewers who may no
-         longer see it; render P's changed panels once per language among the viewers who are
-         behind (in a worker thread; a burst of events is rendered once, at the latest state)
+      -> flusher, in one worker-thread trip: load P from the read model once, work out its
+         panel keys once, render its changed panels once per language among the viewers who
+         are behind (a burst of events is rendered once, at the latest state)
+      -> back on the loop: drop viewers who may no longer see P (nothing was sent to them)
       -> the same text to every viewer of that language who showed the same version, through
          each one's outbox
 
@@ -375,7 +376,8 @@ class LiveConnection:
                 if text is None:
                     continue
             try:
-                await asyncio.wait_for(self.socket.send_text(text), SEND_TIMEOUT_S)
+                async with asyncio.timeout(SEND_TIMEOUT_S):  # no task per send, as wait_for makes
+                    await self.socket.send_text(text)
             except TimeoutError:
                 logger.info("live socket of plan %s stopped reading; closing it", self.plan_id)
                 await _quietly(asyncio.wait_for(self.socket.close(code=TRY_AGAIN), 1.0))
@@ -688,7 +690,19 @@ class LiveHub:
             self._flushers.pop(plan_id, None)
 
     async def _publish(self, plan_id: str) -> None:
-        plan = await self.load(plan_id)
+        """Bring every viewer of ``plan_id`` up to date: one trip to a worker thread loads the
+        plan and renders what the viewers miss (:meth:`_load_and_render`); then, on the loop, each
+        viewer's access is asked again and those still allowed are sent their update."""
+        viewers = [connection for connection in self.connections(plan_id) if not connection.is_closing]
+        if not viewers:
+            return
+        shows: dict[tuple[str, str], dict[int, Mapping[str, Hashable] | None]] = {}
+        for connection in viewers:
+            shows.setdefault((connection.audience, connection.language), {})[connection.version] = (
+                self._shown_keys(connection)
+            )
+        previous = {group: self._kept_rendition(plan_id, *group) for group in shows}
+        plan, prepared = await anyio.to_thread.run_sync(self._load_and_render, plan_id, shows, previous)
         allowed = []
         for connection in self.connections(plan_id):
             if self._may_view(connection.audience, connection.account, plan):
@@ -698,21 +712,70 @@ class LiveHub:
         if plan is None or not allowed:
             return
         allowed = await self._signed_in(allowed)
-        wanted = sorted({(c.audience, c.language) for c in allowed if c.version < plan.version and not c.is_closing})
-        rendered = await asyncio.gather(
-            *(self._rendition(plan_id, language, plan, audience) for audience, language in wanted)
-        )
-        renditions = dict(zip(wanted, rendered, strict=True))
-        shown: dict[tuple[str, str], dict[int, Mapping[str, Hashable] | None]] = {}
+        renditions = {group: await self._adopt(plan_id, rendition) for group, rendition in prepared.items()}
         for connection in allowed:
-            if (connection.audience, connection.language) in renditions:
-                versions = shown.setdefault((connection.audience, connection.language), {})
-                versions[connection.version] = self._shown_keys(connection)
-        await asyncio.gather(*(self._complete(renditions[key], since.values()) for key, since in shown.items()))
-        for connection in allowed:
+            if connection.version >= plan.version or connection.is_closing:
+                continue
             rendition = renditions.get((connection.audience, connection.language))
-            if rendition is not None:
-                await self._send_update(connection, rendition)
+            if rendition is None:  # joined during the trip: rendered for it now
+                rendition = await self._rendition(plan_id, connection.language, plan, connection.audience)
+            await self._send_update(connection, rendition)
+
+    def _load_and_render(
+        self,
+        plan_id: str,
+        shows: Mapping[tuple[str, str], Mapping[int, Mapping[str, Hashable] | None]],
+        previous: Mapping[tuple[str, str], Rendition | None],
+    ) -> tuple[ClientPlan | None, dict[tuple[str, str], Rendition]]:
+        """In a worker thread: the plan as the read model has it, and for each (audience,
+        language) with a viewer behind it, its rendition with every text the updates from the
+        versions ``shows`` says the viewers show need (the keys worked out once an audience)."""
+        plan = self.views.plan(plan_id)
+        if plan is None:
+            return None, {}
+        keys: dict[str, Mapping[str, Hashable]] = {}
+        prepared: dict[tuple[str, str], Rendition] = {}
+        for (audience, language), versions in shows.items():
+            behind = [since for version, since in versions.items() if version < plan.version]
+            if not behind:
+                continue
+            panels = self._panels_of(audience)
+            if audience not in keys:
+                keys[audience] = panels.keys(plan)
+            rendition = self._render(plan, language, audience, previous.get((audience, language)), keys[audience])
+            missing = list(dict.fromkeys(id_ for since in behind for id_ in rendition.missing(since)))
+            if missing:
+                rendition.add(_rendered(panels, self.engine, plan, language, missing))
+            prepared[(audience, language)] = rendition
+        return plan, prepared
+
+    def _kept_rendition(self, plan_id: str, audience: str, language: str) -> Rendition | None:
+        """A copy of the latest finished rendition of (plan, audience, language), for a worker
+        thread to take its unchanged texts from while the loop may add to the original."""
+        known = self._renditions.get((plan_id, audience, language))
+        rendition = _finished(known[1]) if known is not None else None
+        if rendition is None:
+            return None
+        return Rendition(version=rendition.version, plan=rendition.plan, audience=audience, language=language,
+                         keys=rendition.keys, texts=dict(rendition.texts), items=dict(rendition.items))
+
+    async def _adopt(self, plan_id: str, rendition: Rendition) -> Rendition:
+        """Keep ``rendition`` as the latest of its plan, audience and language, unless a later
+        one is on its way or one of the same version is ready (made meanwhile for a socket that
+        joined): that one."""
+        key = (plan_id, rendition.audience, rendition.language)
+        known = self._renditions.get(key)
+        if known is not None and known[0] > rendition.version:
+            return await asyncio.shield(known[1])
+        if known is not None and known[0] == rendition.version:
+            ready = _finished(known[1])
+            if ready is not None:
+                return ready
+        future: asyncio.Future[Rendition] = asyncio.get_running_loop().create_future()
+        future.set_result(rendition)
+        self._renditions[key] = (rendition.version, future)
+        self._remember_keys(plan_id, rendition.audience, rendition.version, rendition.keys)
+        return rendition
 
     def _shown_keys(self, connection: LiveConnection) -> Mapping[str, Hashable] | None:
         """The panel keys of the version ``connection`` shows, if the hub remembers them."""
@@ -735,13 +798,9 @@ class LiveHub:
             missing = list(dict.fromkeys(id_ for keys in since for id_ in rendition.missing(keys)))
             if missing:
                 panels = self._panels_of(rendition.audience)
-                rendered = await anyio.to_thread.run_sync(
-                    panels.render, self.engine, rendition.plan, rendition.language, missing
-                )
-                left_out = [id_ for id_ in missing if id_ not in rendered]
-                if left_out:
-                    raise LookupError(f"the panels rendered none of {left_out}")
-                rendition.add(rendered)
+                rendition.add(await anyio.to_thread.run_sync(
+                    _rendered, panels, self.engine, rendition.plan, rendition.language, missing
+                ))
 
     async def _signed_in(self, connections: list[LiveConnection]) -> list[LiveConnection]:
         """Those whose session is still alive (asked at most every SESSION_CHECK_S); closes the others."""
@@ -786,11 +845,19 @@ class LiveHub:
         future.set_result(rendition)
         return rendition
 
-    def _render(self, plan: ClientPlan, language: str, audience: str, previous: Rendition | None) -> Rendition:
-        """In a worker thread: ``plan``'s keys, with the texts of ``previous`` that they leave
-        unchanged (a panel whose key is the same; an item whose key and panel's frame are);
-        the rest is rendered when an update needs it (:meth:`_complete`)."""
-        keys = self._panels_of(audience).keys(plan)
+    def _render(
+        self,
+        plan: ClientPlan,
+        language: str,
+        audience: str,
+        previous: Rendition | None,
+        keys: Mapping[str, Hashable] | None = None,
+    ) -> Rendition:
+        """In a worker thread: ``plan``'s keys (given, or worked out), with the texts of
+        ``previous`` that they leave unchanged (a panel whose key is the same; an item whose
+        key and panel's frame are); the rest is rendered when an update needs it."""
+        if keys is None:
+            keys = self._panels_of(audience).keys(plan)
         rendition = Rendition(version=plan.version, plan=plan, audience=audience, language=language, keys=keys)
         if previous is not None:
             rendition.texts = {panel: text for panel, text in previous.texts.items() if previous.keys.get(panel) == keys[panel]}
@@ -811,6 +878,15 @@ class LiveHub:
         kept.move_to_end(version)
         while len(kept) > KEPT_VERSIONS:
             kept.popitem(last=False)
+
+
+def _rendered(panels: Panels, engine: Any, plan: ClientPlan, language: str, ids: list[str]) -> Mapping[str, str]:
+    """``panels.render`` of ``ids``, every one of them (in a worker thread)."""
+    rendered = panels.render(engine, plan, language, ids)
+    left_out = [id_ for id_ in ids if id_ not in rendered]
+    if left_out:
+        raise LookupError(f"the panels rendered none of {left_out}")
+    return rendered
 
 
 def _kept_items(previous: Rendition, keys: Mapping[str, Hashable]) -> dict[str, str]:
