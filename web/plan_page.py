@@ -195,11 +195,14 @@ class PlanPanels:
         texts = {
             panel_id: engine.render(PANEL_TEMPLATES[panel_id], **context) for panel_id in PANEL_IDS if panel_id in wanted
         }
-        for item_id in wanted:
-            if item_id not in PANEL_TEMPLATES:
-                kind, _, key = item_id.partition("-")
-                item = getattr(plan, _ITEM_PARTS[kind])[key]
-                texts[item_id] = engine.render(f"plans/items/{kind}.html", **dict(context, item=item, state=None))
+        items = [item_id for item_id in wanted if item_id not in PANEL_TEMPLATES]
+        if items:
+            # The items' forms macros, made once for them all (each item would import them anew).
+            context = dict(context, forms=engine.module("plans/_forms.html", **context), state=None)
+        for item_id in items:
+            kind, _, key = item_id.partition("-")
+            item = getattr(plan, _ITEM_PARTS[kind])[key]
+            texts[item_id] = engine.render(f"plans/items/{kind}.html", **dict(context, item=item))
         return texts
 
 

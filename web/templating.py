@@ -97,6 +97,12 @@ class LocalisedJinjaEngine(JinjaTemplateEngine):
         context = _with_language(context)
         return self.environments[context["lang"]].get_template(template_name).render(context)
 
+    def module(self, template_name: str, /, **context: Any) -> Any:
+        """``template_name``'s macros bound to ``context``, as ``{% import ... with context %}``
+        gives them: made once for renders that share one context (each import makes them anew)."""
+        context = _with_language(context)
+        return self.environments[context["lang"]].get_template(template_name).make_module(context)
+
 
 class LocalisedTemplate:
     """What :meth:`LocalisedJinjaEngine.get_template` returns: rendered in the context's language."""
