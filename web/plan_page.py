@@ -44,6 +44,7 @@ viewer's own request is where the table is asked anyway.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -533,55 +534,57 @@ _FIELD_NAMES = {"non_disclosure": "active"}
 
 
 def recent_changes(plan: ClientPlan, gettext: Callable[[str], str], limit: int = RECENT_CHANGES) -> list[RecentChange]:
-    """The latest changes of the plan's items, newest first, from the items' own change lists."""
-    found: list[RecentChange] = []
-    actions = {key: gettext(label) for key, label in _ACTIONS.items()}
+    """The latest changes of the plan's items, newest first, from the items' own change lists.
 
-    def add(kind_label: str, title: str, anchor: str, changes: Iterable[Any]) -> None:
-        for change in changes:
-            found.append(
-                RecentChange(
-                    at=change.at,
-                    by_name=change.by.name,
-                    by_organisation=change.by.organisation_name,
-                    what=kind_label,
-                    title=title,
-                    action=actions.get(change.action, change.action),
-                    fields=[field_label(_FIELD_NAMES.get(f, f), gettext) for f in change.fields],
-                    anchor=anchor,
-                )
-            )
-
-    kinds = {key: gettext(label) for key, label in ITEM_KINDS.items()}
-    add(kinds["client"], plan.client.name, "client-details", plan.client.changes)
-    add(kinds["responsibility"], "", "panel-network", plan.responsibility.changes)
-    for need in plan.needs.values():
-        add(kinds["need"], need.description, f"need-{need.id}", need.changes)
-    for goal in plan.goals.values():
-        add(kinds["goal"], goal.title, f"goal-{goal.id}", goal.changes)
-    for member in plan.members.values():
-        add(kinds["network member"], member.name, f"member-{member.id}", member.changes)
-    for consent in plan.consents.values():
-        add(kinds["consent"], consent.organisation_name, f"consent-{consent.id}", consent.changes)
-    for step in plan.steps.values():
-        add(kinds["step"], step.title, f"step-{step.id}", step.changes)
+    Every change is looked at, but only the ``limit`` newest are put into words (a plan's
+    items keep all their changes, and the panel is rendered again after every edit).
+    """
+    found: list[tuple[datetime, str, str, str, Any]] = []
+    found.extend((change.at, "client", plan.client.name, "client-details", change) for change in plan.client.changes)
+    found.extend((change.at, "responsibility", "", "panel-network", change) for change in plan.responsibility.changes)
+    for kind, part, title in _CHANGING_PARTS:
+        for item in getattr(plan, part).values():
+            found.extend((change.at, kind, getattr(item, title), f"{_ANCHOR_OF[kind]}-{item.id}", change)
+                         for change in item.changes)
+    found.extend((_measure_time(m), "measure", "", f"measure-{m.id}", m) for m in plan.measures)
+    found.extend((note.written_at, "note", "", f"note-{note.id}", note) for note in plan.notes)
+    found.extend((h.proposed_at, "handover", _member(plan, h.to_member_id), f"handover-{h.id}", h) for h in plan.handovers)
+    newest = heapq.nlargest(limit, found, key=_when)  # as sorted(found, key=_when, reverse=True)[:limit]
     view = PlanView(plan, gettext, "en")
-    for measure in plan.measures:
-        found.append(RecentChange(at=_measure_time(measure), by_name=measure.recorded_by.name,
-                                  by_organisation=measure.recorded_by.organisation_name, what=kinds["measure"],
-                                  title=view.measure_name(measure), action=actions["measured"],
-                                  fields=[], anchor=f"measure-{measure.id}"))
-    for note in plan.notes:
-        found.append(RecentChange(at=note.written_at, by_name=note.written_by.name,
-                                  by_organisation=note.written_by.organisation_name, what=kinds["note"], title="",
-                                  action=actions["written"], fields=[], anchor=f"note-{note.id}"))
-    for handover in plan.handovers:
-        found.append(RecentChange(at=handover.proposed_at, by_name=handover.proposed_by.name,
-                                  by_organisation=handover.proposed_by.organisation_name, what=kinds["handover"],
-                                  title=_member(plan, handover.to_member_id), action=actions["proposed"],
-                                  fields=[], anchor=f"handover-{handover.id}"))
-    found.sort(key=lambda change: change.at, reverse=True)
-    return found[:limit]
+    return [_in_words(entry, gettext, view) for entry in newest]
+
+
+#: The parts of a plan whose items keep change lists: (kind, part, the attribute that names an item).
+_CHANGING_PARTS = (
+    ("need", "needs", "description"),
+    ("goal", "goals", "title"),
+    ("network member", "members", "name"),
+    ("consent", "consents", "organisation_name"),
+    ("step", "steps", "title"),
+)
+_ANCHOR_OF = {"need": "need", "goal": "goal", "network member": "member", "consent": "consent", "step": "step"}
+
+
+def _when(entry: tuple[datetime, str, str, str, Any]) -> datetime:
+    return entry[0]
+
+
+def _in_words(entry: tuple[datetime, str, str, str, Any], gettext: Callable[[str], str], view: PlanView) -> RecentChange:
+    """One of :func:`recent_changes`' entries as the panel shows it."""
+    at, kind, title, anchor, change = entry
+    fields: list[str] = []
+    if kind == "measure":
+        by, title, action = change.recorded_by, view.measure_name(change), "measured"
+    elif kind == "note":
+        by, action = change.written_by, "written"
+    elif kind == "handover":
+        by, action = change.proposed_by, "proposed"
+    else:
+        by, action = change.by, change.action
+        fields = [field_label(_FIELD_NAMES.get(f, f), gettext) for f in change.fields]
+    label = _ACTIONS.get(action)
+    return RecentChange(at=at, by_name=by.name, by_organisation=by.organisation_name, what=gettext(ITEM_KINDS[kind]),
+                        title=title, action=gettext(label) if label else action, fields=fields, anchor=anchor)
 
 
 class LazyChanges:

@@ -603,6 +603,28 @@ def test_the_latest_changes_are_worked_out_only_for_what_shows_them(
     assert "Velat" in texts["panel-history"]
 
 
+def test_the_latest_changes_are_the_newest_of_every_kind_in_words(live: LiveServer) -> None:
+    """Only the newest few are put into words, newest first, whatever kind of item they are."""
+    from web.plan_page import RECENT_CHANGES, recent_changes
+
+    plans = live.app.state.plans
+    plan_id = live.open_plan()
+    for number in range(RECENT_CHANGES):
+        live.record_need(plan_id, f"Tarve {number}")
+    note = plans.add_note(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), text="Muistiinpano",
+                          visibility="client_and_professionals")
+    live.caught_up(note.position)
+    plan = live.app.state.views.plan(plan_id)
+    gettext = translations("fi").gettext
+    every = recent_changes(plan, gettext, limit=1000)
+    assert len(every) > RECENT_CHANGES
+    assert [change.at for change in every] == sorted((change.at for change in every), reverse=True)
+    assert recent_changes(plan, gettext) == every[:RECENT_CHANGES]
+    newest = every[0]
+    assert (newest.what, newest.action, newest.by_name) == (gettext("note"), gettext("written"), AINO.name)
+    assert any(change.title == f"Tarve {RECENT_CHANGES - 1}" and change.anchor.startswith("need-") for change in every)
+
+
 class _Elements(HTMLParser):
     """Where each element with an id starts and ends in a text, and which are top-level."""
 
