@@ -4,12 +4,14 @@ Exactly one instance writes the read model (the holder of the writer's advisory 
 every instance hears each committed change through the writer's NOTIFY, which is sent in
 the same transaction as the rows. See docs/deployment.md.
 
-How "exactly once" is checked: every write of the read model also inserts a row into
-`applied_log` (the notification id and which instance wrote it) in the same transaction as
-the rows and the tracking record (`PostgresPlanViews._insert_tracking` is wrapped). A row
-there is an application that committed, whichever process made it, a killed one included;
-a write that failed or was rolled back leaves none. So "each id of the event log appears
-exactly once in `applied_log`" is "every event was applied exactly once".
+How "exactly once" is checked: every write of the read model's tracking record also
+inserts a row into `applied_log` (the notification id and which instance wrote it) in the
+same transaction, by a trigger on the tracking table; the instance is named by a setting
+of its connection (``polku.writer``), set before each write (the wrappers of
+`PostgresPlanViews._insert_tracking` and `_call_save`). A row there is an application that
+committed, whichever process made it, a killed one included; a write that failed or was
+rolled back leaves none. So "each id of the event log appears exactly once in
+`applied_log`" is "every event was applied exactly once".
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from psycopg import sql
 
 from domain.application import PlanService
 from domain.storage import StoreSettings
-from projections.plans import PlanViews
+from projections.plans import PlanViews, open_view_store
 from projections.views import PostgresPlanViews
 from tests.projections.conftest import _pg_connect, postgres_store_env
 from tests.projections.helpers import (
@@ -74,20 +76,22 @@ def connect(settings: StoreSettings) -> psycopg.Connection[Any]:
 
 
 def install_applied_log(label: Callable[[Any], str]) -> None:
-    """Wrap the tracking insert so each committed write also leaves a row in `applied_log`."""
-    original = PostgresPlanViews._insert_tracking
+    """Name the writing instance on the connection of each write (for the trigger of `applied_log`)."""
+    insert_tracking, call_save = PostgresPlanViews._insert_tracking, PostgresPlanViews._call_save
+
+    def named(cursor: Any, store: PostgresPlanViews) -> None:
+        cursor.execute("SELECT set_config('polku.writer', %s, false)", (label(store),))
 
     def logging_insert(self: PostgresPlanViews, cursor: Any, tracking: Any) -> None:
-        original(self, cursor, tracking)
-        if tracking.application_name == PlanService.name:
-            cursor.execute(
-                sql.SQL("INSERT INTO {}.applied_log (notification_id, writer) VALUES (%s, %s)").format(
-                    sql.Identifier(self.datastore.schema)
-                ),
-                (tracking.notification_id, label(self)),
-            )
+        named(cursor, self)
+        insert_tracking(self, cursor, tracking)
+
+    def logging_save(self: PostgresPlanViews, cursor: Any, parameters: tuple[Any, ...]) -> bool:
+        named(cursor, self)
+        return call_save(self, cursor, parameters)
 
     PostgresPlanViews._insert_tracking = logging_insert  # type: ignore[method-assign]
+    PostgresPlanViews._call_save = logging_save  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -101,7 +105,25 @@ def applied_log(settings: StoreSettings, service: PlanService, monkeypatch: pyte
                 sql.Identifier(schema)
             )
         )
+        store = open_view_store(settings)  # the read model's tables, for the trigger
+        tracking_table = store.tracking_table_name
+        store.datastore.close()
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION {schema}.log_applied() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " IF NEW.application_name = {name} THEN"
+                " INSERT INTO {schema}.applied_log VALUES (NEW.notification_id, current_setting('polku.writer'));"
+                " END IF; RETURN NEW; END $$"
+            ).format(schema=sql.Identifier(schema), name=sql.Literal(PlanService.name))
+        )
+        conn.execute(
+            sql.SQL(
+                "CREATE TRIGGER log_applied AFTER INSERT OR UPDATE ON {schema}.{tracking}"
+                " FOR EACH ROW EXECUTE FUNCTION {schema}.log_applied()"
+            ).format(schema=sql.Identifier(schema), tracking=sql.Identifier(tracking_table))
+        )
     monkeypatch.setattr(PostgresPlanViews, "_insert_tracking", PostgresPlanViews._insert_tracking)
+    monkeypatch.setattr(PostgresPlanViews, "_call_save", PostgresPlanViews._call_save)
     install_applied_log(lambda store: getattr(store, "label", "?"))
 
     def read() -> dict[int, list[str]]:
