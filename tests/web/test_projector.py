@@ -288,3 +288,16 @@ def test_polku_project_refuses_sqlite(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "POLKU_STORE=postgres" in result.stderr
+
+
+def test_the_projectors_readiness_does_not_ask_for_notices_but_still_for_the_lag() -> None:
+    from tests.web.test_two_instances import _Plans, _Recorder, _Store, _Views
+    from web.controllers.health import readiness
+
+    deaf = _Views(_Store(100), position=100, is_leader=True, is_listening=False)
+    ready, report = readiness(_Plans(_Recorder(100)), deaf, allowed_lag=20, projector=True)
+    assert ready and report["role"] == "projector" and report["writer"]
+    ready, report = readiness(_Plans(_Recorder(100)), deaf, allowed_lag=20)
+    assert not ready and report["role"] == "web"
+    ready, report = readiness(_Plans(_Recorder(150)), deaf, allowed_lag=20, projector=True)
+    assert not ready and report["reasons"] == ["read model 50 events behind the event log"]
