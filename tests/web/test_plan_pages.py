@@ -688,3 +688,15 @@ def test_every_form_of_the_demo_opens(plan_site: PlanSite, aino: httpx.Client) -
         assert aino.get(f"/plans/{plan_site.plans['eeva']}/{path}").status_code == 200  # and without JavaScript
     assert aino.get(f"/plans/{plan_site.plans['eeva']}/needs/new/nonsense").status_code == 404
     assert aino.get(f"/plans/{plan_site.plans['eeva']}/spaceships/new/add").status_code == 404
+
+
+def test_the_edit_post_asks_for_at_most_one_dependency() -> None:
+    """Litestar resolves two or more dependencies of one handler in a task group (two tasks on
+    every edit): the hot path takes the plan service from the app's state instead."""
+    import inspect
+
+    from web.controllers.plans import PlanController
+
+    parameters = inspect.signature(PlanController.submit.fn).parameters.values()
+    dependencies = [p.name for p in parameters if "NamedDependency" in str(p.annotation)]
+    assert dependencies == ["views"]

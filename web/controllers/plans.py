@@ -513,13 +513,18 @@ class PlanController(Controller):
         kind: FromPath[str],
         item_id: FromPath[str],
         form: FromPath[str],
-        plans: NamedDependency[PlanService],
         views: NamedDependency[PlanViews],
     ) -> Response[Any]:
-        """Run the form's command and answer (:func:`_submit`, in one trip to a worker thread)."""
+        """Run the form's command and answer (:func:`_submit`, in one trip to a worker thread).
+
+        The plan service comes from the app's state (where ``web.wiring`` keeps it), not as a
+        second dependency: Litestar resolves two or more dependencies of a handler in a task
+        group, two tasks on every edit.
+        """
         account = account_of(request)
         if account is None:
             raise NotAuthorizedException()
+        plans: PlanService = request.app.state.plans
         posted = await request.form()
         return await anyio.to_thread.run_sync(
             functools.partial(_submit, request, account, plans, views, plan_id, kind, item_id, form, posted)
