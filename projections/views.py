@@ -155,6 +155,13 @@ class PlanViewTables:
         with self.datastore.transaction(commit=commit) as cursor:  # type: ignore[attr-defined]
             yield cursor
 
+    @contextmanager
+    def _statement(self) -> Iterator[Any]:
+        """A cursor for one statement that is a transaction by itself (on PostgreSQL in
+        autocommit, one round trip where ``BEGIN`` ... ``COMMIT`` took three)."""
+        with self._cursor(commit=True) as cursor:
+            yield cursor
+
     def _table_statements(self, tables: Iterable[str] = tuple(TABLES)) -> list[str]:
         """CREATE statements of ``tables`` and of their indexes."""
         statements = [f"CREATE TABLE IF NOT EXISTS {self._qualified(name)} ({TABLES[name]})" for name in tables]
@@ -467,7 +474,7 @@ class PlanViewTables:
         older version after a newer one (a slow request, another instance) do not take the
         mark back, and a repeat writes no row.
         """
-        with self._cursor(commit=True) as cursor:
+        with self._statement() as cursor:
             cursor.execute(
                 self._sql(
                     f"INSERT INTO {self._qualified('plan_seen')} AS seen (person_id, plan_id, version, seen_at)"
@@ -608,10 +615,15 @@ $$"""
             tracking.notification_id,
             self.channel,
         )
-        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+        with self._statement() as cursor:
             saved = self._call_save(cursor, parameters)
         if not saved:
             raise StaleRow(f"the row of plan {columns['plan_id']} is not at version {onto}")
+
+    @contextmanager
+    def _statement(self) -> Iterator[Any]:
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            yield cursor
 
     def _call_save(self, cursor: Any, parameters: tuple[Any, ...]) -> bool:
         """Call the save function on ``cursor`` (autocommit); whether the row was written."""
