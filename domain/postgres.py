@@ -32,6 +32,10 @@ server-side prepared statement; a single event (one command's) as four one-eleme
 ``ARRAY[...]`` of scalars. The library's array of a composite type went as text: the
 client quoted every event (its state hex-encoded, twice its size) into an array literal
 and the server parsed it back, about 0.1 ms of client CPU and as much server time a save.
+The function of earlier versions (one argument of that composite type, same name) is an
+overload of this one and is left in place, so instances still running the earlier code
+keep saving during a rolling upgrade (both take the same table lock); it can be dropped
+once none is left.
 
 The inserts go through one connection that the recorder keeps (``InsertConnection``),
 not through the pool: the ``EXCLUSIVE`` lock lets one insert at a time go on in the
@@ -148,12 +152,6 @@ class OneTripPostgresApplicationRecorder(_lib.PostgresApplicationRecorder):
             "RETURNING notification_id; "
             "END; $BODY$"
         ).format(function=function, id_type=id_type, schema=schema, table=table, channel=Identifier(self.channel_name))
-        # The function of earlier versions took an array of the library's composite type.
-        self.sql_create_statements.append(
-            SQL("DROP FUNCTION IF EXISTS {function}({schema}.{event_type}[], text)").format(
-                function=function, schema=schema, event_type=Identifier(self.stored_event_type_name)
-            )
-        )
         # Rendered once: psycopg renders a composed statement again at every execute
         # (60 µs here), and caches the parsing of a plain string.
         self.sql_insert_one = SQL(

@@ -304,26 +304,32 @@ def test_a_save_is_one_call_of_the_recorders_function(
     assert recorder.select_events(second) == stored(second, 1)  # nothing of a refused call stays
 
 
-def test_a_function_of_an_earlier_version_is_dropped_when_the_tables_are_created(
+def test_the_function_of_an_earlier_version_is_left_for_instances_still_running_it(
     services: Callable[..., PlanService], db: psycopg.Connection[Any], environ: dict[str, str]
 ) -> None:
-    """Earlier versions took the events as an array of the library's composite type."""
+    """Earlier versions took the events as an array of the library's composite type; an
+    instance not yet upgraded keeps saving through it (same table lock), beside this one."""
     schema = environ["POLKU_PG_SCHEMA"]
-    services()
-    db.execute(
-        sql.SQL(
-            "CREATE FUNCTION {schema}.polku_events_insert(events {schema}.stored_event_uuid[], lock_wait text)"
-            " RETURNS SETOF bigint LANGUAGE sql AS 'SELECT 1::bigint'"
-        ).format(schema=sql.Identifier(schema))
-    )
+    first = services()
+    earlier = sql.SQL(
+        "CREATE FUNCTION {schema}.polku_events_insert(events {schema}.stored_event_uuid[], lock_wait text)"
+        " RETURNS SETOF bigint LANGUAGE sql AS 'SELECT 1::bigint'"
+    ).format(schema=sql.Identifier(schema))
+    db.execute(earlier)
 
-    services()  # another instance starting creates the tables again
+    second = services()  # another instance starting creates the tables again
+    first.recorder.insert_events(stored(uuid.uuid4(), 1))
+    second.recorder.insert_events(stored(uuid.uuid4(), 1))
 
     signatures = db.execute(
-        "SELECT pg_get_function_identity_arguments(oid) FROM pg_proc WHERE pronamespace = %s::regnamespace",
+        "SELECT pg_get_function_identity_arguments(oid) FROM pg_proc WHERE pronamespace = %s::regnamespace"
+        " ORDER BY 1",
         (schema,),
     ).fetchall()
-    assert signatures == [("ids uuid[], versions bigint[], topics text[], states bytea[], lock_wait text",)]
+    assert signatures == [
+        (f"events {schema}.stored_event_uuid[], lock_wait text",),
+        ("ids uuid[], versions bigint[], topics text[], states bytea[], lock_wait text",),
+    ]
 
 
 def _insert_backend(recorder: OneTripPostgresApplicationRecorder) -> int:
