@@ -122,7 +122,12 @@ class PlanTranscoder(JSONTranscoder):
         if isinstance(transcoding, StructTranscoding) and not transcoding.holds_floats:
             return lambda obj: {"_type_": name, "_data_": obj}
         encode, ready = transcoding.encode, self._ready
-        return lambda obj: {"_type_": name, "_data_": ready(encode(obj))}
+
+        def envelope(obj: Any) -> dict[str, Any]:
+            data = encode(obj)
+            return {"_type_": name, "_data_": data if type(data) in _AS_THEY_ARE else ready(data)}
+
+        return envelope
 
     def encode(self, obj: Any) -> bytes:
         try:
