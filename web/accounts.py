@@ -41,12 +41,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from web.errors import StoreUnavailable
 from web.identity import Account
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class OrganisationType(StrEnum):
@@ -230,18 +232,28 @@ def _count_failure(table: str, key_column: str) -> str:
 class _Database(Protocol):
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
 
-    def transaction(self) -> Any: ...
+    def in_transaction(self, work: Callable[[], _T]) -> _T: ...
 
     def close(self) -> None: ...
 
 
-class _SQLiteDatabase:
-    """One connection shared by threads behind a lock (like the plan keyring)."""
+def _rows(cursor: Any) -> list[tuple[Any, ...]]:
+    return cursor.fetchall() if cursor.description else []
 
-    def __init__(self, path: Path) -> None:
+
+class _SQLiteDatabase:
+    """One connection shared by threads behind a lock (like the plan keyring).
+
+    A database that stays locked for ``lock_timeout_s`` (another process writing) raises
+    :class:`StoreUnavailable`.
+    """
+
+    def __init__(self, path: Path, lock_timeout_s: float = 10) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
-        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        self._connection = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=max(lock_timeout_s, 0.1)
+        )
         self._lock = threading.RLock()
         with self._lock:
             self._connection.execute("PRAGMA journal_mode=WAL")
@@ -253,30 +265,57 @@ class _SQLiteDatabase:
             pass
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        with self._lock:
-            cursor = self._connection.execute(_PLACEHOLDER.sub(r":\1", sql), dict(params or {}))
-            return cursor.fetchall() if cursor.description else []
+        with self._lock, _locked_as_unavailable():
+            return _rows(self._connection.execute(_PLACEHOLDER.sub(r":\1", sql), dict(params or {})))
 
-    @contextmanager
-    def transaction(self) -> Iterator[_SQLiteDatabase]:
+    def in_transaction(self, work: Callable[[], _T]) -> _T:
         with self._lock:
-            self._connection.execute("BEGIN IMMEDIATE")
+            with _locked_as_unavailable():
+                self._connection.execute("BEGIN IMMEDIATE")
             try:
-                yield self
+                result = work()
             except BaseException:
                 self._connection.execute("ROLLBACK")
                 raise
-            self._connection.execute("COMMIT")
+            with _locked_as_unavailable():
+                self._connection.execute("COMMIT")
+            return result
 
     def close(self) -> None:
         with self._lock:
             self._connection.close()
 
 
+@contextmanager
+def _locked_as_unavailable() -> Iterator[None]:
+    """SQLite's "database is locked" (busy after the timeout) as :class:`StoreUnavailable`."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if getattr(error, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise StoreUnavailable(str(error)) from error
+        raise
+
+
 class _PostgresDatabase:
+    """A small pool in the accounts' schema; every statement (or transaction) is tried again
+    once on a fresh connection when its connection dropped (a database restart, a terminated
+    backend: the pool's check on checkout cannot see a server that dies after it), and is
+    otherwise refused as :class:`StoreUnavailable`.
+
+    Trying again is safe: a statement whose connection dropped was rolled back, unless the
+    server committed it just before dying, and every statement here may run twice (upserts,
+    deletes, updates to a value) except counting a failed sign-in, which then counts twice.
+    """
+
+    #: Seconds a statement waits for a free (or new) connection before it is refused.
+    CONNECTION_WAIT_S: Final = 5.0
+
     def __init__(self, conninfo: str, schema: str, lock_timeout_s: int) -> None:
         import psycopg
         from psycopg_pool import ConnectionPool
+
+        from domain.postgres import check_if_server_spoke
 
         if not _SCHEMA.match(schema):
             raise ValueError(f"unusable schema name for the account store: {schema!r}")
@@ -291,27 +330,48 @@ class _PostgresDatabase:
                 "options": f"-c search_path={schema} -c lock_timeout={max(lock_timeout_s, 1) * 1000}",
             },
             open=True,
-            check=ConnectionPool.check_connection,  # replace connections a database restart killed
+            timeout=self.CONNECTION_WAIT_S,
+            # Replace connections a database restart killed; a healthy idle one costs no ping.
+            check=check_if_server_spoke,
         )
         self._local = threading.local()
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         connection = getattr(self._local, "connection", None)
-        if connection is not None:  # inside transaction()
-            cursor = connection.execute(sql, dict(params or {}))
-            return cursor.fetchall() if cursor.description else []
-        with self._pool.connection() as connection:
-            cursor = connection.execute(sql, dict(params or {}))
-            return cursor.fetchall() if cursor.description else []
+        if connection is not None:  # inside in_transaction(), which tries again as a whole
+            return _rows(connection.execute(sql, dict(params or {})))
+        return self._twice(lambda connection: _rows(connection.execute(sql, dict(params or {}))))
 
-    @contextmanager
-    def transaction(self) -> Iterator[_PostgresDatabase]:
-        with self._pool.connection() as connection, connection.transaction():
-            self._local.connection = connection
+    def in_transaction(self, work: Callable[[], _T]) -> _T:
+        def transaction(connection: Any) -> _T:
+            with connection.transaction():
+                self._local.connection = connection
+                try:
+                    return work()
+                finally:
+                    self._local.connection = None
+
+        return self._twice(transaction)
+
+    def _twice(self, work: Callable[[Any], _T]) -> _T:
+        """``work(connection)``, once more on another connection if the first one dropped."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        for attempt in (1, 2):
+            connection = None
             try:
-                yield self
-            finally:
-                self._local.connection = None
+                with self._pool.connection() as connection:
+                    return work(connection)
+            except PoolTimeout as error:
+                raise StoreUnavailable(f"no connection to the account store: {error}") from error
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                dropped = connection is not None and (connection.closed or connection.broken)
+                if dropped and attempt == 1:
+                    logger.info("account store connection dropped (%s); trying again on another", error)
+                    continue
+                raise StoreUnavailable(f"account store: {error}") from error
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._pool.close()
@@ -356,14 +416,19 @@ class AccountStore:
                 settings.pg_conninfo, accounts_schema(settings), settings.lock_timeout_s
             )
         else:
-            database = _SQLiteDatabase(Path(settings.data_dir) / ACCOUNTS_FILENAME)
+            database = _SQLiteDatabase(Path(settings.data_dir) / ACCOUNTS_FILENAME, max(settings.lock_timeout_s, 1))
         return cls(database, clock=clock, hasher=hasher)
 
     @classmethod
     def sqlite(
-        cls, path: Path, *, clock: Callable[[], float] = time.time, hasher: PasswordHasher | None = None
+        cls,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        hasher: PasswordHasher | None = None,
+        lock_timeout_s: float = 10,
     ) -> AccountStore:
-        return cls(_SQLiteDatabase(Path(path)), clock=clock, hasher=hasher)
+        return cls(_SQLiteDatabase(Path(path), lock_timeout_s), clock=clock, hasher=hasher)
 
     def close(self) -> None:
         self._db.close()
@@ -442,7 +507,7 @@ class AccountStore:
         self, account_id: str, username: str, kind: AccountKind, name: str, person_id: str | None,
         organisation_id: str | None, profession: str, plan_id: str | None,
     ) -> None:
-        with self._db.transaction():
+        def insert() -> None:
             if self._db.execute("SELECT 1 FROM accounts WHERE username = %(u)s", {"u": username}):
                 raise AccountError(f"the username {username!r} is taken")
             self._db.execute(
@@ -453,6 +518,8 @@ class AccountStore:
                  "person_id": person_id or username, "organisation_id": organisation_id,
                  "profession": profession.strip(), "plan_id": plan_id, "now": self.clock()},
             )
+
+        self._db.in_transaction(insert)
 
     def account(self, account_id: str) -> Account | None:
         rows = self._db.execute(

@@ -7,7 +7,10 @@
 - Other requests get a whole page.
 
 An unexpected exception becomes a generic 500 and is logged with its traceback; the user
-only sees that something went wrong.
+only sees that something went wrong. A store that cannot be reached or stays locked (a
+database restart; :class:`StoreUnavailable` from the account store) is a retryable 503 with
+``Retry-After``, also when it happens outside Litestar's handlers, in the session and
+sign-in layers that :func:`guard_store_unavailable` wraps.
 
 A route that wants to re-render its own form with the errors catches the validation itself;
 these handlers are the fallback for everything else.
@@ -25,18 +28,32 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
 from web.i18n import N_, language_of, translations
 from web.security import issue_csrf_cookie
 
-__all__ = ("EXCEPTION_HANDLERS", "MESSAGES_TARGET", "is_api_request", "is_htmx_request")
+__all__ = (
+    "EXCEPTION_HANDLERS",
+    "MESSAGES_TARGET",
+    "UNAVAILABLE",
+    "StoreUnavailable",
+    "guard_store_unavailable",
+    "is_api_request",
+    "is_htmx_request",
+)
 
 logger = logging.getLogger(__name__)
 
 #: The element of ``base.html`` that error fragments of htmx requests go into.
 MESSAGES_TARGET: Final = "#messages"
 _CSRF_FAILURE_DETAIL: Final = "CSRF token verification failed"
+
+
+class StoreUnavailable(RuntimeError):
+    """A store of the web layer (the account store) could not be reached (its connection
+    dropped again when tried twice, no connection came free in time) or stayed locked.
+    Retryable: answered 503 with ``Retry-After``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +149,61 @@ def handle_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Re
     return _error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, _TEXTS[500])
 
 
+#: What "the database is unavailable just now" is raised as: a retryable 503.
+UNAVAILABLE: Final = (StoreOperationalError, StoreInterfaceError, psycopg.OperationalError, StoreUnavailable)
+
 EXCEPTION_HANDLERS: Final[ExceptionHandlersMap] = {
     ValidationException: handle_validation_error,
     HTTPException: handle_http_error,
-    StoreOperationalError: handle_store_unavailable,
-    StoreInterfaceError: handle_store_unavailable,
-    psycopg.OperationalError: handle_store_unavailable,
+    **dict.fromkeys(UNAVAILABLE, handle_store_unavailable),
     Exception: handle_internal_error,
 }
+
+#: A websocket refused before its handshake when the server cannot take it just now (RFC 6455, 1013).
+_TRY_AGAIN_LATER: Final = 1013
+
+
+def guard_store_unavailable(app: ASGIApp) -> ASGIApp:
+    """``app`` with an :data:`UNAVAILABLE` error raised before its answer began answered as
+    inside Litestar: 503 (page, fragment or JSON), or a websocket refused with 503 (close
+    1013 where the server cannot answer a handshake with a status).
+
+    For the layers that wrap the application outside its exception handlers (the session
+    and sign-in middleware of :func:`web.identity.install`), which read the account store
+    before any route runs.
+    """
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def noting_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await app(scope, receive, noting_send)
+        except UNAVAILABLE as error:
+            if started or scope["type"] not in ("http", "websocket"):
+                raise
+            if scope["type"] == "websocket":
+                logger.warning("store unavailable for websocket %s: %s", scope["path"], error)
+                await _refuse_websocket(scope, send)
+                return
+            request: Request[Any, Any, Any] = Request(scope, receive=receive, send=send)
+            response = handle_store_unavailable(request, error)
+            await response.to_asgi_response(app=None, request=request)(scope, receive, send)
+
+    return guarded
+
+
+async def _refuse_websocket(scope: Scope, send: Send) -> None:
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        await send({"type": "websocket.http.response.start", "status": HTTP_503_SERVICE_UNAVAILABLE,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"2")]})
+        await send({"type": "websocket.http.response.body", "body": b"try again in a moment"})
+    else:
+        await send({"type": "websocket.close", "code": _TRY_AGAIN_LATER, "reason": "try again in a moment"})
 
 
 def _error_response(
