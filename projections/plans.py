@@ -74,9 +74,17 @@ class Kept(NamedTuple):
     """The summary and people this process's follower wrote with it; None if it was read from the row."""
 
 
-_GONE = object()
-"""What :class:`PlanCache` keeps for a plan dropped or erased: a reader that decoded the
-plan's row before that does not put its copy back."""
+class Gone(NamedTuple):
+    """What :class:`PlanCache` keeps for a plan dropped or erased, a new one at every drop.
+
+    A reader that decoded the plan's row before the drop does not put its copy back: its
+    ``put`` names the entry it saw, and no later drop leaves that same object in place. And
+    a plan kept at an earlier position than a drop's (a notice of a newer write, or an
+    erasure) is refused whoever puts it, so an erased plan's personal data cannot come back.
+    """
+
+    position: int | None
+    """The position the drop was at, if it knew one."""
 
 
 class PlanCache:
@@ -86,7 +94,9 @@ class PlanCache:
     kept plan is never changed: the follower folds each event onto a copy
     (``ClientPlan.__deepcopy__`` copies only what an event can change) and keeps the
     result, and pages only read what they are handed. So an edit decodes its plan at
-    most once (none at all in the process that writes the read model), and a plan cannot
+    most once (none at all in the process that writes the read model, once its follower
+    has kept it: on PostgreSQL the writer's own notice, sent by its commit, can wake a
+    page a moment before that, and that page decodes it), and a plan cannot
     change under a page that renders it. Whoever uses a kept plan checks it against the
     row first: the follower by writing only onto the version it folded from
     (:class:`~projections.views.StaleRow`), a reader by asking the row's version. Bounded
@@ -95,11 +105,11 @@ class PlanCache:
 
     def __init__(self, size: int | None = None):
         self.size = CACHED_PLANS if size is None else size
-        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._entries: OrderedDict[str, Kept | Gone] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, plan_id: str) -> Any:
-        """The plan's :class:`Kept`, ``_GONE`` after a drop, or None."""
+    def get(self, plan_id: str) -> Kept | Gone | None:
+        """The plan's :class:`Kept`, a :class:`Gone` after a drop, or None."""
         with self._lock:
             entry = self._entries.get(plan_id)
             if entry is not None:
@@ -107,24 +117,32 @@ class PlanCache:
             return entry
 
     def put(self, plan_id: str, kept: Kept, *, unless_changed_from: Any = ...) -> None:
-        """Keep ``kept``; with ``unless_changed_from``, only if the entry is still that one."""
+        """Keep ``kept``, unless a drop at a later position is in place; with
+        ``unless_changed_from``, only if the entry is still that very one."""
         with self._lock:
-            if unless_changed_from is not ... and self._entries.get(plan_id) is not unless_changed_from:
+            entry = self._entries.get(plan_id)
+            if unless_changed_from is not ... and entry is not unless_changed_from:
+                return
+            if isinstance(entry, Gone) and entry.position is not None and kept.position < entry.position:
                 return
             self._set(plan_id, kept)
 
     def drop(self, plan_id: str, position: int | None = None) -> None:
-        """Forget the plan (if it is kept at an earlier ``position`` than given)."""
+        """Forget the plan; with ``position``, unless it is kept at that position or a later one."""
         with self._lock:
             entry = self._entries.get(plan_id)
-            if position is None or (isinstance(entry, Kept) and entry.position < position):
-                self._set(plan_id, _GONE)
+            if position is not None:
+                if isinstance(entry, Kept) and entry.position >= position:
+                    return
+                if isinstance(entry, Gone) and entry.position is not None:
+                    position = max(position, entry.position)
+            self._set(plan_id, Gone(position))
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
 
-    def _set(self, plan_id: str, entry: Any) -> None:
+    def _set(self, plan_id: str, entry: Kept | Gone) -> None:
         self._entries[plan_id] = entry
         self._entries.move_to_end(plan_id)
         while len(self._entries) > self.size:
@@ -145,7 +163,8 @@ class PlanProjection(Projection[PlanViewTables]):
             return self._fold(domain_event, tracking)
         if isinstance(domain_event, ErasureRecord.Erased):
             self.view.drop_plan(domain_event.plan_id, tracking)
-            self.cache.drop(domain_event.plan_id)  # after the rows: also what a page read meanwhile
+            # after the rows, at the erasure's position: also what a page read meanwhile
+            self.cache.drop(domain_event.plan_id, tracking.notification_id)
             return domain_event.plan_id
         self.view.skip(tracking)
         return None
@@ -385,10 +404,15 @@ class PlanViews:
             self._advanced(plan_id or None, int(position))
 
     def _catch_up(self) -> None:
-        """On (re)connecting the listener: tell what was committed while nobody listened."""
+        """On (re)connecting the listener: tell what was committed while nobody listened.
+
+        The head first: a plan written after it was read is among the changed plans (and
+        told), where a plan written after the changed plans were read, if the head came
+        second, would be covered by the head and never told.
+        """
+        head = self.store.max_tracking_id(PlanService.name) or 0
         for plan_id, position in self.store.plans_changed_after(self._position):
             self._advanced(plan_id, position)
-        head = self.store.max_tracking_id(PlanService.name) or 0
         if head > self._position:
             self._advanced(None, head)
 

@@ -502,3 +502,36 @@ def test_instances_starting_together_on_an_empty_database(
             views.check_running()
     finally:
         service.close()
+
+
+def test_catching_up_tells_a_plan_written_between_its_reads(
+    service: PlanService, open_views: Callable[..., PlanViews], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconnecting listener reads the read model's head and the plans changed since; a
+    plan written between the two reads is told to the listeners, not skipped over."""
+    random_commands(service, random.Random(11), 3, "before")
+    plan_ids = all_plan_ids(service)
+    a = open_labelled(open_views, "A")
+    assert wait_until(lambda: a.is_leader, 5) is not None
+    assert a.wait_for(service.recorder.max_notification_id() or 0, timeout=5)
+    b = open_views(follow=False)
+    heard: list[tuple[str | None, int]] = []
+    b.add_listener(lambda plan_id, position: heard.append((plan_id, position)))
+    written: list[Any] = []
+
+    def write_after(read: Callable[..., Any]) -> Callable[..., Any]:
+        def reading(*args: Any) -> Any:
+            result = read(*args)
+            if not written:  # after the first of the two reads, whichever it is
+                written.append(note(service, plan_ids[0], "between-the-reads"))
+                assert a.wait_for(written[0].position, timeout=5)
+            return result
+
+        return reading
+
+    monkeypatch.setattr(b.store, "max_tracking_id", write_after(b.store.max_tracking_id))
+    monkeypatch.setattr(b.store, "plans_changed_after", write_after(b.store.plans_changed_after))
+    b._catch_up()
+
+    assert b.position == written[0].position
+    assert (plan_ids[0], written[0].position) in heard, "the plan written between the reads was never told"

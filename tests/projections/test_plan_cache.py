@@ -61,6 +61,11 @@ def test_an_edit_decodes_its_plan_at_most_once_and_readers_share_it(
 
     outcome = service.add_note(plan_id, by=PEKKA, command_id="note-1", text="Yksi muokkaus.")
     assert writer.wait_for(outcome.position, timeout=5)
+    # On PostgreSQL the writer's own notice (sent by its commit) can wake this thread before
+    # its follower has kept the plan it folded: wait for that, not for a lucky schedule.
+    deadline = time.monotonic() + 5
+    while not _kept_at(writer, plan_id, outcome.version) and time.monotonic() < deadline:
+        time.sleep(0.005)
     # the request's access check, its read-your-write and the live hub
     on_writer = [writer.plan(plan_id) for _ in range(3)]
     on_reader = [reader.plan(plan_id) for _ in range(3)]
@@ -69,6 +74,11 @@ def test_an_edit_decodes_its_plan_at_most_once_and_readers_share_it(
     assert all(plan is on_writer[0] and plan.version == outcome.version for plan in on_writer)
     assert all(plan is on_reader[0] and plan.version == outcome.version for plan in on_reader)
     assert state_of(on_reader[0]) == state_of(on_writer[0]) == state_of(service.plan_record(plan_id))
+
+
+def _kept_at(views: PlanViews, plan_id: str, version: int) -> bool:
+    kept = views.projection.cache.get(plan_id)
+    return isinstance(kept, Kept) and kept.plan.version == version
 
 
 def test_a_kept_plan_never_changes_when_later_events_are_folded(
@@ -196,3 +206,79 @@ def test_the_cache_keeps_the_most_recently_used_and_a_reader_does_not_undo_a_dro
     assert cache.get("c") is kept[2]
     cache.drop("c", position=3)
     assert not isinstance(cache.get("c"), Kept)
+
+
+class _RowDuringRead:
+    """``plan_state`` of a read model whose row is ``row``; ``during`` runs once, after the
+    row is read (what another thread does while the reader decodes it)."""
+
+    def __init__(self, row: tuple[int, int, str] | None) -> None:
+        self.row = row
+        self.during: Callable[[], None] | None = None
+
+    def plan_state(self, plan_id: str, known: int | None = None) -> tuple[int, int, str | None] | None:
+        row = self.row
+        if self.during is not None:
+            during, self.during = self.during, None
+            during()
+        if row is None:
+            return None
+        version, position, state = row
+        return version, position, None if known == version else state
+
+
+def _reading(view: _RowDuringRead) -> PlanProjection:
+    projection = PlanProjection(view, PlanCache(10))  # type: ignore[arg-type]
+    projection._decode = lambda plan_id, version, state: {"version": version}  # type: ignore[method-assign,assignment,return-value]
+    return projection
+
+
+PLAN = "00000000-0000-0000-0000-000000000001"
+
+
+def test_an_erasure_while_a_reader_decodes_keeps_nothing_even_after_an_earlier_drop() -> None:
+    """The instance that writes the read model: the erasure drops the plan while a reader
+    that saw an earlier drop decodes the row read just before; the reader's copy (the
+    plan's personal data) is not put back."""
+    view = _RowDuringRead((5, 100, "state"))
+    projection = _reading(view)
+    projection.cache.drop(PLAN)  # an earlier drop: a failed write, a reader that found no row
+
+    def erase() -> None:  # process_event(ErasureRecord.Erased): the rows, then the cache
+        view.row = None
+        projection.cache.drop(PLAN, 101)
+
+    view.during = erase
+    assert projection.plan(PLAN) == {"version": 5}
+    assert not isinstance(projection.cache.get(PLAN), Kept), "the erased plan is kept after its erasure"
+
+
+@pytest.mark.parametrize("before", ["nothing", "a drop"])
+def test_an_erasure_notice_while_a_reader_decodes_keeps_nothing(before: str) -> None:
+    """Another instance: the erasure arrives as the writer's notice ``<plan id>:<position>``
+    while a reader decodes the row read just before it."""
+    view = _RowDuringRead((5, 100, "state"))
+    projection = _reading(view)
+    if before == "a drop":
+        projection.cache.drop(PLAN, 90)
+
+    def erased_elsewhere() -> None:
+        view.row = None
+        projection.cache.drop(PLAN, 101)
+
+    view.during = erased_elsewhere
+    projection.plan(PLAN)
+    assert not isinstance(projection.cache.get(PLAN), Kept), "the erased plan is kept after its erasure"
+
+
+def test_a_plan_kept_at_an_earlier_position_than_a_drop_is_refused_whoever_puts_it() -> None:
+    cache = PlanCache(size=4)
+    cache.drop("a", 10)
+    cache.put("a", Kept(plan=object(), position=9, written=None))  # type: ignore[arg-type]
+    assert not isinstance(cache.get("a"), Kept)
+    cache.drop("a", 8)  # an older notice does not move the drop back
+    cache.put("a", Kept(plan=object(), position=9, written=None))  # type: ignore[arg-type]
+    assert not isinstance(cache.get("a"), Kept)
+    at_drop = Kept(plan=object(), position=10, written=None)  # type: ignore[arg-type]
+    cache.put("a", at_drop)  # the write the notice was about
+    assert cache.get("a") is at_drop
