@@ -42,6 +42,12 @@ high-water mark of resident memory (VmHWM).
     .venv/bin/python benchmarks/instances.py --app-root /tmp/polku-at-commit
                           # the application imported from another folder (e.g. a `git archive`)
 
+**Refusals.** An edit answered anything but 200 is counted per status with the first answer's
+text (:class:`live_load.Refusals`), logged as it happens and listed in the Markdown; so are
+the viewers refused at connect. With each step the connections to the PostgreSQL server are
+noted (this run's database, everyone's, ``max_connections``): on the shared server a full
+house refuses every command as "the plan is busy" (422), which is not a measurement.
+
 Writes ``benchmarks/results/instances.json`` (or ``--out``) and, beside it, ``instances.md``:
 the run, its figures as Markdown tables and the capacity estimate for a larger deployment
 (:func:`capacity`), also printed.
@@ -79,6 +85,7 @@ from live_load import (  # noqa: E402
     HttpPool,
     Items,
     ProcMeter,
+    Refusals,
     StepLoad,
     merge_loads,
     open_loop,
@@ -184,6 +191,16 @@ class Database:
 
         return StoreSettings(kind="postgres", data_dir=str(data_dir), pg_host=self.host, pg_port=self.port,
                              pg_db=self.name, pg_user=self.user, master_key_b64=self.master_key)
+
+    def connections(self) -> dict[str, int]:
+        """Connections to the server now: this run's database's (``ours``), everyone's (``all``), and
+        ``max_connections``. The server is shared: when it is full, a set-up's commands are refused
+        (the event store cannot connect) and its measurements mean nothing."""
+        ours, everyone = self.monitor.execute(
+            "SELECT count(*) FILTER (WHERE datname = %s), count(*) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend'", (self.name,)).fetchone()
+        limit = int(self.monitor.execute("SHOW max_connections").fetchone()[0])
+        return {"ours": ours, "all": everyone, "max": limit}
 
     def processes(self) -> dict[str, list[int]]:
         """The pids of the backends of this database, and of the server's shared processes."""
@@ -300,6 +317,8 @@ async def run_setup(setup: Setup, world: World, database: Database | None, sizes
                     report: dict[str, Any], cleanup: list[Any]) -> None:
     result: dict[str, Any] = {"instances": setup.instances, "store": setup.store}
     report["setups"][setup.name] = result
+    if database is not None:
+        result["connections_before"] = database.connections()
     servers = start_servers(setup, world, database, work)
     cleanup.extend(servers)
     running = Running(setup, servers)
@@ -313,7 +332,10 @@ async def run_setup(setup: Setup, world: World, database: Database | None, sizes
             result["projector_start_s"] = await asyncio.to_thread(running.projector.wait_ready, ready_path)
             result["projector_writes_after_s"] = await projector_writes(running)
         result["writer"] = await asyncio.to_thread(writers, running)
-        log(f"{setup.name}: {len(servers)} instance(s) up (pids {[s.pid for s in servers]}); signing in")
+        if database is not None:
+            result["connections_ready"] = database.connections()
+        log(f"{setup.name}: {len(servers)} instance(s) up (pids {[s.pid for s in servers]});"
+            f" PostgreSQL connections {result.get('connections_ready')}; signing in")
         running.sessions = await asyncio.to_thread(sign_in_sessions, f"http://{running.host(0)}", world.password,
                                                    world, sizes.sessions_per_account)
         back = await asyncio.to_thread(refresh_items, f"http://{running.host(0)}", world.items, running.sessions,
@@ -377,7 +399,7 @@ async def run_steps(running: Running, world: World, database: Database | None, s
     assert running.audience is not None and running.across is not None
     count = len(running.servers)
     statuses: dict[int, int] = {}
-    answered = edit_answered(statuses)
+    answered = refusals = Refusals(edit_answered(statuses))
     pools = [HttpPool(HOST, server.port, size=256 // count, sessions=sizes.sessions_per_account)
              for server in running.servers]
     builds = [edit_request(running.host(i), f"http://{running.host(i)}", running.sessions, world.allowed)
@@ -400,13 +422,19 @@ async def run_steps(running: Running, world: World, database: Database | None, s
                                   **(database.processes() if database is not None else {})})
     try:
         warm = await measure_step("warm-up", lambda: edits(5, 3), running.audience, meter, statuses, rate=5, seconds=3)
-        result["warm_up"] = {"achieved_per_s": warm["achieved_per_s"], "statuses": warm["statuses"]}
+        result["warm_up"] = {"achieved_per_s": warm["achieved_per_s"], "statuses": warm["statuses"],
+                             "refusals": refusals.take()}
+        log_refusals(running.setup.name, "warm-up", result["warm_up"]["refusals"],
+                     database.connections() if database is not None else None)
         result["steps"] = []
         for rate in sizes.rates:
             account.start()
             step = await measure_step(f"{rate}/s", lambda r=rate: edits(r, sizes.step_seconds), running.audience,
                                       meter, statuses, rate=rate, seconds=sizes.step_seconds)
             step["cpu_seconds"] = account.stop()
+            step["refusals"] = refusals.take()
+            if database is not None:
+                step["postgres_connections"] = database.connections()
             step["saturated"] = saturated(step)
             step["edit_to_viewers_across_ms"] = across_latency(running.across, last["load"])
             step["gc_pauses"] = gc_pauses(running, last["load"])
@@ -418,6 +446,7 @@ async def run_steps(running: Running, world: World, database: Database | None, s
                 step["projector_rss_mib"] = rss_mib(running.projector.pid)
             result["steps"].append(step)
             print_step(running.setup.name, step)
+            log_refusals(running.setup.name, step["label"], step["refusals"], step.get("postgres_connections"))
             await servers_idle(instance_pids)
             if step["saturated"]:
                 break
@@ -683,6 +712,32 @@ def print_step(name: str, step: dict[str, Any]) -> None:
         f" {gc.get('of_which_during_a_pause')}")
 
 
+def log_refusals(name: str, label: str, refusals: dict[str, Any], connections: dict[str, int] | None) -> None:
+    """Say how many edits of a step were refused, and what the server said the first time per status
+    (a 422 "the plan is busy" for every edit has been the shared PostgreSQL out of connections)."""
+    if refusals["count"]:
+        log(f"{name:<10} {label:<8} REFUSED {refusals['count']} edits {refusals['by_status']}; PostgreSQL"
+            f" connections {connections}; first answers: {refusals['first_body']}")
+
+
+def refusal_lines(report: dict[str, Any]) -> list[str]:
+    """The steps whose edits were refused, with the first answer of each status, for the Markdown."""
+    lines = []
+    for name, setup in report.get("setups", {}).items():
+        for step in [{"label": "warm-up", **(setup.get("warm_up") or {})}, *(setup.get("steps") or [])]:
+            refusals = step.get("refusals") or {}
+            if refusals.get("count"):
+                lines.append(f"- {name} {step['label']}: {refusals['count']} refused {refusals['by_status']},"
+                             f" PostgreSQL connections {step.get('postgres_connections')};"
+                             f" first answer: {json.dumps(refusals['first_body'], ensure_ascii=False)[:400]}")
+        failures = (setup.get("connect") or {}).get("failures")
+        if failures:
+            lines.append(f"- {name}: viewers refused at connect {failures}")
+    if lines:
+        lines.insert(0, "**Refused** (the figures of these steps are not measurements of the edit path):")
+    return lines
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     lines = [
         "| set-up | edits/s offered | answered/s | edit → every viewer p50 / p99 ms | across instances p50 / p99 ms"
@@ -751,6 +806,9 @@ def markdown_report(report: dict[str, Any]) -> str:
             most = max((step.get("projector_rss_mib") or 0 for step in steps), default=None)
             lines.append(f"| {name} | projector (writer: {(setup.get('writer') or [None])[-1]}) | — | — | {most} MiB |"
                          f" {setup['projector_peak_rss_mib']} MiB | 0 |")
+    refused = refusal_lines(report)
+    if refused:
+        lines += ["", *refused]
     lines += ["", *capacity_lines(report.get("capacity") or {}), "", f"Target: {json.dumps(report.get('target'))}"]
     if report.get("target_with_projector"):
         lines.append(f"Target with a projector: {json.dumps(report['target_with_projector'])}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -210,6 +211,46 @@ Request = Callable[[Item, Any], bytes]
 """request(item, connection_tag) -> the raw HTTP request for the item's next edit (item.seq already advanced)."""
 Answered = Callable[[Item, int, bytes], None]
 """answered(item, status, body): update the item after its answer (e.g. its revision)."""
+
+
+class Refusals:
+    """An :data:`Answered` that notes every answer but 200 before passing it on: how many, per
+    status, and the first body of each status (what the server said, so that a run whose
+    edits are all refused says why instead of measuring refusals)."""
+
+    BODY_CHARS = 600
+
+    def __init__(self, answered: Answered) -> None:
+        self._answered = answered
+        self.counts: dict[int, int] = {}
+        self.first: dict[int, str] = {}
+
+    def __call__(self, item: Item, status: int, body: bytes) -> None:
+        if status != 200:
+            self.counts[status] = self.counts.get(status, 0) + 1
+            if status not in self.first:
+                self.first[status] = _readable(body, self.BODY_CHARS)
+        self._answered(item, status, body)
+
+    def take(self) -> dict[str, Any]:
+        """``{"count": n, "by_status": {...}, "first_body": {...}}`` since the last take, then forget them."""
+        taken = {"count": sum(self.counts.values()), "by_status": {str(s): n for s, n in sorted(self.counts.items())},
+                 "first_body": {str(s): body for s, body in sorted(self.first.items())}}
+        self.counts, self.first = {}, {}
+        return taken
+
+
+_ERROR_ELEMENT = re.compile(r'<(\w+)[^>]*class="(?:alert alert--error|field-error)"[^>]*>(.*?)</\1>', re.S)
+
+
+def _readable(body: bytes, limit: int) -> str:
+    """The text of an HTML or JSON answer, tags and runs of blanks dropped, cut at `limit`: the
+    page's error messages (``alert--error``, ``field-error``) first when it has some."""
+    html = body.decode("utf-8", "replace")
+    errors = " | ".join(match.group(2) for match in _ERROR_ELEMENT.finditer(html))
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", (errors + " || " if errors else "") + html, flags=re.S)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
+    return text[:limit]
 
 
 async def _one(
