@@ -89,7 +89,10 @@ BUCKETS = (
     ("permessage-deflate compression (websocket sends)", ("websockets/extensions/permessage_deflate.py",)),
     ("access log", ("logging/__init__.py", "uvicorn/logging.py")),
     ("render: the HTTP answer of the edit (_saved, every panel)", ("web/controllers/plans.py:_saved",)),
-    ("render: live hub, once per language (render_plan_fragments)", ("web/live/hub.py:_render",)),
+    # The hub's renders run in a worker thread whose stack starts at the render itself
+    # (PlanPanels.render), not at the hub: matched by the panels' own frame too.
+    ("render: live hub, once per language (render_plan_fragments)",
+     ("web/live/hub.py:_render", "web/plan_page.py:render")),
     ("render: presence", ("web/live/presence.py",)),
     ("projection: fold + save the plan row", ("projections/plans.py:_fold", "projections/plans.py:process_event")),
     ("read model: mark_seen write", ("projections/plans.py:mark_seen",)),
