@@ -119,6 +119,9 @@ TARGET_RATE = 200
 """Issue 5: p99 edit-to-viewer under 150 ms across instances at 200 edits a second."""
 TARGET_P99_MS = 150.0
 SERVER_NAMES = ("a", "b")
+CONNECTIONS_PER_PROCESS = 40
+"""PostgreSQL connections one `polku serve` opens under the quick run's load (26 idle, 39 seen
+at 25 edits/s; `polku project` 24 idle): room to leave per process of a set-up."""
 
 FULL = replace(live_timeline.FULL, rates=(10, 25, 50, 75, 100, 150, 200, 300), step_seconds=10.0,
                extra_meeting_needs=0)
@@ -201,6 +204,22 @@ class Database:
             " WHERE backend_type = 'client backend'", (self.name,)).fetchone()
         limit = int(self.monitor.execute("SHOW max_connections").fetchone()[0])
         return {"ours": ours, "all": everyone, "max": limit}
+
+    def wait_for_room(self, processes: int, limit: float = 30.0) -> dict[str, int]:
+        """Wait (at most `limit` s) until the previous set-up's connections are gone and the server
+        has room for `processes` more of ours (:data:`CONNECTIONS_PER_PROCESS` each); say so if
+        it has not. Returns the connections then."""
+        deadline = time.monotonic() + limit
+        while True:
+            now = self.connections()
+            room = now["max"] - now["all"] >= processes * CONNECTIONS_PER_PROCESS
+            if (now["ours"] == 0 and room) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if not room:
+            log(f"WARNING: the PostgreSQL server has {now['max'] - now['all']} free connections, fewer than"
+                f" {processes} x {CONNECTIONS_PER_PROCESS} for this set-up: its commands may be refused as busy")
+        return now
 
     def processes(self) -> dict[str, list[int]]:
         """The pids of the backends of this database, and of the server's shared processes."""
@@ -318,7 +337,8 @@ async def run_setup(setup: Setup, world: World, database: Database | None, sizes
     result: dict[str, Any] = {"instances": setup.instances, "store": setup.store}
     report["setups"][setup.name] = result
     if database is not None:
-        result["connections_before"] = database.connections()
+        result["connections_before"] = await asyncio.to_thread(
+            database.wait_for_room, setup.instances + setup.projector)
     servers = start_servers(setup, world, database, work)
     cleanup.extend(servers)
     running = Running(setup, servers)
