@@ -6,8 +6,8 @@
   releases the lock, and another instance takes it at its next try (every
   ``RETRY_INTERVAL`` seconds). The holder checks its own connection every
   ``CHECK_INTERVAL`` seconds and steps down as soon as the connection is gone.
-- A candidate of a **dedicated** process (``polku project``, which serves no browsers:
-  :func:`stand_as_dedicated`) also holds a shared advisory lock ``<name>.dedicated`` for as
+- A **dedicated** candidate (``LeaderElection(dedicated=True)``: the read model's writer in
+  ``polku project``, which serves no browsers) also holds a shared advisory lock ``<name>.dedicated`` for as
   long as its connection lives. Other candidates do not take the writer lock while anyone
   holds that one, and a holder that sees it steps down (stops its work, then unlocks), so
   the dedicated process writes whichever process started first. When every dedicated
@@ -44,7 +44,6 @@ __all__ = (
     "StartupLock",
     "channel_name",
     "connect",
-    "stand_as_dedicated",
 )
 
 logger = logging.getLogger(__name__)
@@ -89,20 +88,6 @@ def try_advisory_lock(conn: psycopg.Connection[Any], name: str) -> bool:
     return bool(row and row[0])
 
 
-_dedicated_process = False
-
-
-def stand_as_dedicated() -> None:
-    """Make every election started from now on in this process a dedicated candidate.
-
-    For ``polku project``: it exists to write the read model, and
-    :class:`~projections.plans.PlanViews` starts its election itself (a process-wide
-    setting rather than a parameter threaded through it).
-    """
-    global _dedicated_process
-    _dedicated_process = True
-
-
 # Whether some session of this database holds the shared lock of a dedicated candidate.
 # (A two-key advisory lock shows in pg_locks as classid = key 1, objid = key 2, objsubid = 2.)
 _DEDICATED_PRESENT = """
@@ -126,8 +111,7 @@ class LeaderElection:
     dedicated) gives way to a dedicated candidate. All three run in the election's own
     thread, one at a time.
 
-    ``dedicated`` (default: whether :func:`stand_as_dedicated` was called in this process)
-    makes this a candidate that the others give way to (see the module's docstring).
+    ``dedicated`` makes this a candidate that the others give way to (see the module's docstring).
     """
 
     def __init__(
@@ -140,11 +124,11 @@ class LeaderElection:
         on_deposed: Callable[[], None],
         retry_interval: float = RETRY_INTERVAL,
         check_interval: float = CHECK_INTERVAL,
-        dedicated: bool | None = None,
+        dedicated: bool = False,
     ) -> None:
         self.conninfo = conninfo
         self.name = name
-        self.dedicated = _dedicated_process if dedicated is None else dedicated
+        self.dedicated = dedicated
         self._names = {"class": LOCK_CLASS, "name": name, "dedicated": f"{name}.dedicated"}
         self.on_elected = on_elected
         self.on_held = on_held

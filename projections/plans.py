@@ -263,9 +263,12 @@ class PlanViews:
     projection, and every instance, the writer included, learns that the read model moved
     from the writer's NOTIFY (:class:`~projections.leader.NoticeListener`), which is sent
     in the same transaction as the rows. See docs/deployment.md.
+
+    ``dedicated`` (PostgreSQL): this process exists to write the read model (``polku
+    project``); the other instances leave the writer's lock to it while it runs.
     """
 
-    def __init__(self, settings: StoreSettings, *, follow: bool = True):
+    def __init__(self, settings: StoreSettings, *, follow: bool = True, dedicated: bool = False):
         self.settings = settings
         self.store = open_view_store(settings)
         self.shared = settings.kind == "postgres"
@@ -296,6 +299,7 @@ class PlanViews:
             on_elected=self._elected,
             on_held=self._supervise,
             on_deposed=self._stop_runner,
+            dedicated=dedicated,
         ).start()
 
     @property
@@ -473,7 +477,8 @@ def rebuild(settings: StoreSettings, progress: Callable[[int, int], None] | None
             writer_lock = pg_connect(settings.pg_conninfo, application_name="polku rebuild")
             if not try_advisory_lock(writer_lock, store.writer_lock_name):  # type: ignore[attr-defined]
                 raise RuntimeError(
-                    "A running instance is writing the plan views; stop every `polku serve` before rebuilding."
+                    "A running instance is writing the plan views;"
+                    " stop every `polku serve` and `polku project` before rebuilding."
                 )
         store.clear(service.name)
         projection = PlanProjection(store)

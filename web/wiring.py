@@ -34,7 +34,7 @@ from litestar.types import ControllerRouterHandler
 
 from domain.application import PlanService
 from domain.storage import StoreSettings
-from projections.leader import StartupLock, stand_as_dedicated
+from projections.leader import StartupLock
 from projections.plans import PlanViews
 from web.app import create_app
 from web.controllers.admin import ADMIN_ROUTE_HANDLERS, access_log_lifespan, provide_access_log
@@ -87,7 +87,7 @@ def build_projector_app(store_settings: StoreSettings | None = None) -> Litestar
     """The read model's dedicated writer (``polku project``): no pages, ``/healthz`` and ``/readyz``.
 
     It opens the plan service and read model as an instance does, and its election of the
-    read model's writer is a dedicated candidate (:func:`~projections.leader.stand_as_dedicated`):
+    read model's writer is a dedicated candidate (``PlanViews(dedicated=True)``):
     the web instances leave the writer's lock to it, and take it back when it is gone.
     PostgreSQL only: over SQLite the one ``polku serve`` writes its own read model.
     """
@@ -96,10 +96,9 @@ def build_projector_app(store_settings: StoreSettings | None = None) -> Litestar
     store = store_settings or StoreSettings.from_environ()
     if store.kind != "postgres":
         raise ValueError("`polku project` needs POLKU_STORE=postgres (over SQLite `polku serve` writes its read model)")
-    stand_as_dedicated()
     app = Litestar(route_handlers=[health_check], openapi_config=None)
     app.state.projector = True  # /readyz: this process needs no notices (it has no browsers to tell)
-    lifespan = _Lifespan(store, [readiness_hook])
+    lifespan = _Lifespan(store, [readiness_hook], dedicated=True)
     app.on_startup.append(lifespan.start)
     app.on_shutdown.append(lifespan.stop)
     return app
@@ -175,9 +174,11 @@ def _views_of(state: State) -> PlanViews:
 class _Lifespan:
     """Opens the plan service and views on start-up, closes them on shutdown."""
 
-    def __init__(self, store: StoreSettings, hooks: list[LifespanHook]) -> None:
+    def __init__(self, store: StoreSettings, hooks: list[LifespanHook], *, dedicated: bool = False) -> None:
         self.store = store
         self.hooks = hooks
+        self.dedicated = dedicated
+        """Whether the read model's writer is a dedicated candidate (``polku project``)."""
         self.stack: AsyncExitStack | None = None
 
     async def start(self, app: Litestar) -> None:
@@ -205,7 +206,7 @@ class _Lifespan:
     async def _service_and_views(self, app: Litestar) -> AsyncIterator[None]:
         plans = await anyio.to_thread.run_sync(PlanService, self.store)
         try:
-            views = await anyio.to_thread.run_sync(PlanViews, self.store)
+            views = await anyio.to_thread.run_sync(lambda: PlanViews(self.store, dedicated=self.dedicated))
         except BaseException:
             plans.close()
             raise

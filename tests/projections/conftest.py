@@ -85,8 +85,8 @@ def open_views(settings: StoreSettings) -> Iterator[Callable[..., PlanViews]]:
     """
     opened: list[PlanViews] = []
 
-    def open_(follow: bool = True) -> PlanViews:
-        views = PlanViews(settings, follow=follow)
+    def open_(follow: bool = True, dedicated: bool = False) -> PlanViews:
+        views = PlanViews(settings, follow=follow, dedicated=dedicated)
         opened.append(views)
         return views
 

@@ -6,6 +6,8 @@ test. tests/web/test_projector.py runs the same with real processes.
 
 from __future__ import annotations
 
+import random
+import re
 import threading
 import time
 import uuid
@@ -13,8 +15,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from domain.application import PlanService
 from domain.storage import StoreSettings
 from projections.leader import LOCK_CLASS, LeaderElection, connect
+from projections.plans import PlanViews, rebuild
+from tests.projections.helpers import random_commands
 
 pytestmark = pytest.mark.postgres
 
@@ -155,3 +160,21 @@ def test_a_web_instance_does_not_take_the_lock_while_a_dedicated_writer_waits_fo
         stop.set()
         thread.join(10)
     assert wait_until(lambda: len(leaders(a, b)) == 1, 2.0)
+
+
+@pytest.mark.parametrize("store_env", ["postgres"], indirect=True)
+def test_the_plan_views_of_a_dedicated_process_take_the_writers_lock_and_a_rebuild_names_both_commands(
+    settings: StoreSettings, service: PlanService, open_views: Callable[..., PlanViews]
+) -> None:
+    """``PlanViews(dedicated=True)`` (``polku project``): the web instance's views give the lock
+    to it, hear what it writes, and a rebuild refuses to start while it runs."""
+    web = open_views()
+    assert wait_until(lambda: web.is_leader), "the web instance never led"
+    projector = open_views(dedicated=True)
+    assert wait_until(lambda: projector.is_leader and not web.is_leader), "the web instance kept the lock"
+
+    (outcome,) = random_commands(service, random.Random(5), 1, "dedicated")
+    assert web.wait_for(outcome.position, timeout=5)
+    assert projector.wait_for(outcome.position, timeout=5)
+    with pytest.raises(RuntimeError, match=re.escape("stop every `polku serve` and `polku project`")):
+        rebuild(settings)
