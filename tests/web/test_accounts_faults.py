@@ -26,11 +26,14 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import websockets.sync.client
 from psycopg import sql
+from websockets.exceptions import InvalidStatus
 
 from domain.storage import StoreSettings
 from tests.web.conftest import TEST_SECRET_KEY, running
 from tests.web.identity_fixtures import FAST_HASHER, add_account, sign_in, with_identity
+from tests.web.test_signin import whoami_socket
 from web import identity
 from web.accounts import AccountStore, accounts_schema
 from web.app import create_app
@@ -190,7 +193,7 @@ def guarded_server(pg_settings: StoreSettings, tmp_path: Path) -> Iterator[tuple
     """The app behind the sign-in wall over the PostgreSQL account store, the wall guarded."""
     store = AccountStore.open(pg_settings, hasher=FAST_HASHER)
     add_account(store, "person.one")
-    app = create_app(Settings(secret_key=TEST_SECRET_KEY, data_dir=tmp_path), route_handlers=identity.route_handlers)
+    app = create_app(Settings(secret_key=TEST_SECRET_KEY, data_dir=tmp_path), route_handlers=[*identity.route_handlers, whoami_socket])
     with_identity(app, store)
     app.asgi_handler = guard_store_unavailable(app.asgi_handler)
     try:
@@ -233,3 +236,19 @@ def test_a_session_read_that_cannot_be_done_is_a_503_never_a_500(
         assert finnish.status_code == 503
         assert 'lang="fi"' in finnish.text
         assert client.get("/signin").status_code == 303  # and it works again
+
+
+@pytest.mark.postgres
+def test_a_websocket_whose_session_cannot_be_read_is_refused_503(
+    guarded_server: tuple[str, AccountStore], pg_settings: StoreSettings
+) -> None:
+    base_url, _store = guarded_server
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        sign_in(client, base_url, "person.one")
+        cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    url = base_url.replace("http", "ws") + "/test/ws"
+    with SessionsLocked(pg_settings), pytest.raises(InvalidStatus) as refused:
+        websockets.sync.client.connect(url, additional_headers={"Cookie": cookie}, open_timeout=10)
+    assert refused.value.response.status_code == 503
+    with websockets.sync.client.connect(url, additional_headers={"Cookie": cookie}, open_timeout=10) as socket:
+        assert socket.recv(timeout=10) == "Aino Virtanen"
