@@ -174,7 +174,7 @@ class PostgresKeyring(Keyring):
     def __init__(self, conninfo: str, schema: str, master_key: bytes, lock_timeout_s: int):
         from psycopg_pool import ConnectionPool
 
-        from domain.postgres import check_if_server_spoke
+        from domain.postgres import KEEPALIVES, check_if_server_spoke
 
         super().__init__(master_key)
         self._table = f'"{schema}".plan_keys'
@@ -182,7 +182,7 @@ class PostgresKeyring(Keyring):
             conninfo,
             min_size=1,
             max_size=4,
-            kwargs={"autocommit": True, "options": f"-c lock_timeout={lock_timeout_s * 1000}"},
+            kwargs={"autocommit": True, "options": f"-c lock_timeout={lock_timeout_s * 1000}", **KEEPALIVES},
             open=True,
             # Replace connections a database restart killed; a healthy idle one costs no ping.
             check=check_if_server_spoke,

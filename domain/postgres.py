@@ -2,9 +2,11 @@
 inserted in one round trip on a connection kept for inserting.
 
 Select it with ``PERSISTENCE_MODULE=domain.postgres`` and the library's ``POSTGRES_*``
-settings. It differs from ``eventsourcing.postgres`` in three ways only: the application
-recorder's ``insert_events``, the aggregate recorder's (the snapshots') insert, and how
-``POSTGRES_PRE_PING`` checks a pooled connection.
+settings. It differs from ``eventsourcing.postgres`` in these ways only: the application
+recorder's ``insert_events``, the aggregate recorder's (the snapshots') insert, how
+``POSTGRES_PRE_PING`` checks a pooled connection, TCP keepalives on every connection
+(``KEEPALIVES``), schema and table names checked (``check_name``), and ``create_table``
+run by one instance at a time (``_CreatedOneAtATime``).
 
 The library's insert is a pipelined transaction of six statements (``BEGIN``, ``SET
 LOCAL lock_timeout``, ``LOCK TABLE ... IN EXCLUSIVE MODE``, ``NOTIFY``, ``INSERT ...
@@ -67,6 +69,7 @@ module); it is reached through the module object.
 
 from __future__ import annotations
 
+import re
 import select
 import threading
 import time
@@ -91,6 +94,90 @@ if TYPE_CHECKING:
     from psycopg.rows import DictRow, TupleRow
 
 
+KEEPALIVES: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+"""libpq's TCP keepalives, set on every connection of the pool and the insert connection.
+
+``check_if_server_spoke`` sees a connection the server closed, but not one that a NAT
+gateway, load balancer or failover dropped without a word (no FIN ever comes). With
+keepalives the kernel probes an idle connection after 5 s, so such a connection is found
+dead within about 10 s (and the probes keep a NAT's mapping alive meanwhile): its socket
+then reports an error, the check pings, and the pool replaces it, as the pre-ping did.
+"""
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+CREATE_WAIT_S = 60
+"""How long an instance waits at start for another one to finish creating the tables."""
+
+
+def check_name(name: str, setting: str) -> str:
+    """``name`` if it is a plain SQL name, else a ``ValueError`` naming the ``setting``.
+
+    Schema and table names are quoted as identifiers, but they also go into the body of
+    the insert function, which is dollar-quoted (``$BODY$``); a name containing that
+    would end the body early. Only letters, digits and ``_`` are accepted, at most 63.
+    """
+    if not _NAME.fullmatch(name):
+        msg = (
+            f"Invalid {setting} {name!r}: use only letters, digits and _, "
+            "not starting with a digit, at most 63 characters."
+        )
+        raise ValueError(msg)
+    return name
+
+
+def connect_like_pool(datastore: _lib.PostgresDatastore) -> Connection[Any]:
+    """A connection as the pool's ``_connect`` makes one: its settings (keepalives
+    included), password function, connect timeout and configure function (autocommit,
+    session timeouts)."""
+    pool = datastore.pool
+    kwargs = dict(pool.kwargs or {})
+    if pool.get_password_func:
+        kwargs["password"] = pool.get_password_func()
+    kwargs["connect_timeout"] = max(round(pool.timeout), 1)
+    conn = pool.connection_class.connect(pool.conninfo, **kwargs)
+    try:
+        datastore.after_connect_func()(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class _CreatedOneAtATime(_lib.PostgresRecorder):
+    """A recorder whose names are checked (``check_name``) and whose ``create_table`` runs
+    one instance at a time in the schema.
+
+    The library creates its composite type first, in a transaction of its own, and
+    ignores only ``DuplicateObject``; but two sessions creating the same type at once
+    fail one with a unique violation, and two replacing the same function at once fail
+    one with "tuple concurrently updated". So the whole of ``create_table`` holds a
+    session advisory lock of the schema, on a connection of its own, closed after.
+    """
+
+    def __init__(self, datastore: _lib.PostgresDatastore, *, events_table_name: str = "stored_events"):
+        check_name(datastore.schema, "PostgreSQL schema")
+        check_name(events_table_name, "PostgreSQL table name")
+        super().__init__(datastore, events_table_name=events_table_name)  # type: ignore[call-arg]
+
+    def create_table(self) -> None:
+        conn = connect_like_pool(self.datastore)
+        try:
+            conn.execute(SQL("SET lock_timeout = {}").format(Literal(f"{CREATE_WAIT_S}s")))
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"{self.datastore.schema}.create_table",))
+            super().create_table()
+        except psycopg.Error as error:
+            raise _as_library_error(error) from error
+        finally:
+            conn.close()  # ends the session, and with it the lock
+
+
 def _columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], list[int], list[str], list[bytes]]:
     """The events as one list per column, to be sent as binary arrays."""
     return (
@@ -101,7 +188,7 @@ def _columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], list[int]
     )
 
 
-class BinaryPostgresAggregateRecorder(_lib.PostgresAggregateRecorder):
+class BinaryPostgresAggregateRecorder(_CreatedOneAtATime, _lib.PostgresAggregateRecorder):
     """The library's aggregate recorder (Polku's snapshots), inserting binary column arrays.
 
     The library sends the rows as a text array of its composite type: a 560 kB snapshot
@@ -125,7 +212,7 @@ class BinaryPostgresAggregateRecorder(_lib.PostgresAggregateRecorder):
         curs.execute(self.sql_insert_columns, _columns(stored_events))
 
 
-class OneTripPostgresApplicationRecorder(_lib.PostgresApplicationRecorder):
+class OneTripPostgresApplicationRecorder(_CreatedOneAtATime, _lib.PostgresApplicationRecorder):
     """The library's application recorder, inserting through one stored function call."""
 
     def __init__(self, datastore: _lib.PostgresDatastore, *, events_table_name: str = "stored_events"):
@@ -160,20 +247,7 @@ class OneTripPostgresApplicationRecorder(_lib.PostgresApplicationRecorder):
         self.sql_insert_many = SQL(
             "SELECT {function}(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[], %b)"
         ).format(function=function, id_type=id_type).as_string()
-        self.sql_serialise_create = SQL("SELECT pg_advisory_xact_lock(hashtext({name}))").format(
-            name=Literal(f"{self.datastore.schema}.{self.insert_function_name}")
-        )
         self.insert_connection = InsertConnection(self.datastore)
-
-    def _create_table(self, curs: Cursor[DictRow]) -> None:
-        """Create the tables and the function, one instance at a time.
-
-        Two instances starting together would otherwise replace the function in
-        concurrent transactions, and PostgreSQL fails one with "tuple concurrently
-        updated". The advisory lock is held until this transaction ends.
-        """
-        curs.execute(self.sql_serialise_create)
-        super()._create_table(curs)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -258,21 +332,9 @@ class InsertConnection:
         return self._cursor
 
     def _connect(self) -> Connection[Any]:
-        """A connection as the pool's ``_connect`` makes one: its settings, password
-        function, connect timeout and configure function (autocommit, session timeouts)."""
-        pool = self.datastore.pool
-        kwargs = dict(pool.kwargs or {})
-        if pool.get_password_func:
-            kwargs["password"] = pool.get_password_func()
-        kwargs["connect_timeout"] = max(round(pool.timeout), 1)
-        conn = pool.connection_class.connect(pool.conninfo, **kwargs)
-        try:
-            self.datastore.after_connect_func()(conn)
-        except BaseException:
-            conn.close()
-            raise
+        conn = connect_like_pool(self.datastore)
         self._conn = conn
-        self._expires_at = time.monotonic() + pool.max_lifetime
+        self._expires_at = time.monotonic() + self.datastore.pool.max_lifetime
         return conn
 
     def _discard(self) -> None:
@@ -310,24 +372,23 @@ class OneTripPostgresFactory(_lib.PostgresFactory):
 
     def __init__(self, env: Environment | EnvType | None):
         super().__init__(env)
-        if self.datastore.pre_ping:
-            # The library builds its pool inline; rebuild it from the same settings with
-            # the cheaper check (no connection has been opened yet).
-            plain = self.datastore.pool
-            self.datastore.pool = _lib.ConnectionPool(
-                get_password_func=plain.get_password_func,
-                connection_class=plain.connection_class,
-                kwargs=plain.kwargs,
-                min_size=plain.min_size,
-                max_size=plain.max_size,
-                open=False,
-                configure=self.datastore.after_connect_func(),
-                timeout=plain.timeout,
-                max_waiting=plain.max_waiting,
-                max_lifetime=plain.max_lifetime,
-                check=check_if_server_spoke,
-            )
-            plain.close()
+        # The library builds its pool inline; rebuild it from the same settings with
+        # keepalives and the cheaper check (no connection has been opened yet).
+        plain = self.datastore.pool
+        self.datastore.pool = _lib.ConnectionPool(
+            get_password_func=plain.get_password_func,
+            connection_class=plain.connection_class,
+            kwargs={**(plain.kwargs or {}), **KEEPALIVES},
+            min_size=plain.min_size,
+            max_size=plain.max_size,
+            open=False,
+            configure=self.datastore.after_connect_func(),
+            timeout=plain.timeout,
+            max_waiting=plain.max_waiting,
+            max_lifetime=plain.max_lifetime,
+            check=check_if_server_spoke if self.datastore.pre_ping else None,
+        )
+        plain.close()
         self._insert_connections: list[InsertConnection] = []
 
     def application_recorder(self) -> _lib.PostgresApplicationRecorder:

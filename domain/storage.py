@@ -46,6 +46,13 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
     `benchmarks/plan_memory.py`): a full cache takes 90-300 MiB and a full collection
     0.1-0.5 s. It was 500 when a plan held megabytes."""
 
+    def __post_init__(self) -> None:
+        """Refuse a schema name that is not a plain SQL name (see `domain.postgres.check_name`)."""
+        if self.kind == "postgres" and self.pg_schema:
+            from domain.postgres import check_name
+
+            check_name(self.pg_schema, "POLKU_PG_SCHEMA")
+
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> StoreSettings:
         env = os.environ if environ is None else environ

@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing import postgres as _lib
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from psycopg import sql
 
@@ -29,7 +30,7 @@ from domain.application import LIBRARY_ATTEMPTS, PlanService
 from domain.crypto import ENCRYPTED, ErasedPlanEvent
 from domain.erasure import ErasureRecord
 from domain.errors import DomainError, PlanErased
-from domain.postgres import OneTripPostgresApplicationRecorder, check_if_server_spoke
+from domain.postgres import BinaryPostgresAggregateRecorder, OneTripPostgresApplicationRecorder, check_if_server_spoke
 from domain.keys import SQLiteKeyring
 from domain.sqlite import DurableSQLiteConnectionPool
 from domain.storage import StoreSettings
@@ -675,3 +676,100 @@ def test_the_sqlite_store_of_the_plan_service_is_wal_and_synchronous_full(data_d
         assert keys.execute("PRAGMA synchronous").fetchone()[0] == 2
     finally:
         service.close()
+
+
+# --- connections and start-up ---------------------------------------------------------------
+
+
+def _keepalive_settings(conn: psycopg.Connection[Any]) -> tuple[int, int, int, int]:
+    """What the kernel holds for the connection's socket: SO_KEEPALIVE, idle, interval, count."""
+    import socket
+
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    try:
+        return (
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+        )
+    finally:
+        sock.close()
+
+
+def test_every_connection_of_the_store_probes_its_peer_with_tcp_keepalives(
+    services: Callable[..., PlanService],
+) -> None:
+    """A connection that a NAT, load balancer or failover dropped without a word is found by
+    the kernel's probes; the socket then reports an error and the pool's check replaces it."""
+    service = services()
+    plan_id = open_plan(service)  # a save (insert connection) and a key (key pool)
+    service.get_plan(uuid.UUID(plan_id))  # a read (event store pool)
+    with service.recorder.insert_connection.cursor() as curs:
+        insert_conn = curs.connection
+    with service.recorder.datastore.pool.connection() as pooled, service.keyring._pool.connection() as key_conn:  # type: ignore[attr-defined]
+        for conn in (pooled, insert_conn, key_conn):
+            assert _keepalive_settings(conn) == (1, 5, 2, 3)
+
+
+def test_a_schema_name_that_is_not_a_plain_sql_name_is_refused_at_start(environ: dict[str, str]) -> None:
+    """The names also go inside the dollar-quoted body of the insert function."""
+    with pytest.raises(ValueError, match="POLKU_PG_SCHEMA"):
+        StoreSettings.from_environ({**environ, "POLKU_PG_SCHEMA": "polku$BODY$; DROP TABLE x; $BODY$"})
+    with pytest.raises(ValueError, match="POLKU_PG_SCHEMA"):
+        StoreSettings.from_environ({**environ, "POLKU_PG_SCHEMA": "1polku"})
+    datastore = _lib.PostgresDatastore(
+        environ["POLKU_PG_DB"], environ["POLKU_PG_HOST"], environ["POLKU_PG_PORT"], environ["POLKU_PG_USER"], "",
+        schema="a$BODY$b",
+    )
+    for recorder_class in (OneTripPostgresApplicationRecorder, BinaryPostgresAggregateRecorder):
+        with pytest.raises(ValueError, match="schema"):
+            recorder_class(datastore, events_table_name="polku_events")
+    datastore.schema = environ["POLKU_PG_SCHEMA"]
+    with pytest.raises(ValueError, match="table name"):
+        OneTripPostgresApplicationRecorder(datastore, events_table_name="events$BODY$")
+    datastore.close()
+
+
+def test_instances_starting_together_on_an_empty_schema_all_start(
+    environ: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    """Two instances creating the tables at once: the library creates its composite type in
+    a transaction of its own, and two sessions creating it at once fail one with a unique
+    violation; the whole creation is therefore one instance at a time."""
+    failures: list[BaseException] = []
+    for attempt in range(8):
+        schema = f"{environ['POLKU_PG_SCHEMA']}_start{attempt}"
+        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        datastores = [
+            _lib.PostgresDatastore(
+                environ["POLKU_PG_DB"], environ["POLKU_PG_HOST"], environ["POLKU_PG_PORT"], environ["POLKU_PG_USER"],
+                "", schema=schema,
+            )
+            for _ in range(2)
+        ]
+        recorders = [
+            recorder_class(datastore, events_table_name=table)
+            for datastore in datastores
+            for recorder_class, table in (
+                (OneTripPostgresApplicationRecorder, "polku_events"),
+                (BinaryPostgresAggregateRecorder, "polku_snapshots"),
+            )
+        ]
+        barrier = threading.Barrier(len(recorders))
+
+        def create(recorder: Any) -> None:
+            barrier.wait()
+            try:
+                recorder.create_table()
+            except BaseException as error:  # noqa: BLE001 - collected for the assertion
+                failures.append(error)
+
+        threads = [threading.Thread(target=create, args=(recorder,)) for recorder in recorders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for datastore in datastores:
+            datastore.close()
+        assert failures == [], f"attempt {attempt}"
