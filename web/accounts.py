@@ -274,11 +274,12 @@ class _SQLiteDatabase:
                 self._connection.execute("BEGIN IMMEDIATE")
             try:
                 result = work()
+                with _locked_as_unavailable():
+                    self._connection.execute("COMMIT")
             except BaseException:
-                self._connection.execute("ROLLBACK")
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
                 raise
-            with _locked_as_unavailable():
-                self._connection.execute("COMMIT")
             return result
 
     def close(self) -> None:
