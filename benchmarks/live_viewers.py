@@ -90,7 +90,7 @@ class Viewers:
                             close_timeout=2,
                         )
                 except Exception as error:  # noqa: BLE001 - counted, reported
-                    key = f"http {error.response.status_code}" if isinstance(error, InvalidStatus) else type(error).__name__
+                    key = _failure(error)
                     self.failed[key] = self.failed.get(key, 0) + 1
                 if first:
                     first = False
@@ -184,6 +184,15 @@ class Viewers:
         }
         self.lag_max = 0.0
         Path(path).write_text(json.dumps(payload))
+
+
+def _failure(error: Exception) -> str:
+    """A refused connect as ``http <status>: <the start of the answer's body>`` (the body says why:
+    not signed in, no access, the database unavailable), any other failure by its type."""
+    if not isinstance(error, InvalidStatus):
+        return type(error).__name__
+    body = (error.response.body or b"").decode("utf-8", "replace")
+    return f"http {error.response.status_code}: {' '.join(body.split())[:120]}".rstrip(": ")
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str]) -> None:

@@ -47,3 +47,15 @@ def test_the_markdown_lists_the_refused_steps_and_the_viewers_refused_at_connect
     assert "'all': 100, 'max': 100" in lines[2] and "Suunnitelmaa muokataan" in lines[2]
     assert "http 403" in lines[3]
     assert instances.refusal_lines({"setups": {"postgres-1": report["setups"]["postgres-1"]}}) == []
+
+
+def test_a_viewer_refused_at_connect_is_counted_with_what_the_server_said() -> None:
+    from live_viewers import _failure
+    from websockets.datastructures import Headers
+    from websockets.exceptions import InvalidStatus
+    from websockets.http11 import Response
+
+    refused = InvalidStatus(Response(403, "Forbidden", Headers(), b"you may not\n view this plan"))
+    assert _failure(refused) == "http 403: you may not view this plan"
+    assert _failure(InvalidStatus(Response(503, "Service Unavailable", Headers(), b""))) == "http 503"
+    assert _failure(TimeoutError()) == "TimeoutError"
