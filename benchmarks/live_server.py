@@ -275,8 +275,10 @@ GC_LONG_PAUSE_MS = 20.0
 class GcPauses:
     """How long the garbage collector stopped the process, per generation (gc.callbacks), written to a
     JSON file every second: the totals, and every pause over ``GC_LONG_PAUSE_MS`` with its moment
-    (time.monotonic), so that a benchmark can tell whether a slow edit met a collection; and the objects
-    frozen by ``polku serve``'s collector policy (``gc.get_freeze_count()``, ``web.gc_policy``)."""
+    (time.monotonic), so that a benchmark can tell whether a slow edit met a collection.
+
+    It does not count the frozen objects: ``gc.get_freeze_count()`` walks the permanent generation
+    holding the GIL (0.1-0.7 s a call in a loaded instance, see ``web.gc_policy``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -299,8 +301,7 @@ class GcPauses:
     def write_every_second(self) -> None:
         while True:
             generations = {name: dict(totals) for name, totals in self.generations.items()}
-            self.path.write_text(json.dumps({"generations": generations, "long_pauses": list(self.long),
-                                             "frozen_objects": gc.get_freeze_count()}))
+            self.path.write_text(json.dumps({"generations": generations, "long_pauses": list(self.long)}))
             time.sleep(1)
 
 
