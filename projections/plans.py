@@ -94,9 +94,8 @@ class PlanCache:
     kept plan is never changed: the follower folds each event onto a copy
     (``ClientPlan.__deepcopy__`` copies only what an event can change) and keeps the
     result, and pages only read what they are handed. So an edit decodes its plan at
-    most once (none at all in the process that writes the read model, once its follower
-    has kept it: on PostgreSQL the writer's own notice, sent by its commit, can wake a
-    page a moment before that, and that page decodes it), and a plan cannot
+    most once (none at all in the process that writes the read model: its follower keeps
+    the plan before it commits the row, and the commit's notice wakes the pages), and a plan cannot
     change under a page that renders it. Whoever uses a kept plan checks it against the
     row first: the follower by writing only onto the version it folded from
     (:class:`~projections.views.StaleRow`), a reader by asking the row's version. Bounded
@@ -117,13 +116,13 @@ class PlanCache:
             return entry
 
     def put(self, plan_id: str, kept: Kept, *, unless_changed_from: Any = ...) -> None:
-        """Keep ``kept``, unless a drop at a later position is in place; with
+        """Keep ``kept``, unless a plan or a drop at a later position is in place; with
         ``unless_changed_from``, only if the entry is still that very one."""
         with self._lock:
             entry = self._entries.get(plan_id)
             if unless_changed_from is not ... and entry is not unless_changed_from:
                 return
-            if isinstance(entry, Gone) and entry.position is not None and kept.position < entry.position:
+            if entry is not None and entry.position is not None and kept.position < entry.position:
                 return
             self._set(plan_id, kept)
 
@@ -231,6 +230,9 @@ class PlanProjection(Projection[PlanViewTables]):
         try:
             plan = PlanRecord.fold(event, copy.deepcopy(base.plan) if base else None)
             summary, people = summarise(plan), people_of(plan)
+            # Kept before the commit: the commit's notice can wake a page at once (on
+            # PostgreSQL), and readers use it only once the row is at its version.
+            self.cache.put(plan_id, Kept(plan, tracking.notification_id, (summary, people)))
             self.view.save_plan(
                 PlanRow(
                     plan_id=plan_id,
@@ -250,7 +252,6 @@ class PlanProjection(Projection[PlanViewTables]):
         except BaseException:
             self.cache.drop(plan_id)
             raise
-        self.cache.put(plan_id, Kept(plan, tracking.notification_id, (summary, people)))
         return plan_id
 
 
