@@ -178,6 +178,56 @@ class _CreatedOneAtATime(_lib.PostgresRecorder):
             conn.close()  # ends the session, and with it the lock
 
 
+class _ReadInBinary(_lib.PostgresAggregateRecorder):
+    """A recorder whose ``select_events`` reads the rows in binary, with the statement
+    rendered once for each shape of query.
+
+    The library reads through a text cursor: the server hex-encodes the state (twice its
+    size) and the client decodes it, 3.8 ms of CPU for a 560 kB snapshot where binary
+    takes 1.1 ms; and it renders its composed statement again at every call.
+    """
+
+    def __init__(self, datastore: _lib.PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        self._select_statements: dict[tuple[bool, bool, bool, bool], str] = {}
+
+    def _select_statement(self, *, gt: bool, lte: bool, desc: bool, limit: bool) -> str:
+        shape = (gt, lte, desc, limit)
+        statement = self._select_statements.get(shape)
+        if statement is None:
+            statement = SQL(
+                "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
+                "WHERE originator_id = %s{gt}{lte} ORDER BY originator_version {order}{limit}"
+            ).format(
+                schema=Identifier(self.datastore.schema),
+                table=Identifier(self.events_table_name),
+                gt=SQL(" AND originator_version > %s" if gt else ""),
+                lte=SQL(" AND originator_version <= %s" if lte else ""),
+                order=SQL("DESC" if desc else "ASC"),
+                limit=SQL(" LIMIT %s" if limit else ""),
+            ).as_string()
+            self._select_statements[shape] = statement
+        return statement
+
+    def select_events(
+        self,
+        originator_id: Any,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        statement = self._select_statement(gt=gt is not None, lte=lte is not None, desc=desc, limit=limit is not None)
+        params = [p for p in (originator_id, gt, lte, limit) if p is not None]
+        with self.datastore.get_connection() as conn, conn.cursor(binary=True, row_factory=tuple_row) as curs:
+            curs.execute(statement, params, prepare=True)
+            return [
+                persistence.StoredEvent(originator_id=i, originator_version=v, topic=t, state=s)
+                for i, v, t, s in curs.fetchall()
+            ]
+
+
 def _columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], list[int], list[str], list[bytes]]:
     """The events as one list per column, to be sent as binary arrays."""
     return (
@@ -188,7 +238,7 @@ def _columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], list[int]
     )
 
 
-class BinaryPostgresAggregateRecorder(_CreatedOneAtATime, _lib.PostgresAggregateRecorder):
+class BinaryPostgresAggregateRecorder(_CreatedOneAtATime, _ReadInBinary, _lib.PostgresAggregateRecorder):
     """The library's aggregate recorder (Polku's snapshots), inserting binary column arrays.
 
     The library sends the rows as a text array of its composite type: a 560 kB snapshot
@@ -212,7 +262,7 @@ class BinaryPostgresAggregateRecorder(_CreatedOneAtATime, _lib.PostgresAggregate
         curs.execute(self.sql_insert_columns, _columns(stored_events))
 
 
-class OneTripPostgresApplicationRecorder(_CreatedOneAtATime, _lib.PostgresApplicationRecorder):
+class OneTripPostgresApplicationRecorder(_CreatedOneAtATime, _ReadInBinary, _lib.PostgresApplicationRecorder):
     """The library's application recorder, inserting through one stored function call."""
 
     def __init__(self, datastore: _lib.PostgresDatastore, *, events_table_name: str = "stored_events"):

@@ -773,3 +773,37 @@ def test_instances_starting_together_on_an_empty_schema_all_start(
         for datastore in datastores:
             datastore.close()
         assert failures == [], f"attempt {attempt}"
+
+
+def test_events_and_snapshots_are_read_in_binary_as_the_library_reads_them(
+    services: Callable[..., PlanService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every shape of query (after, up to, descending, limit) gives what the library's
+    text read gives, and the rows come in binary (no hex-encoded state)."""
+    service = services()
+    assert service.snapshots is not None
+    plan_id = uuid.uuid4()
+    big_state = os.urandom(300_000)
+    events = [*stored(plan_id, 1, 2, 3, 4), StoredEvent(plan_id, 5, "topic", big_state)]
+    service.recorder.insert_events(events)
+    service.snapshots.recorder.insert_events(events)
+    formats: list[bool | None] = []
+    cursor = psycopg.Connection.cursor
+
+    def recording_cursor(conn: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Any:
+        formats.append(kwargs.get("binary"))
+        return cursor(conn, *args, **kwargs)
+
+    for recorder in (service.recorder, service.snapshots.recorder):
+        for gt in (None, 1):
+            for lte in (None, 4):
+                for desc in (False, True):
+                    for limit in (None, 2):
+                        query = {"gt": gt, "lte": lte, "desc": desc, "limit": limit}
+                        expected = _lib.PostgresAggregateRecorder.select_events(recorder, plan_id, **query)
+                        with monkeypatch.context() as patch:
+                            patch.setattr(psycopg.Connection, "cursor", recording_cursor)
+                            got = recorder.select_events(plan_id, **query)
+                        assert got == expected, query
+                        assert formats.pop() is True
+    assert service.recorder.select_events(plan_id, gt=4)[0].state == big_state
