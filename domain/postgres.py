@@ -5,8 +5,9 @@ Select it with ``PERSISTENCE_MODULE=domain.postgres`` and the library's ``POSTGR
 settings. It differs from ``eventsourcing.postgres`` in these ways only: the application
 recorder's ``insert_events``, the aggregate recorder's (the snapshots') insert, how
 ``POSTGRES_PRE_PING`` checks a pooled connection, TCP keepalives on every connection
-(``KEEPALIVES``), schema and table names checked (``check_name``), and ``create_table``
-run by one instance at a time (``_CreatedOneAtATime``).
+(``KEEPALIVES``), schema and table names checked (``check_name``), ``create_table``
+run by one instance at a time (``_CreatedOneAtATime``), and the reads of a plan's events
+and snapshots (binary).
 
 The library's insert is a pipelined transaction of six statements (``BEGIN``, ``SET
 LOCAL lock_timeout``, ``LOCK TABLE ... IN EXCLUSIVE MODE``, ``NOTIFY``, ``INSERT ...
@@ -58,8 +59,11 @@ has closed the socket (or sent its farewell), so such a connection is still foun
 replaced, as ``PlanService`` relies on to answer a database restart with 503 and heal.
 The insert connection is checked the same way before each insert.
 
-Everything else (tables, reads, subscriptions, tracking, the process recorder) is the
-library's. The process recorder keeps the library's pipelined insert:
+A plan's events and snapshots are read in binary (``_ReadInBinary``): the library's text
+read has the server hex-encode the state and the client decode it.
+
+Everything else (tables, notification reads, subscriptions, tracking, the process
+recorder) is the library's. The process recorder keeps the library's pipelined insert:
 it writes tracking in the same transaction, and Polku does not use one.
 
 Note: like ``domain.sqlite``, this module must not import the library's factory by
