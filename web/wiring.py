@@ -29,7 +29,7 @@ import anyio.to_thread
 import msgspec
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.types import ControllerRouterHandler
 
 from domain.application import PlanService
@@ -163,7 +163,15 @@ def lifespan_hooks() -> list[LifespanHook]:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _plans_of(state: State) -> PlanService:
+def _plans_of(state: State, views: NamedDependency[PlanViews]) -> PlanService:
+    """The plan service; ``views`` only orders the two dependencies.
+
+    Litestar resolves the dependencies of a handler that do not depend on each other
+    together, in an anyio task group (two tasks on every request of the history page and
+    the client's pages, which ask for both); one after the other they cost a call each.
+    The plan service waits for the views rather than the other way round: most handlers
+    ask for the views alone.
+    """
     return state.plans
 
 

@@ -700,3 +700,27 @@ def test_the_edit_post_asks_for_at_most_one_dependency() -> None:
     parameters = inspect.signature(PlanController.submit.fn).parameters.values()
     dependencies = [p.name for p in parameters if "NamedDependency" in str(p.annotation)]
     assert dependencies == ["views"]
+
+
+def test_no_handler_resolves_its_dependencies_in_a_task_group(tmp_path: Path) -> None:
+    """Litestar resolves the dependencies of one handler that do not depend on each other in
+    an anyio task group (two tasks a request). The plan service depends on the views
+    (``web.wiring``), so the history page and the client's pages, which ask for both,
+    resolve them one after the other; every batch of every route holds one dependency."""
+    from litestar.routes import HTTPRoute
+
+    from domain.storage import StoreSettings
+    from tests.web.conftest import TEST_SECRET_KEY
+    from web.settings import Settings
+    from web.wiring import build_app
+
+    app = build_app(Settings(secret_key=TEST_SECRET_KEY, data_dir=tmp_path), StoreSettings(data_dir=str(tmp_path)))
+    batches = {
+        (route.path, method): [sorted(dependency.key for dependency in batch) for batch in model.dependency_batches]
+        for route in app.routes if isinstance(route, HTTPRoute)
+        for method, (_handler, model) in route.route_handler_map.items()
+    }
+    assert batches[("/plans/{plan_id:str}/history", "GET")] == [["views"], ["plans"]]
+    assert batches[("/my-plan/comments", "POST")] == [["views"], ["plans"]]
+    crowded = {key: found for key, found in batches.items() if any(len(batch) > 1 for batch in found)}
+    assert not crowded
