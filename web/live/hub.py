@@ -330,6 +330,11 @@ class LiveConnection:
         self.version = version
         self.send(text)
 
+    def send_whole(self, version: int, text: str) -> None:
+        """Queue every panel of ``version``, which this browser then shows, whatever it said before."""
+        self.version = version
+        self.send(text)
+
     def close(self, code: int, reason: str = "") -> None:
         """Close the socket with ``code`` after what is queued (or at once, if the outbox is full)."""
         if self._closing is not None:
@@ -582,6 +587,7 @@ class LiveHub:
         if message is None:
             return
         account = signed_in_account(connection.socket)
+        shown = connection.version
         plan = await self.load(connection.plan_id)
         if (
             account is None
@@ -599,16 +605,39 @@ class LiveHub:
                 connection.editing = message.item
                 self._presence_changed(connection.plan_id)
         elif isinstance(message, Resync):
+            await self._resync(connection, plan, shown)
+
+    async def _resync(self, connection: LiveConnection, plan: ClientPlan, shown: int) -> None:
+        """Every panel of ``plan`` whole (the browser held an update back to keep a draft).
+
+        ``shown`` is the version the connection had when ``plan`` was loaded. An update sent
+        to it while the panels were rendered is newer than ``plan``: the plan is loaded again
+        (and its access asked again), as sending ``plan`` would take the browser back to a
+        version that nothing would send it past.
+        """
+        while True:
             rendition = await self._rendition(connection.plan_id, connection.language, plan, connection.audience)
             await self._complete(rendition, [None])
-            text = rendition.update(None)
-            assert text is not None
-            connection.version = 0
-            connection.send_plan(rendition.version, text)
+            if connection.version == shown or connection.version <= rendition.version:
+                break
+            shown = connection.version
+            loaded = await self.load(connection.plan_id)
+            if not self._may_view(connection.audience, connection.account, loaded):
+                connection.close(POLICY, "not allowed")
+                return
+            assert loaded is not None
+            plan = loaded
+        text = rendition.update(None)
+        assert text is not None
+        connection.send_whole(rendition.version, text)
 
     def _join(self, connection: LiveConnection) -> None:
         self._viewers.setdefault(connection.plan_id, set()).add(connection)
         self._watched = frozenset(self._viewers)
+
+    def _joined(self, connection: LiveConnection) -> bool:
+        """Whether ``connection`` is still a viewer of its plan (it has not left)."""
+        return connection in self._viewers.get(connection.plan_id, ())
 
     def _leave(self, connection: LiveConnection) -> None:
         plan_id = connection.plan_id
@@ -712,13 +741,19 @@ class LiveHub:
         if plan is None or not allowed:
             return
         allowed = await self._signed_in(allowed)
-        renditions = {group: await self._adopt(plan_id, rendition) for group, rendition in prepared.items()}
+        renditions: dict[tuple[str, str], Rendition] = {}
         for connection in allowed:
-            if connection.version >= plan.version or connection.is_closing:
-                continue
-            rendition = renditions.get((connection.audience, connection.language))
-            if rendition is None:  # joined during the trip: rendered for it now
-                rendition = await self._rendition(plan_id, connection.language, plan, connection.audience)
+            if connection.version >= plan.version or connection.is_closing or not self._joined(connection):
+                continue  # a connection that left meanwhile: its plan's renditions may be gone for good
+            group = (connection.audience, connection.language)
+            rendition = renditions.get(group)
+            if rendition is None:
+                ready = prepared.get(group)
+                if ready is not None:
+                    rendition = await self._adopt(plan_id, ready)
+                else:  # joined during the trip: rendered for it now
+                    rendition = await self._rendition(plan_id, connection.language, plan, connection.audience)
+                renditions[group] = rendition
             await self._send_update(connection, rendition)
 
     def _load_and_render(
@@ -827,7 +862,7 @@ class LiveHub:
         known = self._renditions.get(key)
         if known is not None and known[0] >= version:
             return await asyncio.shield(known[1])
-        previous = _finished(known[1]) if known is not None else None
+        previous = self._kept_rendition(plan_id, audience, language)
         future: asyncio.Future[Rendition] = asyncio.get_running_loop().create_future()
         self._renditions[key] = (version, future)
         try:

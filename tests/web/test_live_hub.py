@@ -1,0 +1,224 @@
+"""The live hub's races, on its own: a plan and panels of a few items,
+no server (``tests/web/test_live.py`` has the hub behind a real server and browsers).
+
+The races hold a render in its worker thread, or a session check on the loop, and do
+meanwhile what a browser or an edit would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from web.live import hub as hubmod
+from web.live.hub import PROFESSIONALS, LiveConnection, LiveHub, PanelKey
+from web.live.messages import version_marker
+
+PLAN = "plan-1"
+
+
+@dataclass
+class Plan:
+    version: int
+    items: dict[str, str] = field(default_factory=dict)
+
+
+class ItemPanels:
+    """One panel ``p`` made of items ``i-<key>``; notes what each render was asked for."""
+
+    ids = ("p",)
+
+    def __init__(self) -> None:
+        self.rendered: list[tuple[int, tuple[str, ...]]] = []
+
+    def keys(self, plan: Plan) -> dict[str, Any]:
+        return {"p": PanelKey(frame=tuple(plan.items), items=tuple((f"i-{k}", v) for k, v in plan.items.items()))}
+
+    def render(self, engine: Any, plan: Plan, language: str, ids: Any) -> dict[str, str]:
+        ids = tuple(ids)
+        self.rendered.append((plan.version, ids))
+        texts = {}
+        for id_ in ids:
+            if id_ == "p":
+                items = "".join(f'<li id="i-{k}">{v}</li>' for k, v in plan.items.items())
+                texts[id_] = f'<section id="p">{items}</section>'
+            else:
+                texts[id_] = f'<li id="{id_}">{plan.items[id_.removeprefix("i-")]}</li>'
+        return texts
+
+
+class HeldPanels(ItemPanels):
+    """Holds the render of one version in its worker thread until the test lets it go."""
+
+    def __init__(self, held_version: int) -> None:
+        super().__init__()
+        self.held_version = held_version
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def render(self, engine: Any, plan: Plan, language: str, ids: Any) -> dict[str, str]:
+        if plan.version == self.held_version:
+            self.entered.set()
+            assert self.gate.wait(5), "the test never let the render go"
+        return super().render(engine, plan, language, ids)
+
+
+class Views:
+    """The read model: the plan it has now."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.current = plan
+
+    def plan(self, plan_id: str) -> Plan:
+        return self.current
+
+    def add_listener(self, listener: Any) -> None:
+        pass
+
+
+class OpenHub(LiveHub):
+    """Everyone may view an existing plan (the access rule is not what these tests are about)."""
+
+    def _may_view(self, audience: str, account: Any, plan: Any) -> bool:
+        return plan is not None
+
+
+@dataclass
+class Account:
+    person_id: str
+
+
+ACCOUNT = Account("aino")
+
+
+def hub_of(views: Views, panels: ItemPanels | None = None) -> OpenHub:
+    return OpenHub(views, engine=None, panels=panels or ItemPanels())  # type: ignore[arg-type]
+
+
+def connection(version: int) -> LiveConnection:
+    c = LiveConnection(socket=object(), plan_id=PLAN, account=ACCOUNT, language="fi", outbox_size=8)  # type: ignore[arg-type]
+    c.version = version
+    return c
+
+
+def sent(c: LiveConnection) -> list[str]:
+    """What is queued for ``c``'s browser (emptying its outbox)."""
+    texts = []
+    while not c._outbox.empty():
+        texts.append(c._outbox.get_nowait())
+    return texts
+
+
+@pytest.fixture
+def signed_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every socket's session is Aino's and alive."""
+
+    async def alive(socket: Any) -> bool:
+        return True
+
+    monkeypatch.setattr(hubmod, "signed_in_account", lambda socket: ACCOUNT)
+    monkeypatch.setattr(hubmod, "still_signed_in", alive)
+
+
+# ---------------------------------------------------------------------------- races
+
+
+async def test_a_resync_never_takes_a_browser_back_to_an_older_version(signed_in: None) -> None:
+    """A resync renders v7 whole; an edit sends v8 to the same browser meanwhile. Sending v7
+    then would leave the browser at v7 for good (nothing sends v8 again): it gets v8 whole."""
+    panels = HeldPanels(held_version=7)
+    views = Views(Plan(7, {"a": "x", "b": "y"}))
+    hub = hub_of(views, panels)
+    viewer = connection(7)
+    hub._join(viewer)
+    await hub._know_keys(PLAN, PROFESSIONALS, views.current)
+    resync = asyncio.create_task(hub._received(viewer, '{"type":"resync"}'))
+    assert await asyncio.to_thread(panels.entered.wait, 5)
+    views.current = Plan(8, {"a": "x2", "b": "y"})
+    await hub._publish(PLAN)  # the edit reaches this browser meanwhile
+    assert viewer.version == 8
+    panels.gate.set()
+    await resync
+    assert viewer.version == 8
+    *_, last = sent(viewer)
+    assert 'data-version="8"' in last and '<section id="p"><li id="i-a">x2</li>' in last
+
+
+async def test_a_resync_sends_every_panel_whole_at_the_current_version(signed_in: None) -> None:
+    """Also to a browser that said it shows a later version than the read model has."""
+    views = Views(Plan(7, {"a": "x"}))
+    hub = hub_of(views)
+    for shown in (7, 999_999_999):
+        viewer = connection(shown)
+        hub._join(viewer)
+        await hub._received(viewer, '{"type":"resync"}')
+        assert viewer.version == 7
+        assert sent(viewer) == [version_marker(7) + '<section id="p"><li id="i-a">x</li></section>']
+
+
+async def test_a_browser_ahead_of_the_read_model_does_not_make_every_edit_render_whole_panels() -> None:
+    """One that says it shows a later version (a page from an instance whose read model is
+    ahead, or ``?version=999999999``) is sent nothing, and costs no render of whole panels:
+    an edit in place renders the changed item only."""
+    panels = ItemPanels()
+    views = Views(Plan(5, {"a": "x", "b": "y"}))
+    hub = hub_of(views, panels)
+    behind, ahead = connection(5), connection(999_999_999)
+    for c in (behind, ahead):
+        hub._join(c)
+    await hub._know_keys(PLAN, PROFESSIONALS, views.current)  # as _catch_up does for a browser at the current version
+    views.current = Plan(6, {"a": "x2", "b": "y"})
+    await hub._publish(PLAN)
+    assert sent(behind) == [version_marker(6) + '<li id="i-a">x2</li>']
+    assert sent(ahead) == []
+    assert panels.rendered == [(6, ("i-a",))]
+
+
+async def test_a_publish_whose_last_viewer_left_meanwhile_keeps_no_rendition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last viewer leaves while a publish waits for the session check: the publish keeps
+    no rendition (nor the whole plan in it) after the viewer's leaving cleared them."""
+    gate, entered = asyncio.Event(), asyncio.Event()
+
+    async def slow_session_check(socket: Any) -> bool:
+        entered.set()
+        await gate.wait()
+        return True
+
+    monkeypatch.setattr(hubmod, "still_signed_in", slow_session_check)
+    hub = hub_of(Views(Plan(5, {"a": "x"})))
+    viewer = connection(4)
+    viewer.session_checked = time.monotonic() - 3600  # its session check is due
+    hub._join(viewer)
+    publish = asyncio.create_task(hub._publish(PLAN))
+    await entered.wait()
+    hub._leave(viewer)  # the tab closes meanwhile
+    gate.set()
+    await publish
+    assert hub._renditions == {}
+    assert hub._keys == {}
+
+
+async def test_a_worker_thread_takes_the_texts_of_the_previous_rendition_from_a_copy() -> None:
+    """The loop adds texts to a rendition after it is kept (an update that needs a panel
+    whole); a worker thread making the next rendition from it must not iterate them."""
+    views = Views(Plan(7, {"a": "x"}))
+    hub = hub_of(views)
+    hub._join(connection(7))
+    kept = await hub._rendition(PLAN, "fi", views.current)
+    await hub._complete(kept, [None])
+    given: list[Any] = []
+    render = hub._render
+
+    def noting_render(plan: Any, language: str, audience: str, previous: Any, keys: Any = None) -> Any:
+        given.append(previous)
+        return render(plan, language, audience, previous, keys)
+
+    hub._render = noting_render  # type: ignore[method-assign]
+    await hub._rendition(PLAN, "fi", Plan(8, {"a": "x"}))
+    [previous] = given
+    assert previous is not kept and previous.texts is not kept.texts
+    assert previous.texts == kept.texts
