@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from litestar import Request, get
 from litestar.params import FromPath
@@ -882,6 +883,38 @@ async def test_someone_outside_the_plan_is_refused(live: LiveServer) -> None:
         await live.socket(str(uuid.uuid4()), AINO)  # no such plan
     with pytest.raises(InvalidStatus):
         await live.socket("not-a-plan-id", AINO)
+
+
+def database_out(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on the read model cannot be reached (as while PostgreSQL restarts)."""
+
+    def unreachable(plan_id: str) -> Any:
+        raise psycopg.OperationalError("the database system is starting up")
+
+    monkeypatch.setattr(live.app.state.views, "plan", unreachable)
+
+
+async def test_a_database_outage_refuses_the_handshake_to_try_again_not_as_forbidden(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan_id = live.open_plan()
+    database_out(live, monkeypatch)
+    with pytest.raises(InvalidStatus) as refused:
+        await live.socket(plan_id, BERT)
+    assert refused.value.response.status_code == 503
+    assert refused.value.response.headers["Retry-After"] == "2"
+
+
+async def test_a_database_outage_while_connected_closes_to_reconnect_not_as_forbidden(
+    live: LiveServer, sockets: list[ClientConnection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan_id = live.open_plan()
+    bert = await live.socket(plan_id, BERT, version=live.version_of(plan_id))
+    sockets.append(bert)
+    await joined(bert)
+    database_out(live, monkeypatch)
+    await bert.send('{"type": "editing", "item": "need-1"}')
+    assert await closed_with(bert) == 1013  # htmx reconnects on 1013 (not on 1008), then catches up
 
 
 async def test_a_member_taken_out_of_the_network_is_disconnected(

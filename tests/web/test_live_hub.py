@@ -1,4 +1,4 @@
-"""The live hub's races, on its own: a plan and panels of a few items,
+"""The live hub's races and database outages, on its own: a plan and panels of a few items,
 no server (``tests/web/test_live.py`` has the hub behind a real server and browsers).
 
 The races hold a render in its worker thread, or a session check on the loop, and do
@@ -8,18 +8,29 @@ meanwhile what a browser or an edit would.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import pytest
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 
+from web.errors import StoreUnavailable
 from web.live import hub as hubmod
 from web.live.hub import PROFESSIONALS, LiveConnection, LiveHub, PanelKey
-from web.live.messages import version_marker
+from web.live.messages import POLICY, TRY_AGAIN, version_marker
 
 PLAN = "plan-1"
+
+OUTAGES = [
+    pytest.param(lambda: psycopg.OperationalError("connection refused"), id="psycopg"),
+    pytest.param(lambda: StoreOperationalError(sqlite3.OperationalError("database is locked")), id="sqlite-locked"),
+    pytest.param(lambda: StoreUnavailable("no connection came free"), id="account-store"),
+]
 
 
 @dataclass
@@ -68,12 +79,15 @@ class HeldPanels(ItemPanels):
 
 
 class Views:
-    """The read model: the plan it has now."""
+    """The read model: the plan it has now, or what it raises (``failure``)."""
 
     def __init__(self, plan: Plan) -> None:
         self.current = plan
+        self.failure: Callable[[], Exception] | None = None
 
     def plan(self, plan_id: str) -> Plan:
+        if self.failure is not None:
+            raise self.failure()
         return self.current
 
     def add_listener(self, listener: Any) -> None:
@@ -222,3 +236,72 @@ async def test_a_worker_thread_takes_the_texts_of_the_previous_rendition_from_a_
     [previous] = given
     assert previous is not kept and previous.texts is not kept.texts
     assert previous.texts == kept.texts
+
+
+# ---------------------------------------------------------------------------- database outages
+
+
+@pytest.mark.parametrize("failure", OUTAGES)
+async def test_a_database_outage_on_a_message_closes_to_reconnect_not_as_refused(
+    signed_in: None, failure: Callable[[], Exception]
+) -> None:
+    views = Views(Plan(7, {"a": "x"}))
+    hub = hub_of(views)
+    viewer = connection(7)
+    hub._join(viewer)
+    views.failure = failure
+    await hub._received(viewer, '{"type":"editing","item":"need-1"}')
+    assert viewer._closing == (TRY_AGAIN, "try again in a moment")
+
+
+@pytest.mark.parametrize("failure", OUTAGES)
+async def test_a_session_check_the_database_cannot_answer_closes_to_reconnect(
+    monkeypatch: pytest.MonkeyPatch, failure: Callable[[], Exception]
+) -> None:
+    """The session check before an update fails: nothing is sent, and the browser is told to
+    try again (1013), not that it was signed out (1008, after which it does not reconnect)."""
+
+    async def outage(socket: Any) -> bool:
+        raise failure()
+
+    monkeypatch.setattr(hubmod, "still_signed_in", outage)
+    views = Views(Plan(7, {"a": "x"}))
+    hub = hub_of(views)
+    viewer = connection(6)
+    viewer.session_checked = time.monotonic() - 3600
+    hub._join(viewer)
+    await hub._publish(PLAN)
+    assert viewer._closing == (TRY_AGAIN, "try again in a moment")
+    assert sent(viewer) == [None]  # the close alone
+
+
+async def test_a_session_that_ended_is_still_closed_as_signed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def ended(socket: Any) -> bool:
+        return False
+
+    monkeypatch.setattr(hubmod, "still_signed_in", ended)
+    hub = hub_of(Views(Plan(7, {"a": "x"})))
+    viewer = connection(6)
+    viewer.session_checked = time.monotonic() - 3600
+    hub._join(viewer)
+    await hub._publish(PLAN)
+    assert viewer._closing == (POLICY, "signed out")
+
+
+@pytest.mark.parametrize("failure", OUTAGES)
+async def test_a_database_outage_on_catching_up_or_publishing_closes_to_reconnect(
+    failure: Callable[[], Exception],
+) -> None:
+    """The browser reconnects and catches up from the version it shows: no update is lost."""
+    views = Views(Plan(7, {"a": "x"}))
+    hub = hub_of(views)
+    views.failure = failure
+    joining = connection(5)
+    hub._join(joining)
+    await hub._catch_up(joining)
+    assert joining._closing == (TRY_AGAIN, "try again in a moment")
+    watching = connection(7)
+    hub._join(watching)
+    hub._pending[PLAN] = 1
+    await hub._flush(PLAN)
+    assert watching._closing == (TRY_AGAIN, "try again in a moment")

@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
 
+from web.errors import UNAVAILABLE
 from web.i18n import format_date
 from web.live.access import Viewer, may_view, signed_in_account, still_signed_in
 from web.live.messages import (
@@ -69,6 +70,7 @@ from web.live.messages import (
     RESTART,
     TOO_BIG,
     TRY_AGAIN,
+    ClientMessage,
     Editing,
     Resync,
     decode_client_message,
@@ -572,6 +574,9 @@ class LiveHub:
                 await self._send_update(connection, rendition)
             elif connection.version == plan.version:
                 await self._know_keys(connection.plan_id, connection.audience, plan)
+        except UNAVAILABLE as error:
+            _unavailable(connection, error)
+            return
         except Exception:
             logger.exception("could not catch up a live socket of plan %s", connection.plan_id)
             connection.close(INTERNAL_ERROR, "internal error")
@@ -579,13 +584,20 @@ class LiveHub:
         self._presence_changed(connection.plan_id)
 
     async def _received(self, connection: LiveConnection, text: str) -> None:
-        """A message from the browser: who sends it, and may they still see the plan?"""
+        """A message from the browser (a database that cannot be asked closes the socket to reconnect)."""
         if not connection.allow_message():
             connection.close(POLICY, "too many messages")
             return
         message = decode_client_message(text)
         if message is None:
             return
+        try:
+            await self._answer(connection, message)
+        except UNAVAILABLE as error:
+            _unavailable(connection, error)
+
+    async def _answer(self, connection: LiveConnection, message: ClientMessage) -> None:
+        """Who sends ``message``, and may they still see the plan? Then what it asks."""
         account = signed_in_account(connection.socket)
         shown = connection.version
         plan = await self.load(connection.plan_id)
@@ -713,6 +725,9 @@ class LiveHub:
             while self._pending.pop(plan_id, None) is not None and plan_id in self._viewers:
                 try:
                     await self._publish(plan_id)
+                except UNAVAILABLE as error:
+                    for connection in self.connections(plan_id):
+                        _unavailable(connection, error)
                 except Exception:
                     logger.exception("could not publish plan %s to its live sockets", plan_id)
         finally:
@@ -847,8 +862,16 @@ class LiveHub:
         ended = set()
         for connection, answer in zip(due, answers, strict=True):
             connection.session_checked = now
-            if answer is not True:
-                ended.add(connection)
+            if answer is True:
+                continue
+            ended.add(connection)
+            if isinstance(answer, UNAVAILABLE):
+                _unavailable(connection, answer)
+            elif isinstance(answer, BaseException):
+                logger.error("could not check the session of a live socket of plan %s", connection.plan_id,
+                             exc_info=answer)
+                connection.close(INTERNAL_ERROR, "internal error")
+            else:
                 connection.close(POLICY, "signed out")
         return [c for c in connections if c not in ended]
 
@@ -937,6 +960,13 @@ def _kept_items(previous: Rendition, keys: Mapping[str, Hashable]) -> dict[str, 
                 if item in previous.items and earlier.get(item) == item_key
             )
     return kept
+
+
+def _unavailable(connection: LiveConnection, error: BaseException) -> None:
+    """The database could not be asked (an outage, a restart): close with 1013, so that the
+    browser reconnects and catches up; never taken for "not allowed" (1008, no reconnect)."""
+    logger.info("live socket of plan %s closed to reconnect, the database is unavailable: %s", connection.plan_id, error)
+    connection.close(TRY_AGAIN, "try again in a moment")
 
 
 def _finished(future: asyncio.Future[Rendition]) -> Rendition | None:

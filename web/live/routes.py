@@ -1,7 +1,10 @@
 """``/plans/{plan_id}/live``: the websocket a plan page connects to (htmx ws extension).
 
 The handshake is refused (HTTP 403: the socket is closed before it is accepted) unless the
-``Origin`` is this site, the session is signed in, and the account may view the plan.
+``Origin`` is this site, the session is signed in, and the account may view the plan. When
+the plan cannot be read (the database is unavailable) it is refused with HTTP 503 (close
+1013 where the server cannot answer a handshake with a status): the browser tries again,
+and nobody is told they lack access.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, WebSocket, websocket
 from litestar.params import FromPath
 
+from web.errors import UNAVAILABLE, _refuse_websocket
 from web.i18n import language_of
 from web.live.access import may_view, same_origin, signed_in_account
 from web.live.hub import LiveHub
@@ -50,7 +54,12 @@ async def plan_live(socket: WebSocket, plan_id: FromPath[str]) -> None:
     except ValueError:
         await _refuse(socket, POLICY, "no such plan")
         return
-    plan = await hub.load(plan_id)
+    try:
+        plan = await hub.load(plan_id)
+    except UNAVAILABLE as error:
+        logger.warning("live socket refused, the database is unavailable: %s (%s)", socket.url.path, error)
+        await _refuse_websocket(socket.scope, socket.send)  # as web.errors' guard refuses one
+        return
     if not may_view(account, plan):
         await _refuse(socket, POLICY, "not allowed")
         return
