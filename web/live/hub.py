@@ -27,6 +27,8 @@ Each connection has an outbox (a bounded queue) and one writer task, so a slow b
 holds up the others: when its outbox is full it is closed with 1013 and, on reconnecting,
 gets the current plan. A browser says which plan version it shows when it connects
 (``?version=N``); it gets what it missed at once if it is behind, nothing if it is not.
+A database that cannot be asked just now (to load the plan, or check a session) closes a
+socket with 1013 too, never as "not allowed" (1008, after which a browser does not reconnect).
 
 Presence is coalesced per plan: a join, a leave or an "editing" message marks the plan's
 presence as due, and it is sent at most every :data:`PRESENCE_INTERVAL_S`, the latest list,

@@ -15,8 +15,8 @@ that changed since the version the browser showed, or by every panel
 
 Close codes: :data:`POLICY` (1008: not, or no longer, allowed; the browser does not
 reconnect), :data:`TOO_BIG` (1009), :data:`RESTART` (1012: server shutting down) and
-:data:`TRY_AGAIN` (1013: the browser fell behind); htmx reconnects on 1012 and 1013 and
-the server then sends what the browser missed.
+:data:`TRY_AGAIN` (1013: the browser fell behind, or the database could not be asked just
+now); htmx reconnects on 1012 and 1013 and the server then sends what the browser missed.
 """
 
 from __future__ import annotations
