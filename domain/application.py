@@ -7,12 +7,16 @@ its read model to catch up. A command repeated with the same id is answered
 with the first answer and records nothing. A version clash in the store (two
 saves of the same plan at once) is retried on the fresh plan; the user only
 sees a conflict when the item they edited really changed (`EditConflict`).
+A command that finds the store locked by other writers past the lock timeout
+is refused `StoreBusy`; one that cannot reach the database raises
+`StoreUnavailable` (both retryable; nothing is recorded).
 """
 
 from __future__ import annotations
 
 import copy
 import random
+import sqlite3
 import threading
 import time
 import uuid
@@ -22,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
@@ -36,7 +41,7 @@ from eventsourcing.utils import get_topic
 
 from domain.crypto import PlanKeyMapper
 from domain.erasure import ErasureRecord
-from domain.errors import DomainError, EditConflict, PlanErased, PlanNotFound, StoreBusy
+from domain.errors import DomainError, EditConflict, PlanErased, PlanNotFound, StoreBusy, StoreUnavailable
 from domain.history import HistoryEntry, describe
 from domain.plan import ClientPlan, PlanRecord
 from domain.snapshots import PrunedSnapshotStore, SnapshotWriter
@@ -262,25 +267,28 @@ class PlanService(Application):
     def open_plan(self, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
         """Open a plan. The plan id follows from the command id, so a repeat finds it."""
         plan = ClientPlan.open(by=by, command_id=command_id, at=self.clock(), **fields)
-        try:
-            existing = self.get_plan(plan.id)
-        except PlanNotFound:
-            self.keyring.create(plan.id)
+        with _store_failures_as_refusals():
             try:
-                recordings = self.save(plan)
-            except RecordConflictError:
                 existing = self.get_plan(plan.id)
-            else:
-                with self._plan_locks.holding(plan.id):
-                    self._cache_saved(plan)
-                return Outcome(plan_id=str(plan.id), item_id=str(plan.id), version=1, position=recordings[-1].notification.id)
-        return Outcome(
-            plan_id=str(existing.id),
-            item_id=str(existing.id),
-            version=1,
-            position=self._position_covering_everything(),
-            repeated=True,
-        )
+            except PlanNotFound:
+                self.keyring.create(plan.id)
+                try:
+                    recordings = self.save(plan)
+                except RecordConflictError:
+                    existing = self.get_plan(plan.id)
+                else:
+                    with self._plan_locks.holding(plan.id):
+                        self._cache_saved(plan)
+                    return Outcome(
+                        plan_id=str(plan.id), item_id=str(plan.id), version=1, position=recordings[-1].notification.id
+                    )
+            return Outcome(
+                plan_id=str(existing.id),
+                item_id=str(existing.id),
+                version=1,
+                position=self._position_covering_everything(),
+                repeated=True,
+            )
 
     def change_client_details(self, plan_id: str, *, by: Actor, command_id: str, **fields: Any) -> Outcome:
         return self._change(plan_id, ClientPlan.change_client_details, by, command_id, fields)
@@ -376,13 +384,14 @@ class PlanService(Application):
         plan's lock keeps commands from handing over another meanwhile.
         """
         identifier = _plan_uuid(plan_id)
-        with self._plan_locks.holding(identifier):
-            plan = self.get_plan(identifier)
-            record = ErasureRecord.record(plan=plan, by=by, reason=reason, at=self.clock())
-            self._snapshot_writer.forget(plan.id)
-            self.keyring.erase(plan.id)
-            self._forget_cached(plan.id)
-        recordings = self.save(record)
+        with _store_failures_as_refusals():
+            with self._plan_locks.holding(identifier):
+                plan = self.get_plan(identifier)
+                record = ErasureRecord.record(plan=plan, by=by, reason=reason, at=self.clock())
+                self._snapshot_writer.forget(plan.id)
+                self.keyring.erase(plan.id)
+                self._forget_cached(plan.id)
+            recordings = self.save(record)
         return Outcome(plan_id=str(plan.id), item_id=None, version=plan.version, position=recordings[-1].notification.id)
 
     # ---------------------------------------------------------------- helpers
@@ -396,7 +405,7 @@ class PlanService(Application):
         fields: dict[str, Any],
     ) -> Outcome:
         identifier = _plan_uuid(plan_id)
-        with _store_failure_as_busy(), self._plan_locks.holding(identifier):
+        with _store_failures_as_refusals(), self._plan_locks.holding(identifier):
             fresh = False
             for _attempt in range(SAVE_ATTEMPTS):
                 plan, borrowed = self._plan_for_command(identifier, fresh)
@@ -562,13 +571,44 @@ def _back_off(attempt: int) -> None:
     time.sleep(random.uniform(0, 0.001 * (attempt + 1)))
 
 
+#: SQLSTATEs of losing to other writers: lock_not_available (the lock timeout),
+#: serialization_failure, deadlock_detected.
+_CONTENDED_SQLSTATES = frozenset({"55P03", "40001", "40P01"})
+_SQLITE_CONTENDED = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
 @contextmanager
-def _store_failure_as_busy() -> Iterator[None]:
-    """A store that stays locked or unreachable is a retryable refusal, not a crash."""
+def _store_failures_as_refusals() -> Iterator[None]:
+    """A store that stays locked is :class:`StoreBusy`; one that cannot be reached is
+    :class:`StoreUnavailable`: both retryable, never a crash.
+
+    The library's errors (its recorders retry a statement ten times first) and psycopg's
+    own (the key store's) are told apart by the database's error under them: a lock
+    timeout, a serialization failure or a deadlock (SQLite: busy or locked) is other
+    writers holding the plan; anything else (a connection refused, dropped again, none
+    free in time, the server out of connections) is the database out of reach. Told as
+    busy, the user of an unreachable database would wait for other editors who are not
+    there, and the operator would look for them.
+    """
     try:
         yield
-    except (OperationalError, InterfaceError) as error:
-        raise StoreBusy() from error
+    except (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError) as error:
+        if _lost_to_other_writers(error):
+            raise StoreBusy() from error
+        raise StoreUnavailable(str(error)) from error
+
+
+def _lost_to_other_writers(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, says other writers held the store."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if getattr(cause, "sqlstate", None) in _CONTENDED_SQLSTATES:
+            return True
+        sqlite_code = getattr(cause, "sqlite_errorcode", 0) if isinstance(cause, sqlite3.OperationalError) else 0
+        if sqlite_code & 0xFF in _SQLITE_CONTENDED:
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _plan_uuid(plan_id: uuid.UUID | str) -> uuid.UUID:

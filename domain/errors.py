@@ -107,9 +107,23 @@ class PlanErased(DomainError):
 
 
 class StoreBusy(DomainError):
-    """Too many concurrent writers on one plan; the command may be retried."""
+    """Too many concurrent writers on one plan (a lock held past the lock timeout, the race
+    to save lost again and again); the command may be retried."""
 
     code = "store_busy"
 
     def __init__(self) -> None:
         super().__init__("The plan is busy with other edits; please try again.")
+
+
+class StoreUnavailable(RuntimeError):
+    """A store could not be reached: no connection to the database (refused, none free in
+    time, too many clients), or the connection dropped again when tried once more; or the
+    account store (``web.accounts``, whose tables are no plan's) stayed locked past its timeout.
+
+    Retryable, like :class:`StoreBusy`, but not a refusal of the command (nothing is wrong
+    with it or with the plan), so not a :class:`DomainError`: the web layer answers it 503
+    with ``Retry-After`` ("could not reach its database"), the command line with a one-line
+    error. :class:`StoreBusy` stays for other writers holding the plan or its table longer
+    than the lock timeout, or winning the race to save it again and again.
+    """

@@ -47,7 +47,7 @@ import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from web.errors import StoreUnavailable
+from domain.errors import StoreUnavailable
 from web.identity import Account
 
 if TYPE_CHECKING:

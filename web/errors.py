@@ -7,10 +7,11 @@
 - Other requests get a whole page.
 
 An unexpected exception becomes a generic 500 and is logged with its traceback; the user
-only sees that something went wrong. A store that cannot be reached or stays locked (a
-database restart; :class:`StoreUnavailable` from the account store) is a retryable 503 with
-``Retry-After``, also when it happens outside Litestar's handlers, in the session and
-sign-in layers that :func:`guard_store_unavailable` wraps.
+only sees that something went wrong. A store that cannot be reached (a database restart;
+:class:`~domain.errors.StoreUnavailable` from the plan service or the account store, which
+also raises it for a table locked past the timeout) is a retryable 503 with ``Retry-After``,
+also when it happens outside Litestar's handlers, in the session and sign-in layers that
+:func:`guard_store_unavailable` wraps (``web.identity.install`` does).
 
 A route that wants to re-render its own form with the errors catches the validation itself;
 these handlers are the fallback for everything else.
@@ -30,6 +31,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
+from domain.errors import StoreUnavailable
 from web.i18n import N_, language_of, translations
 from web.security import issue_csrf_cookie
 
@@ -48,12 +50,6 @@ logger = logging.getLogger(__name__)
 #: The element of ``base.html`` that error fragments of htmx requests go into.
 MESSAGES_TARGET: Final = "#messages"
 _CSRF_FAILURE_DETAIL: Final = "CSRF token verification failed"
-
-
-class StoreUnavailable(RuntimeError):
-    """A store of the web layer (the account store) could not be reached (its connection
-    dropped again when tried twice, no connection came free in time) or stayed locked.
-    Retryable: answered 503 with ``Retry-After``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,7 @@ from litestar.stores.base import Store
 from litestar.types import Empty
 
 from domain.values import Actor
+from web.errors import guard_store_unavailable
 from web.i18n import N_, language_of, translations
 from web.security import safe_redirect_target
 
@@ -550,7 +551,10 @@ def install(
     """Put ``app`` behind the sign-in wall, with ``accounts`` (idempotent).
 
     Keeps ``accounts`` and the authenticator in ``app.state.accounts`` and
-    ``app.state.authenticator`` (the sign-in pages use them).
+    ``app.state.authenticator`` (the sign-in pages use them). The two layers read the
+    account store before any route runs, outside Litestar's exception handlers, so the
+    whole is wrapped in :func:`web.errors.guard_store_unavailable`: an account store that
+    cannot be reached is a retryable 503 there too, not a bare 500.
     """
     if app.state.get("identity_installed"):
         return
@@ -560,7 +564,7 @@ def install(
     handler = app.asgi_handler
     for layer in reversed(middleware(settings, accounts)):
         handler = layer(handler)
-    app.asgi_handler = handler
+    app.asgi_handler = guard_store_unavailable(handler)
     app.state.identity_installed = True
 
 

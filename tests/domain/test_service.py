@@ -19,12 +19,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from eventsourcing.persistence import RecordConflictError
+from eventsourcing.persistence import InterfaceError, OperationalError, RecordConflictError
+from psycopg_pool import PoolTimeout
 
 from domain.application import Outcome, PlanService
 from domain.crypto import ENCRYPTED, ErasedPlanEvent
-from domain.errors import EditConflict, InvalidValue, PlanErased, PlanNotFound, RuleViolation, StoreBusy
+from domain.errors import (
+    EditConflict,
+    InvalidValue,
+    PlanErased,
+    PlanNotFound,
+    RuleViolation,
+    StoreBusy,
+    StoreUnavailable,
+)
 from domain.storage import StoreSettings
 from domain.values import Actor
 
@@ -504,6 +514,61 @@ def test_a_store_that_keeps_clashing_answers_store_busy(
         service.add_note(team.plan_id, by=carla, command_id=cid(), text="Hello")
     monkeypatch.undo()
     assert event_count(service, team.plan_id) == before
+
+
+def _locked_sqlite() -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]  # as SQLite sets it
+    return error
+
+
+def _raised_from(error: Exception, cause: BaseException | None) -> Exception:
+    error.__cause__ = cause
+    return error
+
+
+#: What a save can fail with, and the refusal it must become: other writers holding the plan
+#: or its table are StoreBusy ("the plan is busy"); a database out of reach is StoreUnavailable.
+STORE_FAILURES = [
+    pytest.param(_raised_from(OperationalError("lock timeout"), psycopg.errors.LockNotAvailable("lock timeout")),
+                 StoreBusy, id="lock-timeout"),
+    pytest.param(_raised_from(OperationalError("deadlock"), psycopg.errors.DeadlockDetected("deadlock")),
+                 StoreBusy, id="deadlock"),
+    pytest.param(_raised_from(OperationalError("database is locked"), _locked_sqlite()), StoreBusy, id="sqlite-locked"),
+    pytest.param(psycopg.errors.LockNotAvailable("key store locked"), StoreBusy, id="key-store-locked"),
+    pytest.param(_raised_from(OperationalError("connection refused"), psycopg.OperationalError("connection refused")),
+                 StoreUnavailable, id="connection-refused"),
+    pytest.param(_raised_from(OperationalError("too many clients"), psycopg.errors.TooManyConnections("too many")),
+                 StoreUnavailable, id="too-many-clients"),
+    pytest.param(_raised_from(OperationalError("no connection"), PoolTimeout("couldn't get a connection")),
+                 StoreUnavailable, id="no-free-connection"),
+    pytest.param(_raised_from(OperationalError("terminated"), psycopg.errors.AdminShutdown("terminating connection")),
+                 StoreUnavailable, id="connection-dropped"),
+    pytest.param(InterfaceError("the connection is closed"), StoreUnavailable, id="connection-closed"),
+    pytest.param(psycopg.OperationalError("key store unreachable"), StoreUnavailable, id="key-store-unreachable"),
+]
+
+
+@pytest.mark.parametrize(("failure", "refusal"), STORE_FAILURES)
+def test_a_store_failure_is_busy_when_others_hold_the_store_and_unavailable_when_out_of_reach(
+    service: PlanService, team: TeamPlan, carla: Actor, monkeypatch: pytest.MonkeyPatch,
+    failure: Exception, refusal: type[Exception],
+) -> None:
+    before = event_count(service, team.plan_id)
+
+    def fail(*aggregates: Any, **kwargs: Any) -> Any:
+        raise failure
+
+    monkeypatch.setattr(service, "save", fail)
+
+    with pytest.raises(refusal) as refused:
+        service.add_note(team.plan_id, by=carla, command_id=cid(), text="Hello")
+    assert refused.value.__cause__ is failure  # the database's error stays in the log
+    with pytest.raises(refusal):
+        open_plan(service, carla)
+    monkeypatch.undo()
+    assert event_count(service, team.plan_id) == before
+    assert service.add_note(team.plan_id, by=carla, command_id=cid(), text="Hello").version == before + 1
 
 
 def test_concurrent_editors_of_one_plan_lose_no_command(

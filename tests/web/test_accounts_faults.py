@@ -5,13 +5,17 @@
   fresh connection and succeeds; one that cannot succeed (still locked after the lock
   timeout, or dropped again) raises :class:`~web.errors.StoreUnavailable`.
 - SQLite: a database locked by another writer past the timeout raises the same.
-- Over HTTP, behind the sign-in wall with :func:`web.errors.guard_store_unavailable` around
-  it (as ``web.identity.install`` is to wrap it): a page gets a 503 page in the user's
-  language and the API a JSON error, both with ``Retry-After``; never a 500.
+- Over HTTP, the whole application as ``polku serve`` builds it (``web.wiring.build_app``:
+  ``web.identity.install`` wraps the sign-in wall in :func:`web.errors.guard_store_unavailable`):
+  a session that cannot be read is a 503 page in the user's language, a JSON error for the
+  API, both with ``Retry-After``, and a refused websocket; never a 500.
+- A command whose event store connection keeps dropping is the same 503 ("could not reach
+  its database", :class:`~domain.errors.StoreUnavailable`) and records nothing; one that waits
+  for other writers' table lock past the lock timeout stays the plan's 422 "busy".
 
-To make the drop deterministic a test holds a lock on the ``sessions`` table, waits until
-the store's statement waits for it, terminates that statement's backend
-(``pg_terminate_backend``) and then lets go of the lock.
+To make the drop deterministic a test holds a lock on the table (``sessions``, or the event
+store's), waits until the store's statement waits for it, terminates that statement's
+backend (``pg_terminate_backend``) and then lets go of the lock.
 """
 
 from __future__ import annotations
@@ -19,33 +23,39 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 import pytest
 import websockets.sync.client
+from litestar import Litestar
 from psycopg import sql
 from websockets.exceptions import InvalidStatus
 
 from domain.storage import StoreSettings
 from tests.web.conftest import TEST_SECRET_KEY, running
-from tests.web.identity_fixtures import FAST_HASHER, add_account, sign_in, with_identity
+from tests.web.identity_fixtures import FAST_HASHER, add_account, csrf_token_of_page, sign_in
 from tests.web.test_signin import whoami_socket
-from web import identity
 from web.accounts import AccountStore, accounts_schema
-from web.app import create_app
-from web.errors import StoreUnavailable, guard_store_unavailable
+from web.errors import StoreUnavailable
+from web.identity import Account
 from web.settings import Settings
+from web.wiring import build_app
 
 SESSION_ID = "s" * 43
 
 
 @pytest.fixture
 def pg_settings(postgres_env: dict[str, str], pg_schema: str) -> StoreSettings:
-    return StoreSettings.from_environ({**postgres_env, "POLKU_PG_SCHEMA": pg_schema, "POLKU_PG_LOCK_TIMEOUT": "2"})
+    return StoreSettings.from_environ({**postgres_env, "POLKU_PG_SCHEMA": pg_schema, "POLKU_PG_LOCK_TIMEOUT": "2",
+                                       "POLKU_MASTER_KEY": "A" * 43 + "="})
 
 
 @pytest.fixture
@@ -57,33 +67,54 @@ def pg_store(pg_settings: StoreSettings) -> Iterator[AccountStore]:
         store.close()
 
 
-class SessionsLocked:
-    """An ACCESS EXCLUSIVE lock on the store's ``sessions`` table, held by another connection."""
+class TableLocked:
+    """A lock on ``schema.table`` (by default the account store's ``sessions``), held by
+    another connection: ACCESS EXCLUSIVE, or EXCLUSIVE, which lets readers be and holds
+    up only writers (the event store's insert takes it too)."""
 
-    def __init__(self, settings: StoreSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: StoreSettings, schema: str = "", table: str = "sessions",
+                 mode: str = "ACCESS EXCLUSIVE") -> None:
+        self.table = f"{schema or accounts_schema(settings)}.{table}"
+        self.statement = sql.SQL("LOCK TABLE {}.{} IN {} MODE").format(
+            sql.Identifier(schema or accounts_schema(settings)), sql.Identifier(table), sql.SQL(mode))
         self.admin = psycopg.connect(settings.pg_conninfo, autocommit=True)
         self.holder = psycopg.connect(settings.pg_conninfo, autocommit=False)
+        self.terminated: list[int] = []
 
-    def __enter__(self) -> SessionsLocked:
-        self.holder.execute(sql.SQL("LOCK TABLE {}.sessions IN ACCESS EXCLUSIVE MODE").format(
-            sql.Identifier(accounts_schema(self.settings))))
+    def __enter__(self) -> TableLocked:
+        self.holder.execute(self.statement)
         return self
+
+    def _waiter(self) -> int | None:
+        row = self.admin.execute(
+            "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE NOT l.granted AND l.relation = %s::regclass",
+            (self.table,),
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     def terminate_the_waiter(self, limit: float = 10.0) -> int:
         """Terminate the backend that waits for the lock (once it does); its pid."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            row = self.admin.execute(
-                "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE NOT l.granted AND l.relation = %s::regclass",
-                (f"{accounts_schema(self.settings)}.sessions",),
-            ).fetchone()
-            if row is not None:
-                self.admin.execute("SELECT pg_terminate_backend(%s, 5000)", (row[0],))
-                return int(row[0])
+            pid = self._waiter()
+            if pid is not None:
+                self.admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+                self.terminated.append(pid)
+                return pid
             time.sleep(0.02)
         raise AssertionError("no statement came to wait for the lock")
+
+    def terminate_every_waiter(self, until: threading.Event, limit: float = 60.0) -> None:
+        """Terminate each backend that comes to wait for the lock, until ``until`` is set
+        (bounded by ``limit``): as a database that keeps dropping connections."""
+        deadline = time.monotonic() + limit
+        while not until.is_set() and time.monotonic() < deadline:
+            pid = self._waiter()
+            if pid is not None:
+                self.admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+                self.terminated.append(pid)
+            time.sleep(0.01)
 
     def release(self) -> None:
         self.holder.rollback()
@@ -125,7 +156,7 @@ def test_a_read_whose_connection_dropped_is_tried_again_and_succeeds(
     pg_store: AccountStore, pg_settings: StoreSettings
 ) -> None:
     pg_store.session_set(SESSION_ID, b'{"account_id": "x"}', expires_in=600)
-    with SessionsLocked(pg_settings) as lock:
+    with TableLocked(pg_settings) as lock:
         read = in_thread(lambda: pg_store.session_get(SESSION_ID, None))
         lock.terminate_the_waiter()
         lock.release()
@@ -136,7 +167,7 @@ def test_a_read_whose_connection_dropped_is_tried_again_and_succeeds(
 def test_a_write_whose_connection_dropped_is_tried_again_and_succeeds(
     pg_store: AccountStore, pg_settings: StoreSettings
 ) -> None:
-    with SessionsLocked(pg_settings) as lock:
+    with TableLocked(pg_settings) as lock:
         write = in_thread(lambda: pg_store.session_set(SESSION_ID, b"{}", expires_in=600))
         lock.terminate_the_waiter()
         lock.release()
@@ -148,7 +179,7 @@ def test_a_write_whose_connection_dropped_is_tried_again_and_succeeds(
 def test_a_connection_that_drops_twice_is_store_unavailable(
     pg_store: AccountStore, pg_settings: StoreSettings
 ) -> None:
-    with SessionsLocked(pg_settings) as lock:
+    with TableLocked(pg_settings) as lock:
         read = in_thread(lambda: pg_store.session_get(SESSION_ID, None))
         first = lock.terminate_the_waiter()
         second = lock.terminate_the_waiter()
@@ -163,7 +194,7 @@ def test_a_connection_that_drops_twice_is_store_unavailable(
 def test_a_lock_held_past_the_lock_timeout_is_store_unavailable(
     pg_store: AccountStore, pg_settings: StoreSettings
 ) -> None:
-    with SessionsLocked(pg_settings), pytest.raises(StoreUnavailable):
+    with TableLocked(pg_settings), pytest.raises(StoreUnavailable):
         pg_store.session_get(SESSION_ID, None)
 
 
@@ -188,29 +219,39 @@ def test_a_locked_sqlite_database_is_store_unavailable(tmp_path: Path) -> None:
 # --- over HTTP ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Site:
+    base_url: str
+    app: Litestar
+    person: Account
+    """``person.one``, who signs in with the test password."""
+
+
 @pytest.fixture
-def guarded_server(pg_settings: StoreSettings, tmp_path: Path) -> Iterator[tuple[str, AccountStore]]:
-    """The app behind the sign-in wall over the PostgreSQL account store, the wall guarded."""
-    store = AccountStore.open(pg_settings, hasher=FAST_HASHER)
-    add_account(store, "person.one")
-    app = create_app(Settings(secret_key=TEST_SECRET_KEY, data_dir=tmp_path), route_handlers=[*identity.route_handlers, whoami_socket])
-    with_identity(app, store)
-    app.asgi_handler = guard_store_unavailable(app.asgi_handler)
+def polku_server(pg_settings: StoreSettings, tmp_path: Path) -> Iterator[Site]:
+    """The whole application as ``polku serve`` builds it (``web.wiring.build_app`` over the
+    PostgreSQL store; ``web.identity``'s start-up hook opens the account store and installs
+    the sign-in wall), with the test websocket ``/test/ws`` beside its routes."""
+    store = msgspec.structs.replace(pg_settings, data_dir=str(tmp_path))
+    accounts = AccountStore.open(store, hasher=FAST_HASHER)
     try:
-        with running(app) as base_url:
-            yield base_url, store
+        person = add_account(accounts, "person.one")
     finally:
-        store.close()
+        accounts.close()
+    app = build_app(Settings(secret_key=TEST_SECRET_KEY, data_dir=tmp_path), store)
+    app.register(whoami_socket)
+    with running(app) as base_url:
+        yield Site(base_url, app, person)
 
 
 @pytest.mark.postgres
 def test_a_request_whose_session_read_lost_its_connection_is_answered(
-    guarded_server: tuple[str, AccountStore], pg_settings: StoreSettings
+    polku_server: Site, pg_settings: StoreSettings
 ) -> None:
-    base_url, _store = guarded_server
+    base_url = polku_server.base_url
     with httpx.Client(base_url=base_url, headers={"accept-language": "en"}, timeout=30) as client:
         sign_in(client, base_url, "person.one")
-        with SessionsLocked(pg_settings) as lock:
+        with TableLocked(pg_settings) as lock:
             page = in_thread(lambda: client.get("/signin"))
             lock.terminate_the_waiter()
             lock.release()
@@ -219,12 +260,12 @@ def test_a_request_whose_session_read_lost_its_connection_is_answered(
 
 @pytest.mark.postgres
 def test_a_session_read_that_cannot_be_done_is_a_503_never_a_500(
-    guarded_server: tuple[str, AccountStore], pg_settings: StoreSettings
+    polku_server: Site, pg_settings: StoreSettings
 ) -> None:
-    base_url, _store = guarded_server
+    base_url = polku_server.base_url
     with httpx.Client(base_url=base_url, headers={"accept-language": "en"}, timeout=30) as client:
         sign_in(client, base_url, "person.one")
-        with SessionsLocked(pg_settings):
+        with TableLocked(pg_settings):
             page = client.get("/signin")
             api = client.get("/api/anything")
             finnish = client.get("/signin", headers={"accept-language": "fi"})
@@ -240,15 +281,106 @@ def test_a_session_read_that_cannot_be_done_is_a_503_never_a_500(
 
 @pytest.mark.postgres
 def test_a_websocket_whose_session_cannot_be_read_is_refused_503(
-    guarded_server: tuple[str, AccountStore], pg_settings: StoreSettings
+    polku_server: Site, pg_settings: StoreSettings
 ) -> None:
-    base_url, _store = guarded_server
+    base_url = polku_server.base_url
     with httpx.Client(base_url=base_url, timeout=30) as client:
         sign_in(client, base_url, "person.one")
         cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
     url = base_url.replace("http", "ws") + "/test/ws"
-    with SessionsLocked(pg_settings), pytest.raises(InvalidStatus) as refused:
+    with TableLocked(pg_settings), pytest.raises(InvalidStatus) as refused:
         websockets.sync.client.connect(url, additional_headers={"Cookie": cookie}, open_timeout=10)
     assert refused.value.response.status_code == 503
     with websockets.sync.client.connect(url, additional_headers={"Cookie": cookie}, open_timeout=10) as socket:
         assert socket.recv(timeout=10) == "Aino Virtanen"
+
+
+# --- a command whose event store cannot be reached ---------------------------------------------
+
+
+def open_plan_of(site: Site) -> tuple[str, int]:
+    """A plan whose named expert is ``person.one``, in the read model; (plan id, position)."""
+    plans = site.app.state.plans
+    outcome = plans.open_plan(
+        by=site.person.actor, command_id=str(uuid.uuid4()), client_name="Matti Meikäläinen", segment="unemployed",
+        language="fi", referring_party="self_referral", expert_profession="sairaanhoitaja",
+    )
+    assert site.app.state.views.wait_for(outcome.position, timeout=10)
+    return outcome.plan_id, outcome.position
+
+
+def add_a_need(client: httpx.Client, plan_id: str, token: str, command_id: str, *, htmx: bool = True,
+               language: str = "en") -> httpx.Response:
+    """Post the form that adds a need (as htmx sends it, or as a plain form)."""
+    return client.post(
+        f"/plans/{plan_id}/needs/new/add",
+        headers={"x-csrftoken": token, "accept-language": language, **({"hx-request": "true"} if htmx else {})},
+        data={"command_id": command_id, "category": "health", "description": "Selkä kipeytyy istuessa"},
+    )
+
+
+@contextmanager
+def event_store_locked(site: Site, settings: StoreSettings, lock_timeout_s: float) -> Iterator[TableLocked]:
+    """The event store's table locked EXCLUSIVE (its insert waits; readers do not), each
+    insert's wait bounded by ``lock_timeout_s`` (the library tries ten times)."""
+    recorder = site.app.state.plans.recorder
+    datastore = recorder.datastore
+    was = datastore.lock_timeout
+    datastore.lock_timeout = lock_timeout_s
+    try:
+        with TableLocked(settings, datastore.schema, recorder.events_table_name, "EXCLUSIVE") as lock:
+            yield lock
+    finally:
+        datastore.lock_timeout = was
+
+
+@pytest.mark.postgres
+def test_a_command_whose_event_store_connection_keeps_dropping_is_a_503_and_records_nothing(
+    polku_server: Site, pg_settings: StoreSettings
+) -> None:
+    plan_id, position = open_plan_of(polku_server)
+    plans = polku_server.app.state.plans
+    command_id = str(uuid.uuid4())
+    with httpx.Client(base_url=polku_server.base_url, headers={"accept-language": "en"}, timeout=60) as client:
+        sign_in(client, polku_server.base_url, "person.one")
+        token = csrf_token_of_page(client.get(f"/plans/{plan_id}").text)
+        stop = threading.Event()
+        with event_store_locked(polku_server, pg_settings, lock_timeout_s=10) as lock:
+            terminator = threading.Thread(target=lock.terminate_every_waiter, args=(stop,), daemon=True)
+            terminator.start()
+            try:
+                fragment = add_a_need(client, plan_id, token, command_id)
+                page = add_a_need(client, plan_id, token, command_id, htmx=False, language="fi")
+            finally:
+                stop.set()
+                terminator.join(10)
+            lock.release()
+        assert len(lock.terminated) >= 2  # every try of both commands was cut off
+        assert fragment.status_code == 503, fragment.text[:300]
+        assert fragment.headers["retry-after"] == "2"
+        assert fragment.headers["hx-retarget"] == "#messages"
+        assert "could not reach its database" in fragment.text
+        assert page.status_code == 503, page.text[:300]
+        assert 'lang="fi"' in page.text and "tavoittanut tietokantaansa" in page.text
+        assert (plans.recorder.max_notification_id() or 0) == position  # nothing recorded
+
+        again = add_a_need(client, plan_id, token, command_id)  # the same command, now it can be saved
+        assert again.status_code == 200, again.text[:300]
+    assert len(plans.get_plan(plan_id).needs) == 1
+
+
+@pytest.mark.postgres
+def test_a_command_waiting_for_other_writers_past_the_lock_timeout_stays_busy_422(
+    polku_server: Site, pg_settings: StoreSettings
+) -> None:
+    plan_id, position = open_plan_of(polku_server)
+    plans = polku_server.app.state.plans
+    with httpx.Client(base_url=polku_server.base_url, headers={"accept-language": "en"}, timeout=60) as client:
+        sign_in(client, polku_server.base_url, "person.one")
+        token = csrf_token_of_page(client.get(f"/plans/{plan_id}").text)
+        with event_store_locked(polku_server, pg_settings, lock_timeout_s=0.1):
+            busy = add_a_need(client, plan_id, token, str(uuid.uuid4()))
+    assert busy.status_code == 422, busy.text[:300]
+    assert "busy with other edits" in busy.text
+    assert (plans.recorder.max_notification_id() or 0) == position
+

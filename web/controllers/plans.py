@@ -35,7 +35,11 @@ status 422, or 409 for an edit conflict, whose form shows who changed the item, 
 which fields, with the saved values beside the draft, to save again or discard. The
 response always says where it goes (``HX-Retarget``/``HX-Reswap``), and ``polku.js`` lets
 htmx swap these two statuses. A plain POST gets the whole page with the form open, with
-the same status.
+the same status. "The plan is busy" (``StoreBusy``: other writers held the plan or the
+event store past the lock timeout) is such a refusal, 422. A database that cannot be
+reached is not: :class:`~domain.errors.StoreUnavailable` (no ``DomainError``) goes on to
+``web.errors``, which answers 503 "could not reach its database" with ``Retry-After`` into
+``#messages``, and the form keeps the draft to send again.
 """
 
 from __future__ import annotations
