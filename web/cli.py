@@ -19,6 +19,9 @@
     polku admin client add USERNAME --name N --plan PLAN_ID
                                         add a client's account for their own plan; prints their first sign-in link
 
+A database that cannot be reached (or, for the account store, stays locked) is one line
+on standard error and exit code 75 (EX_TEMPFAIL: try again), whatever the command.
+
 `polku demo` also adds the demo organisations and professionals (usernames like
 aino.virtanen), all with one demo password: POLKU_DEMO_PASSWORD if set, else one generated
 once and kept in <data dir>/demo-password.txt (0600); it prints the password. It also adds
@@ -64,7 +67,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_admin_commands(commands)
     _add_accesslog_commands(commands)
     args = parser.parse_args(argv)
+    from web.errors import UNAVAILABLE
 
+    try:
+        return _run(args)
+    except UNAVAILABLE as error:
+        reason = next(iter(str(error).strip().splitlines()), type(error).__name__)
+        print(f"polku: could not reach the database ({reason}); try again in a moment.", file=sys.stderr)
+        return os.EX_TEMPFAIL
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from web.server import serve as run_server
 

@@ -12,6 +12,7 @@
 - A command whose event store connection keeps dropping is the same 503 ("could not reach
   its database", :class:`~domain.errors.StoreUnavailable`) and records nothing; one that waits
   for other writers' table lock past the lock timeout stays the plan's 422 "busy".
+- ``polku`` commands over a database that cannot be reached print one line and exit 75.
 
 To make the drop deterministic a test holds a lock on the table (``sessions``, or the event
 store's), waits until the store's statement waits for it, terminates that statement's
@@ -20,6 +21,8 @@ backend (``pg_terminate_backend``) and then lets go of the lock.
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -43,7 +46,8 @@ from domain.storage import StoreSettings
 from tests.web.conftest import TEST_SECRET_KEY, running
 from tests.web.identity_fixtures import FAST_HASHER, add_account, csrf_token_of_page, sign_in
 from tests.web.test_signin import whoami_socket
-from web.accounts import AccountStore, accounts_schema
+from web import cli
+from web.accounts import ACCOUNTS_FILENAME, AccountStore, accounts_schema
 from web.errors import StoreUnavailable
 from web.identity import Account
 from web.settings import Settings
@@ -384,3 +388,49 @@ def test_a_command_waiting_for_other_writers_past_the_lock_timeout_stays_busy_42
     assert "busy with other edits" in busy.text
     assert (plans.recorder.max_notification_id() or 0) == position
 
+
+# --- the command line --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unreachable_postgres(postgres_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``polku``'s environment naming a PostgreSQL server that refuses connections (a closed port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {**postgres_env, "POLKU_PG_HOST": "127.0.0.1", "POLKU_PG_PORT": str(port),
+                        "POLKU_DATA_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("command", [
+    ["admin", "organisation", "add", "kela-uusimaa", "Kela, Uusimaa", "--type", "kela"],
+    ["admin", "person", "link", "person.one"],
+    ["plans"],
+    ["demo"],
+    ["accesslog", "verify"],
+], ids=" ".join)
+def test_a_command_line_over_an_unreachable_database_says_so_in_one_line(
+    unreachable_postgres: None, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(command) == os.EX_TEMPFAIL
+    out, err = capsys.readouterr()
+    assert err.startswith("polku: could not reach the database (") and err.count("\n") == 1, err
+    assert "Traceback" not in out + err
+
+
+def test_a_command_line_over_a_locked_account_store_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("POLKU_STORE", "POLKU_PG_SCHEMA", "POLKU_MASTER_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("POLKU_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("POLKU_PG_LOCK_TIMEOUT", "1")
+    AccountStore.open(StoreSettings.from_environ()).close()
+    other = sqlite3.connect(tmp_path / ACCOUNTS_FILENAME, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        assert cli.main(["admin", "organisation", "add", "kela-uusimaa", "Kela", "--type", "kela"]) == os.EX_TEMPFAIL
+    finally:
+        other.close()
+    assert capsys.readouterr().err.startswith("polku: could not reach the database (database is locked")
