@@ -22,7 +22,9 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from eventsourcing.persistence import OperationalError
 from markupsafe import escape
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -334,6 +336,31 @@ def test_an_empty_comment_is_refused_next_to_its_field_and_records_nothing(site:
         assert site.event_count() == before
         error = Page(response).error_of("comment-new", "text")
         assert error and error != "text must not be empty."
+
+
+def test_a_comment_the_event_store_cannot_take_is_a_503_and_records_nothing(
+    site: PlanSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database out of reach is no refusal of the comment (422): the page's 503 in the
+    plan's language, with Retry-After, into #messages; the draft stays to send again."""
+    own = open_own_plan(site)
+    with signed_in(site, own.username) as client:
+        page = my_plan(client)
+        before = site.event_count()
+
+        def unreachable(*aggregates: Any, **kwargs: Any) -> Any:
+            raise OperationalError("connection refused") from psycopg.OperationalError("connection refused")
+
+        monkeypatch.setattr(site.service, "save", unreachable)
+        command = {"command_id": str(uuid.uuid4()), "text": "Voinko siirtää tapaamista?"}
+        response = client.post("/my-plan/comments", headers=htmx_headers(page), data=command)
+        monkeypatch.undo()
+        assert response.status_code == 503, response.text[:300]
+        assert response.headers["retry-after"] == "2" and response.headers["hx-retarget"] == "#messages"
+        assert gettext("fi")("The service could not reach its database just now. Nothing was saved. "
+                             "Please try again in a moment.") in response.text
+        assert site.event_count() == before
+        assert client.post("/my-plan/comments", headers=htmx_headers(page), data=command).status_code == 200
 
 
 def test_the_client_agrees_with_a_goal(site: PlanSite) -> None:
