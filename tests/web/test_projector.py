@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 
 from domain.application import PlanService
-from domain.errors import StoreBusy
+from domain.errors import StoreBusy, StoreUnavailable
 from domain.storage import StoreSettings
 from projections.plans import PlanViews
 from tests.projections.conftest import _pg_connect
@@ -145,8 +145,8 @@ def processes(environ: dict[str, str], tmp_path: Path) -> Iterator[Callable[[str
 class Producer:
     """Commands recorded from this process in a background thread until stopped: a steady load.
 
-    A command refused as retryable (:class:`StoreBusy`: the shared test server may be out of
-    connections for a moment) is tried again, as a person would.
+    A command refused as retryable (:class:`StoreUnavailable`: the shared test server may be
+    out of connections for a moment; :class:`StoreBusy`) is tried again, as a person would.
     """
 
     def __init__(self, settings: StoreSettings, plan_id: str) -> None:
@@ -174,7 +174,7 @@ class Producer:
                 command_id = str(uuid.uuid4())
                 try:
                     self.service.add_note(self.plan_id, by=AINO, command_id=command_id, text=f"Muistiinpano {self.count}")
-                except StoreBusy:
+                except (StoreBusy, StoreUnavailable):
                     self.retried += 1
                     time.sleep(0.1)
                     continue
