@@ -401,13 +401,14 @@ def test_a_command_waiting_for_other_writers_past_the_lock_timeout_stays_busy_42
 
 
 @pytest.fixture
-def unreachable_postgres(postgres_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def unreachable_postgres(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``polku``'s environment naming a PostgreSQL server that refuses connections (a closed port)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    for name, value in {**postgres_env, "POLKU_PG_HOST": "127.0.0.1", "POLKU_PG_PORT": str(port),
-                        "POLKU_DATA_DIR": str(tmp_path)}.items():
+    monkeypatch.delenv("POLKU_PG_SCHEMA", raising=False)
+    for name, value in {"POLKU_STORE": "postgres", "POLKU_PG_HOST": "127.0.0.1", "POLKU_PG_PORT": str(port),
+                        "POLKU_PG_DB": "polku", "POLKU_PG_USER": "polku", "POLKU_DATA_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(name, value)
 
 
