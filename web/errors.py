@@ -43,6 +43,7 @@ __all__ = (
     "guard_store_unavailable",
     "is_api_request",
     "is_htmx_request",
+    "refuse_websocket_unavailable",
 )
 
 logger = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ def guard_store_unavailable(app: ASGIApp) -> ASGIApp:
                 raise
             if scope["type"] == "websocket":
                 logger.warning("store unavailable for websocket %s: %s", scope["path"], error)
-                await _refuse_websocket(scope, send)
+                await refuse_websocket_unavailable(scope, send)
                 return
             request: Request[Any, Any, Any] = Request(scope, receive=receive, send=send)
             response = handle_store_unavailable(request, error)
@@ -193,7 +194,11 @@ def guard_store_unavailable(app: ASGIApp) -> ASGIApp:
     return guarded
 
 
-async def _refuse_websocket(scope: Scope, send: Send) -> None:
+async def refuse_websocket_unavailable(scope: Scope, send: Send) -> None:
+    """Refuse a websocket not yet accepted because the database cannot be asked just now:
+    HTTP 503 with ``Retry-After``, or close 1013 where the server cannot answer a handshake
+    with a status. The browser tries again; nobody is told they lack access (a close
+    before accepting would be answered 403)."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
         await send({"type": "websocket.http.response.start", "status": HTTP_503_SERVICE_UNAVAILABLE,
                     "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"2")]})

@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from domain.demo import PEOPLE
+from domain.errors import StoreUnavailable
 from tests.web.identity_fixtures import add_account
 from tests.web.plan_fixtures import Page, PlanSite, htmx_headers, plan_site, signed_in  # noqa: F401
 from web.client_page import AUDIENCE, FRAGMENT_IDS, render_client_fragments
@@ -610,6 +611,31 @@ async def test_the_clients_socket_is_refused_to_others_and_from_elsewhere(site: 
     with httpx.Client(base_url=site.base_url) as stranger:
         with pytest.raises(InvalidStatus):
             await open_socket(site, stranger, "/my-plan/live")
+
+
+@pytest.mark.parametrize("error", [
+    psycopg.OperationalError("the database system is starting up"),
+    OperationalError("connection refused"),
+    StoreUnavailable("the plan views could not be read"),
+], ids=lambda error: type(error).__module__.split(".")[0] + "." + type(error).__name__)
+async def test_a_database_outage_refuses_the_clients_socket_to_try_again_not_as_forbidden(
+    site: PlanSite, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """The plan cannot be read for the handshake: 503 with Retry-After (the browser tries
+    again), never the 403 that says the client may not see their own plan."""
+    with client_of(site, "matti") as matti:
+        def unreachable(plan_id: str) -> Any:
+            raise error
+
+        monkeypatch.setattr(site.app.state.views, "plan", unreachable)
+        with pytest.raises(InvalidStatus) as refused:
+            socket = await open_socket(site, matti, "/my-plan/live")
+            await socket.close()
+        monkeypatch.undo()
+        assert refused.value.response.status_code == 503
+        assert refused.value.response.headers["Retry-After"] == "2"
+        socket = await open_socket(site, matti, "/my-plan/live")  # the database is back: accepted
+        await socket.close()
 
 
 async def test_messages_from_the_clients_socket_are_checked_and_resync_answers(site: PlanSite) -> None:

@@ -68,7 +68,7 @@ from web.client_page import (
     render_client_fragments,
 )
 from web.domain_messages import translate_message
-from web.errors import is_htmx_request
+from web.errors import UNAVAILABLE, is_htmx_request, refuse_websocket_unavailable
 from web.i18n import N_, translations
 from web.identity import Account, account_of, require_kind
 from web.plan_page import FormState, today_in_finland
@@ -420,7 +420,9 @@ def _int_or_none(value: Any) -> int | None:
 @websocket("/my-plan/live", name="client:live")
 async def client_live(socket: WebSocket) -> None:
     """The client's live socket: refused (HTTP 403) unless from this site, signed in as the
-    plan's client; the plan is the account's own."""
+    plan's client; the plan is the account's own. When the plan cannot be read (the
+    database is unavailable) it is refused 503 (close 1013 where the server cannot answer
+    a handshake with a status), so the browser tries again, never told it lacks access."""
     from web.live.access import same_origin
 
     hub = getattr(socket.app.state, "live_hub", None)
@@ -434,7 +436,12 @@ async def client_live(socket: WebSocket) -> None:
     if account is None or not account.is_client or not account.plan_id:
         await _refuse(socket, _POLICY, "not allowed")
         return
-    plan = await hub.load(account.plan_id)
+    try:
+        plan = await hub.load(account.plan_id)
+    except UNAVAILABLE as error:
+        logger.warning("client live socket refused, the database is unavailable: %s", error)
+        await refuse_websocket_unavailable(socket.scope, socket.send)
+        return
     if not client_may_view(account, plan):
         await _refuse(socket, _POLICY, "not allowed")
         return

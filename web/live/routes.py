@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, WebSocket, websocket
 from litestar.params import FromPath
 
-from web.errors import UNAVAILABLE, _refuse_websocket
+from web.errors import UNAVAILABLE, refuse_websocket_unavailable
 from web.i18n import language_of
 from web.live.access import may_view, same_origin, signed_in_account
 from web.live.hub import LiveHub
@@ -58,7 +58,7 @@ async def plan_live(socket: WebSocket, plan_id: FromPath[str]) -> None:
         plan = await hub.load(plan_id)
     except UNAVAILABLE as error:
         logger.warning("live socket refused, the database is unavailable: %s (%s)", socket.url.path, error)
-        await _refuse_websocket(socket.scope, socket.send)  # as web.errors' guard refuses one
+        await refuse_websocket_unavailable(socket.scope, socket.send)
         return
     if not may_view(account, plan):
         await _refuse(socket, POLICY, "not allowed")
