@@ -35,6 +35,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from domain.postgres import KEEPALIVES
+
 __all__ = (
     "CHECK_INTERVAL",
     "LOCK_CLASS",
@@ -57,15 +59,16 @@ LISTEN_POLL = 0.25
 """Seconds a listener waits for notices before it looks whether it should stop."""
 RECONNECT_DELAY = 0.5
 
-# Dead peers are noticed by TCP keepalives (both ends) within about 10 s even when no
-# packet says so (a machine gone, a cable cut); a killed process is noticed at once.
+# Dead peers are noticed by TCP keepalives (both ends: the store's client-side values, and
+# the same asked of the server) within about 10 s even when no packet says so (a machine
+# gone, a cable cut); a killed process is noticed at once.
 _KEEPALIVES: dict[str, Any] = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 10_000,
-    "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3",
+    **KEEPALIVES,
+    "options": (
+        f"-c tcp_keepalives_idle={KEEPALIVES['keepalives_idle']}"
+        f" -c tcp_keepalives_interval={KEEPALIVES['keepalives_interval']}"
+        f" -c tcp_keepalives_count={KEEPALIVES['keepalives_count']}"
+    ),
 }
 
 
