@@ -169,9 +169,16 @@ class SQLiteKeyring(Keyring):
 
 
 class PostgresKeyring(Keyring):
-    """Keys in their own PostgreSQL schema, so they can be backed up apart."""
+    """Keys in their own PostgreSQL schema, so they can be backed up apart.
 
-    def __init__(self, conninfo: str, schema: str, master_key: bytes, lock_timeout_s: int):
+    Its pool keeps ``pool_size`` connections open and opens at most ``pool_max``
+    (``POLKU_PG_POOL_SIZE``/``POLKU_PG_POOL_MAX``); keys are cached, so it is seldom
+    asked for more than one.
+    """
+
+    def __init__(
+        self, conninfo: str, schema: str, master_key: bytes, lock_timeout_s: int, *, pool_size: int, pool_max: int
+    ):
         from psycopg_pool import ConnectionPool
 
         from domain.postgres import KEEPALIVES, check_if_server_spoke
@@ -180,13 +187,21 @@ class PostgresKeyring(Keyring):
         self._table = f'"{schema}".plan_keys'
         self._pool = ConnectionPool(
             conninfo,
-            min_size=1,
-            max_size=4,
-            kwargs={"autocommit": True, "options": f"-c lock_timeout={lock_timeout_s * 1000}", **KEEPALIVES},
-            open=True,
+            min_size=pool_size,
+            max_size=pool_max,
+            kwargs={
+                "autocommit": True,
+                "options": f"-c lock_timeout={lock_timeout_s * 1000}",
+                "fallback_application_name": "polku keys",
+                **KEEPALIVES,
+            },
+            open=False,
             # Replace connections a database restart killed; a healthy idle one costs no ping.
             check=check_if_server_spoke,
         )
+        # Wait for the first connection: asked for while it is still being made, the pool
+        # would open a second one (and keep it for 10 idle minutes).
+        self._pool.open(wait=True)
         with self._pool.connection() as conn:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             conn.execute(

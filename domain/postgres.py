@@ -5,9 +5,11 @@ Select it with ``PERSISTENCE_MODULE=domain.postgres`` and the library's ``POSTGR
 settings. It differs from ``eventsourcing.postgres`` in these ways only: the application
 recorder's ``insert_events``, the aggregate recorder's (the snapshots') insert, how
 ``POSTGRES_PRE_PING`` checks a pooled connection, TCP keepalives on every connection
-(``KEEPALIVES``), schema and table names checked (``check_name``), ``create_table``
-run by one instance at a time (``_CreatedOneAtATime``), and the reads of a plan's events
-and snapshots (binary).
+(``KEEPALIVES``), the name every connection shows in ``pg_stat_activity``
+(``POSTGRES_APPLICATION_NAME``, unless ``PGAPPNAME`` names the process), a pool's first
+open that waits for its connections (``_PoolFilledOnFirstOpen``), schema and table names
+checked (``check_name``), ``create_table`` run by one instance at a time
+(``_CreatedOneAtATime``), and the reads of a plan's events and snapshots (binary).
 
 The library's insert is a pipelined transaction of six statements (``BEGIN``, ``SET
 LOCAL lock_timeout``, ``LOCK TABLE ... IN EXCLUSIVE MODE``, ``NOTIFY``, ``INSERT ...
@@ -416,23 +418,50 @@ def check_if_server_spoke(conn: Connection[Any]) -> None:
     _lib.ConnectionPool.check_connection(conn)
 
 
+class _PoolFilledOnFirstOpen(_lib.ConnectionPool):  # type: ignore[type-arg]
+    """The library's pool, whose first ``open`` waits until its ``min_size`` connections are made.
+
+    The library opens the pool at the first ``get_connection`` without waiting, and asks for
+    a connection at once: none is ready yet, so the pool opens one more than ``min_size``,
+    and keeps it until it has been unused for ``max_idle`` (10 minutes).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._first_open = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        if self.closed:
+            with self._first_open:
+                if self.closed:
+                    super().open(wait=True, timeout=timeout)
+                    return
+        super().open(wait, timeout)
+
+
 class OneTripPostgresFactory(_lib.PostgresFactory):
     """The library's PostgreSQL factory with the one-trip application recorder (whose
-    insert connection it closes with the pool), the binary aggregate recorder, and with
-    ``check_if_server_spoke`` as the pool's check when ``POSTGRES_PRE_PING`` is set."""
+    insert connection it closes with the pool), the binary aggregate recorder, with
+    ``check_if_server_spoke`` as the pool's check when ``POSTGRES_PRE_PING`` is set, and
+    ``POSTGRES_APPLICATION_NAME`` as every connection's ``application_name`` unless the
+    process has one (``PGAPPNAME``), so that ``pg_stat_activity`` tells what holds the
+    connections (docs/deployment.md)."""
 
     aggregate_recorder_class = BinaryPostgresAggregateRecorder
     application_recorder_class = OneTripPostgresApplicationRecorder
+    POSTGRES_APPLICATION_NAME = "POSTGRES_APPLICATION_NAME"
 
     def __init__(self, env: Environment | EnvType | None):
         super().__init__(env)
         # The library builds its pool inline; rebuild it from the same settings with
-        # keepalives and the cheaper check (no connection has been opened yet).
+        # keepalives, the name, the cheaper check and a first open that waits (no
+        # connection has been opened yet).
         plain = self.datastore.pool
-        self.datastore.pool = _lib.ConnectionPool(
+        name = self.env.get(self.POSTGRES_APPLICATION_NAME)
+        self.datastore.pool = _PoolFilledOnFirstOpen(
             get_password_func=plain.get_password_func,
             connection_class=plain.connection_class,
-            kwargs={**(plain.kwargs or {}), **KEEPALIVES},
+            kwargs={**(plain.kwargs or {}), **KEEPALIVES, **({"fallback_application_name": name} if name else {})},
             min_size=plain.min_size,
             max_size=plain.max_size,
             open=False,

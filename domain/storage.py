@@ -7,6 +7,8 @@
     POLKU_PG_HOST, POLKU_PG_PORT, POLKU_PG_DB, POLKU_PG_USER, POLKU_PG_PASSWORD
     POLKU_PG_SCHEMA     schema of the event store (default: public); keys go to <schema>_keys
     POLKU_PG_LOCK_TIMEOUT  seconds to wait for a lock before failing (default 5, never 0)
+    POLKU_PG_POOL_SIZE  connections each pool keeps open when idle (default 1)
+    POLKU_PG_POOL_MAX   connections each pool opens at most under load (default 5, at least 2)
     POLKU_MASTER_KEY    base64 of 32 bytes that wraps the per-plan keys
     POLKU_AGGREGATE_CACHE_SIZE  plans kept in memory by the write side (default 3000; 0: none)
 
@@ -38,6 +40,16 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
     pg_password: str = ""
     pg_schema: str = ""
     lock_timeout_s: int = 5
+    pg_pool_size: int = 1
+    """Connections each pool of the store (event store, read model, the follower's reading of
+    the event store, each plan-key store) keeps open when idle. A pool opens more as threads
+    ask (a few ms each on a local server) and closes those after 10 idle minutes; the
+    library's default of 5 kept about 26 connections open per idle `polku serve`
+    (docs/deployment.md, "Connections to PostgreSQL")."""
+    pg_pool_max: int = 5
+    """The most connections each of those pools opens. Inserts do not count (one kept
+    connection per process, which the table lock serialises anyway), nor do the listeners
+    and the leader's lock. At least 2: the follower's LISTEN holds one of its pool for good."""
     master_key_b64: str = ""
     aggregate_cache_size: int = 3_000
     """A county's working set of a few thousand plans. A cached plan holds ~30 KiB at 20
@@ -47,11 +59,18 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
     0.1-0.5 s. It was 500 when a plan held megabytes."""
 
     def __post_init__(self) -> None:
-        """Refuse a schema name that is not a plain SQL name (see `domain.postgres.check_name`)."""
+        """Refuse a schema name that is not a plain SQL name (see `domain.postgres.check_name`),
+        and pool sizes that a pool cannot have or the follower cannot work with."""
         if self.kind == "postgres" and self.pg_schema:
             from domain.postgres import check_name
 
             check_name(self.pg_schema, "POLKU_PG_SCHEMA")
+        if not 0 <= self.pg_pool_size <= self.pg_pool_max or self.pg_pool_max < 2:
+            msg = (
+                f"POLKU_PG_POOL_SIZE {self.pg_pool_size} and POLKU_PG_POOL_MAX {self.pg_pool_max}: "
+                "need 0 <= POLKU_PG_POOL_SIZE <= POLKU_PG_POOL_MAX and POLKU_PG_POOL_MAX >= 2."
+            )
+            raise ValueError(msg)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> StoreSettings:
@@ -66,6 +85,8 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
             "pg_password": env.get("POLKU_PG_PASSWORD"),
             "pg_schema": env.get("POLKU_PG_SCHEMA"),
             "lock_timeout_s": env.get("POLKU_PG_LOCK_TIMEOUT"),
+            "pg_pool_size": env.get("POLKU_PG_POOL_SIZE"),
+            "pg_pool_max": env.get("POLKU_PG_POOL_MAX"),
             "master_key_b64": env.get("POLKU_MASTER_KEY"),
             "aggregate_cache_size": env.get("POLKU_AGGREGATE_CACHE_SIZE"),
         }
@@ -87,6 +108,8 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
             "pg_password": "POLKU_PG_PASSWORD",
             "pg_schema": "POLKU_PG_SCHEMA",
             "lock_timeout_s": "POLKU_PG_LOCK_TIMEOUT",
+            "pg_pool_size": "POLKU_PG_POOL_SIZE",
+            "pg_pool_max": "POLKU_PG_POOL_MAX",
             "master_key_b64": "POLKU_MASTER_KEY",
             "aggregate_cache_size": "POLKU_AGGREGATE_CACHE_SIZE",
         }
@@ -117,7 +140,9 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
             "POSTGRES_PASSWORD": self.pg_password,
             "POSTGRES_SCHEMA": self.pg_schema,
             "POSTGRES_LOCK_TIMEOUT": str(max(self.lock_timeout_s, 1)),
-            "POSTGRES_POOL_SIZE": "5",
+            "POSTGRES_POOL_SIZE": str(self.pg_pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(self.pg_pool_max - self.pg_pool_size),
+            "POSTGRES_APPLICATION_NAME": "polku events",
             # A connection that died with a database restart is replaced on checkout
             # (domain.postgres asks the socket first, so a healthy one costs no round trip).
             "POSTGRES_PRE_PING": "y",
@@ -147,7 +172,14 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
             Path(self.data_dir).mkdir(parents=True, exist_ok=True)
             return SQLiteKeyring(str(Path(self.data_dir) / "keys.sqlite3"), self._master_key())
         schema = f"{self.pg_schema or 'polku'}_keys"
-        return PostgresKeyring(self.pg_conninfo, schema, self._master_key(), max(self.lock_timeout_s, 1))
+        return PostgresKeyring(
+            self.pg_conninfo,
+            schema,
+            self._master_key(),
+            max(self.lock_timeout_s, 1),
+            pool_size=self.pg_pool_size,
+            pool_max=self.pg_pool_max,
+        )
 
     def _master_key(self) -> bytes:
         if self.master_key_b64:

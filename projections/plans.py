@@ -519,6 +519,7 @@ def open_view_store(settings: StoreSettings) -> PlanViewTables:
         env = {
             **settings.event_store_env,
             "POSTGRES_SCHEMA": f"{settings.pg_schema or 'polku'}_views",
+            "POSTGRES_APPLICATION_NAME": "polku views",
         }
         view_class = PostgresPlanViews
     factory = InfrastructureFactory.construct(Environment("views", env))

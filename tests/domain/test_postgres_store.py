@@ -807,3 +807,47 @@ def test_events_and_snapshots_are_read_in_binary_as_the_library_reads_them(
                         assert got == expected, query
                         assert formats.pop() is True
     assert service.recorder.select_events(plan_id, gt=4)[0].state == big_state
+
+
+def test_the_pool_sizes_are_read_from_the_environment_and_reach_every_pool(environ: dict[str, str]) -> None:
+    """POLKU_PG_POOL_SIZE / POLKU_PG_POOL_MAX become the library's pool settings, travel to the
+    follower's own plan service (as_environ), and are refused when no pool could have them."""
+    assert (StoreSettings().pg_pool_size, StoreSettings().pg_pool_max) == (1, 5)
+    settings = StoreSettings.from_environ({**environ, "POLKU_PG_POOL_SIZE": "2", "POLKU_PG_POOL_MAX": "7"})
+    assert (settings.pg_pool_size, settings.pg_pool_max) == (2, 7)
+    env = settings.event_store_env
+    assert (env["POSTGRES_POOL_SIZE"], env["POSTGRES_MAX_OVERFLOW"]) == ("2", "5")
+    assert StoreSettings.from_environ(settings.as_environ()) == settings
+    for size, most in (("0", "1"), ("3", "2"), ("-1", "5")):
+        with pytest.raises(ValueError, match="POLKU_PG_POOL_MAX"):
+            StoreSettings.from_environ({**environ, "POLKU_PG_POOL_SIZE": size, "POLKU_PG_POOL_MAX": most})
+
+
+def test_each_pool_keeps_only_its_pool_size_open_and_names_its_connections(
+    services: Callable[..., PlanService], db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle process holds few connections: each pool keeps POLKU_PG_POOL_SIZE (not one more
+    for the first request, which came before the first connection was ready), grows to
+    POLKU_PG_POOL_MAX at most, and every connection says in pg_stat_activity what it is for,
+    unless the process is named by PGAPPNAME (which wins, as libpq has it)."""
+    monkeypatch.delenv("PGAPPNAME", raising=False)
+    service = services(POLKU_PG_POOL_SIZE="1", POLKU_PG_POOL_MAX="3")
+    plan_id = open_plan(service)  # tables created, a key made, a save
+    service.get_plan(uuid.UUID(plan_id))  # a read
+    events, keys = service.recorder.datastore.pool, service.keyring._pool  # type: ignore[attr-defined]
+    assert (events.min_size, events.max_size, keys.min_size, keys.max_size) == (1, 3, 1, 3)
+    assert (events.get_stats()["pool_size"], keys.get_stats()["pool_size"]) == (1, 1)
+
+    def name_of(conn: psycopg.Connection[Any]) -> str:
+        row = db.execute("SELECT application_name FROM pg_stat_activity WHERE pid = %s", (conn.info.backend_pid,))
+        return row.fetchone()[0]
+
+    with service.recorder.insert_connection.cursor() as curs:
+        assert name_of(curs.connection) == "polku events"
+    with events.connection() as pooled, keys.connection() as key_conn:
+        assert (name_of(pooled), name_of(key_conn)) == ("polku events", "polku keys")
+
+    monkeypatch.setenv("PGAPPNAME", "polku web 8001")
+    named = services()
+    with named.recorder.datastore.pool.connection() as pooled, named.keyring._pool.connection() as key_conn:  # type: ignore[attr-defined]
+        assert (name_of(pooled), name_of(key_conn)) == ("polku web 8001", "polku web 8001")
