@@ -11,6 +11,11 @@ only ``/healthz`` and ``/readyz``.
 
 Either way the garbage collector runs under :class:`web.gc_policy.GcPolicy` (``POLKU_GC``,
 docs/deployment.md): the long-lived heap frozen, full collections over it rare.
+
+A database out of reach while the app starts (:data:`web.errors.UNAVAILABLE` from a
+lifespan hook) is raised from ``serve()`` and ``project()`` as that error, which ``polku``
+says in one line with exit code 75 (:func:`web.cli.main`), where uvicorn would log its
+traceback and exit 3.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ import uvicorn
 from collections.abc import Callable
 
 from litestar import Litestar
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from web import log_redaction
+from web.errors import UNAVAILABLE
 from web.gc_policy import GcPolicy
 from web.settings import Settings
 from web.wiring import build_app, build_projector_app
@@ -81,12 +88,78 @@ def build_server(
         return uvicorn.Server(uvicorn.Config(app, **options))
     policy = gc_policy or GcPolicy.from_env()  # read now: a bad value stops the command before it serves
 
-    def factory() -> Litestar:
+    def factory() -> ASGIApp:
         built = build() if build is not None else build_app(settings or Settings.from_env())
         policy.install(built)
-        return built
+        return _reporting_unavailable_at_startup(built, server)
 
-    return uvicorn.Server(uvicorn.Config(factory, factory=True, **options))
+    server = _Server(uvicorn.Config(factory, factory=True, **options))
+    return server
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a start-up that failed because the database is out of
+    reach (:attr:`unavailable`, noted by :func:`_reporting_unavailable_at_startup`) is
+    raised as that error rather than uvicorn's ``SystemExit(3)``."""
+
+    unavailable: BaseException | None = None
+
+    async def startup(self, sockets: Any = None) -> None:
+        try:
+            await super().startup(sockets)
+        except SystemExit:
+            if self.unavailable is None:
+                raise
+            raise self.unavailable from None
+
+
+def _reporting_unavailable_at_startup(app: ASGIApp, server: _Server) -> ASGIApp:
+    """``app``, whose start-up failing only because the database is out of reach is noted
+    on ``server`` and reported to uvicorn without a message, so that its log does not show
+    the traceback (Litestar sends it as the failure's message). Any other failure is
+    reported as it is."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        failure: Message | None = None
+
+        async def holding_failure(message: Message) -> None:
+            nonlocal failure
+            if message["type"] == "lifespan.startup.failed":
+                failure = message  # Litestar raises the error next
+            else:
+                await send(message)
+
+        try:
+            await app(scope, receive, holding_failure)
+        except BaseException as error:
+            unavailable = _unavailable_only(error) if failure is not None else None
+            if unavailable is None:
+                if failure is not None:
+                    await send(failure)
+                raise
+            server.unavailable = unavailable
+            await send({"type": "lifespan.startup.failed", "message": ""})
+        else:
+            if failure is not None:
+                await send(failure)
+
+    return guarded
+
+
+def _unavailable_only(error: BaseException) -> BaseException | None:
+    """``error`` if it is :data:`~web.errors.UNAVAILABLE`, or the first of a group of only
+    such errors (Litestar's lifespan runs its hooks in a task group); else None."""
+    if isinstance(error, BaseExceptionGroup):
+        found, rest = error.split(UNAVAILABLE)
+        if found is None or rest is not None:
+            return None
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        return found
+    return error if isinstance(error, UNAVAILABLE) else None
 
 
 def app_factory() -> Litestar:
