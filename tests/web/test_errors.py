@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.web.conftest import csrf_token_in
+from web.errors import refuse_websocket_unavailable
 
 SECRET_DETAIL = "/srv/polku/very-private.py"
 
@@ -120,3 +122,25 @@ def test_wrong_method_is_explained(client: httpx.Client) -> None:
     response = client.get("/language", headers={"accept-language": "en"})
     assert response.status_code == 405
     assert "This address does not accept that kind of request." in response.text
+
+
+@pytest.mark.parametrize("extensions, expected", [
+    ({"websocket.http.response": {}}, ["websocket.http.response.start", "websocket.http.response.body"]),
+    ({}, ["websocket.close"]),
+], ids=["the server answers a handshake with a status", "it cannot"])
+async def test_a_websocket_refused_for_the_database_is_asked_to_try_again(
+    extensions: dict[str, Any], expected: list[str]
+) -> None:
+    """503 with Retry-After, or close 1013 (try again later): never the close before accepting
+    that a server answers 403, as if the account had no access."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await refuse_websocket_unavailable({"type": "websocket", "extensions": extensions}, send)
+    assert [message["type"] for message in sent] == expected
+    if extensions:
+        assert sent[0]["status"] == 503 and (b"retry-after", b"2") in sent[0]["headers"]
+    else:
+        assert sent[0]["code"] == 1013
