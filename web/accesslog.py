@@ -117,6 +117,8 @@ _INSERT: Final = (
 _HEAD: Final = f"SELECT seq, hash FROM {_TABLE} ORDER BY seq DESC LIMIT 1"
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+#: What the log's PostgreSQL connections show in ``pg_stat_activity`` (docs/deployment.md).
+_APPLICATION_NAME: Final = "polku access log"
 _APPEND_ONLY_MESSAGE: Final = "the access log is append-only"
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 _TEXT_LIMIT: Final = 200
@@ -378,7 +380,7 @@ class _PostgresDatabase:
         self.schema = schema
         self.options = f"-c search_path={schema} -c lock_timeout={max(int(lock_timeout_s * 1000), 1000)}"
         table = f'"{schema}".{_TABLE}'
-        with psycopg.connect(conninfo, autocommit=True) as connection:
+        with psycopg.connect(conninfo, autocommit=True, fallback_application_name=_APPLICATION_NAME) as connection:
             connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             connection.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} ("
@@ -406,7 +408,9 @@ class _PostgresDatabase:
     def _connect(self) -> Any:
         import psycopg
 
-        return psycopg.connect(self.conninfo, autocommit=True, options=self.options)
+        return psycopg.connect(
+            self.conninfo, autocommit=True, options=self.options, fallback_application_name=_APPLICATION_NAME
+        )
 
     @property
     def connection(self) -> Any:

@@ -91,6 +91,8 @@ _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
 _IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+#: What the store's PostgreSQL connections show in ``pg_stat_activity`` (docs/deployment.md).
+_APPLICATION_NAME: Final = "polku accounts"
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -307,12 +309,18 @@ class _PostgresDatabase:
     Trying again is safe: a statement whose connection dropped was rolled back, unless the
     server committed it just before dying, and every statement here may run twice (upserts,
     deletes, updates to a value) except counting a failed sign-in, which then counts twice.
+
+    The pool keeps ``pool_size`` connections open and opens at most ``pool_max``
+    (``POLKU_PG_POOL_SIZE``/``POLKU_PG_POOL_MAX``, as every pool of the event store): no
+    thread holds two of its connections at once (a transaction's statements share one), so
+    the least that setting allows (2) is enough, and its connections show as ``polku
+    accounts`` in ``pg_stat_activity`` unless ``PGAPPNAME`` names the process.
     """
 
     #: Seconds a statement waits for a free (or new) connection before it is refused.
     CONNECTION_WAIT_S: Final = 5.0
 
-    def __init__(self, conninfo: str, schema: str, lock_timeout_s: int) -> None:
+    def __init__(self, conninfo: str, schema: str, lock_timeout_s: int, *, pool_size: int, pool_max: int) -> None:
         import psycopg
         from psycopg_pool import ConnectionPool
 
@@ -320,21 +328,26 @@ class _PostgresDatabase:
 
         if not _SCHEMA.match(schema):
             raise ValueError(f"unusable schema name for the account store: {schema!r}")
-        with psycopg.connect(conninfo, autocommit=True) as connection:
+        with psycopg.connect(conninfo, autocommit=True, fallback_application_name=_APPLICATION_NAME) as connection:
             connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         self._pool = ConnectionPool(
             conninfo,
-            min_size=1,
-            max_size=4,
+            min_size=pool_size,
+            max_size=pool_max,
             kwargs={
                 "autocommit": True,
                 "options": f"-c search_path={schema} -c lock_timeout={max(lock_timeout_s, 1) * 1000}",
+                "fallback_application_name": _APPLICATION_NAME,
             },
-            open=True,
+            open=False,
             timeout=self.CONNECTION_WAIT_S,
             # Replace connections a database restart killed; a healthy idle one costs no ping.
             check=check_if_server_spoke,
         )
+        # Wait for the first connections: asked for while they are still being made (the
+        # schema's tables are created next), the pool would open one more and keep it for
+        # 10 idle minutes.
+        self._pool.open(wait=True)
         self._local = threading.local()
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -414,7 +427,11 @@ class AccountStore:
         """The account store that belongs with ``settings`` (SQLite file or PostgreSQL schema)."""
         if settings.kind == "postgres":
             database: _Database = _PostgresDatabase(
-                settings.pg_conninfo, accounts_schema(settings), settings.lock_timeout_s
+                settings.pg_conninfo,
+                accounts_schema(settings),
+                settings.lock_timeout_s,
+                pool_size=settings.pg_pool_size,
+                pool_max=settings.pg_pool_max,
             )
         else:
             database = _SQLiteDatabase(Path(settings.data_dir) / ACCOUNTS_FILENAME, max(settings.lock_timeout_s, 1))

@@ -556,8 +556,9 @@ def test_a_closed_log_refuses_to_record(tmp_path: Path) -> None:
 
 
 def test_the_log_lives_in_its_own_postgres_schema_and_catches_tampering(
-    postgres_env: dict[str, str], pg_schema: str
+    postgres_env: dict[str, str], pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("PGAPPNAME", raising=False)  # else it names the connections (libpq)
     settings = StoreSettings.from_environ({**postgres_env, "POLKU_PG_SCHEMA": pg_schema,
                                            "POLKU_MASTER_KEY": "A" * 43 + "="})
     schema = accesslog_schema(settings)
@@ -574,6 +575,9 @@ def test_the_log_lives_in_its_own_postgres_schema_and_catches_tampering(
         assert log.verify().ok
         assert len(log.entries_for_plan("p-1", 100)) == 15
         with psycopg.connect(settings.pg_conninfo, autocommit=True) as connection:
+            writer = log._writer_db.connection.info.backend_pid  # type: ignore[attr-defined]
+            named = connection.execute("SELECT application_name FROM pg_stat_activity WHERE pid = %s", (writer,))
+            assert named.fetchone() == ("polku access log",)  # in pg_stat_activity (docs/deployment.md)
             table = sql.SQL("{}.access_log").format(sql.Identifier(schema))
             for statement in ("UPDATE {} SET person_name = 'x'", "DELETE FROM {}", "TRUNCATE {}"):
                 with pytest.raises(psycopg.errors.RaiseException, match="append-only"):

@@ -208,6 +208,29 @@ def test_session_ids_are_stored_hashed(tmp_path: Path, fake_clock: FakeClock) ->
     assert keys and session_id not in keys[0]
 
 
+def test_the_postgres_store_keeps_the_shared_pool_size_and_names_its_connections(
+    postgres_env: dict[str, str], pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accounts' pool is sized by POLKU_PG_POOL_SIZE/POLKU_PG_POOL_MAX as the event store's
+    pools are, holds only its size once open (not one more for the schema statements, which
+    came before its first connection was ready), and says what it is in pg_stat_activity."""
+    monkeypatch.delenv("PGAPPNAME", raising=False)
+    settings = StoreSettings.from_environ(
+        {**postgres_env, "POLKU_PG_SCHEMA": pg_schema, "POLKU_PG_POOL_SIZE": "1", "POLKU_PG_POOL_MAX": "3"}
+    )
+    store = AccountStore.open(settings, hasher=FAST_HASHER)
+    try:
+        pool = store._db._pool  # type: ignore[attr-defined]
+        assert (pool.min_size, pool.max_size, pool.get_stats()["pool_size"]) == (1, 3, 1)
+        with pool.connection() as pooled, psycopg.connect(settings.pg_conninfo, autocommit=True) as db:
+            row = db.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pooled.info.backend_pid,)
+            ).fetchone()
+        assert row == ("polku accounts",)
+    finally:
+        store.close()
+
+
 # --- administration ---------------------------------------------------------------------
 
 
