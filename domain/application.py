@@ -44,6 +44,7 @@ from domain.erasure import ErasureRecord
 from domain.errors import DomainError, EditConflict, PlanErased, PlanNotFound, StoreBusy, StoreUnavailable
 from domain.history import HistoryEntry, describe
 from domain.plan import ClientPlan, PlanRecord
+from domain.postgres import InsertConnectionBusy
 from domain.snapshots import PrunedSnapshotStore, SnapshotWriter
 from domain.storage import StoreSettings
 from domain.transcodings import plan_transcoder
@@ -585,10 +586,12 @@ def _store_failures_as_refusals() -> Iterator[None]:
     The library's errors (its recorders retry a statement ten times first) and psycopg's
     own (the key store's) are told apart by the database's error under them: a lock
     timeout, a serialization failure or a deadlock (SQLite: busy or locked) is other
-    writers holding the plan; anything else (a connection refused, dropped again, none
-    free in time, the server out of connections) is the database out of reach. Told as
-    busy, the user of an unreachable database would wait for other editors who are not
-    there, and the operator would look for them.
+    writers holding the plan, and so is the process's insert connection kept by its other
+    inserting threads (``InsertConnectionBusy``, no database error under it); anything else
+    (a connection refused, dropped again, none free in time, the server out of
+    connections) is the database out of reach. Told as busy, the user of an unreachable
+    database would wait for other editors who are not there, and the operator would look
+    for them.
     """
     try:
         yield
@@ -602,7 +605,7 @@ def _lost_to_other_writers(error: BaseException) -> bool:
     """Whether ``error``, or an error it was raised from, says other writers held the store."""
     cause: BaseException | None = error
     while cause is not None:
-        if getattr(cause, "sqlstate", None) in _CONTENDED_SQLSTATES:
+        if isinstance(cause, InsertConnectionBusy) or getattr(cause, "sqlstate", None) in _CONTENDED_SQLSTATES:
             return True
         sqlite_code = getattr(cause, "sqlite_errorcode", 0) if isinstance(cause, sqlite3.OperationalError) else 0
         if sqlite_code & 0xFF in _SQLITE_CONTENDED:

@@ -341,11 +341,21 @@ def _as_library_error(error: psycopg.Error) -> persistence.PersistenceError:
     return ours(str(error))
 
 
+class InsertConnectionBusy(OperationalError):
+    """Other threads of this process kept the insert connection for the pool's whole
+    ``timeout``: they were inserting, so the database is reachable and busy with writes.
+
+    The library's ``OperationalError``, so its ``@retry`` tries the insert again; when every
+    try waited in vain, ``PlanService`` refuses the command ``StoreBusy``, as for a lock
+    timeout, not ``StoreUnavailable`` (no database error lies under it to tell which).
+    """
+
+
 class InsertConnection:
     """One connection, configured like the datastore's pooled ones, for one thread at a time.
 
-    ``cursor()`` waits for the connection at most the pool's ``timeout`` (then raises the
-    library's ``OperationalError``, as a pool that has no connection to give raises
+    ``cursor()`` waits for the connection at most the pool's ``timeout`` (then raises
+    ``InsertConnectionBusy``, as a pool that has no connection to give raises
     ``PoolTimeout``), checks it as ``check_if_server_spoke`` checks a pooled one, opens a
     new one if there is none or it is dead or older than the pool's ``max_lifetime``, and
     gives the connection's one cursor (rows as tuples, prepared statements kept). After an
@@ -364,7 +374,7 @@ class InsertConnection:
     def cursor(self) -> Iterator[Cursor[TupleRow]]:
         pool = self.datastore.pool
         if not self._lock.acquire(timeout=pool.timeout):
-            raise OperationalError(f"No connection to insert with after {pool.timeout:g} s")
+            raise InsertConnectionBusy(f"No connection to insert with after {pool.timeout:g} s")
         try:
             yield self._usable_cursor()
         except psycopg.Error as error:

@@ -29,8 +29,13 @@ from psycopg import sql
 from domain.application import LIBRARY_ATTEMPTS, PlanService
 from domain.crypto import ENCRYPTED, ErasedPlanEvent
 from domain.erasure import ErasureRecord
-from domain.errors import DomainError, PlanErased
-from domain.postgres import BinaryPostgresAggregateRecorder, OneTripPostgresApplicationRecorder, check_if_server_spoke
+from domain.errors import DomainError, PlanErased, StoreBusy
+from domain.postgres import (
+    BinaryPostgresAggregateRecorder,
+    InsertConnectionBusy,
+    OneTripPostgresApplicationRecorder,
+    check_if_server_spoke,
+)
 from domain.keys import SQLiteKeyring
 from domain.sqlite import DurableSQLiteConnectionPool
 from domain.storage import StoreSettings
@@ -384,7 +389,11 @@ def test_an_insert_connection_the_server_ended_is_replaced_before_the_insert(
 def test_a_thread_waits_for_the_insert_connection_only_the_pools_timeout(
     services: Callable[..., PlanService],
 ) -> None:
-    recorder = services().recorder
+    """One attempt gives up after the pool's timeout; a command whose every attempt did is
+    refused StoreBusy (the database answers, the process's other threads are writing), not
+    StoreUnavailable, and records nothing."""
+    service = services()
+    recorder = service.recorder
     recorder.datastore.pool.timeout = 0.3
     attempt = OneTripPostgresApplicationRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
     result: dict[str, Any] = {}
@@ -397,13 +406,26 @@ def test_a_thread_waits_for_the_insert_connection_only_the_pools_timeout(
             result["error"] = error
         result["seconds"] = time.monotonic() - started
 
+    def command() -> None:
+        try:
+            open_plan(service)
+        except BaseException as error:  # noqa: BLE001 - reported to the test
+            result["refusal"] = error
+
     with recorder.insert_connection.cursor():  # another thread's insert, taking long
         thread = threading.Thread(target=insert)
         thread.start()
         thread.join(5)
+        recorder.datastore.pool.timeout = 0.1  # the library's ten attempts take 3 s
+        thread = threading.Thread(target=command)
+        thread.start()
+        thread.join(20)
 
     assert 0.25 < result["seconds"] < 2.0, result
-    assert isinstance(result["error"], OperationalError), result
+    assert isinstance(result["error"], InsertConnectionBusy), result
+    assert isinstance(result["refusal"], StoreBusy), result
+    assert isinstance(result["refusal"].__cause__, InsertConnectionBusy), result
+    assert not recorder.select_notifications(start=1, limit=1)
 
 
 def test_a_clash_with_another_instances_save_is_retried_on_the_fresh_plan(

@@ -35,6 +35,7 @@ from domain.errors import (
     StoreBusy,
     StoreUnavailable,
 )
+from domain.postgres import InsertConnectionBusy
 from domain.storage import StoreSettings
 from domain.values import Actor
 
@@ -536,6 +537,7 @@ STORE_FAILURES = [
                  StoreBusy, id="deadlock"),
     pytest.param(_raised_from(OperationalError("database is locked"), _locked_sqlite()), StoreBusy, id="sqlite-locked"),
     pytest.param(psycopg.errors.LockNotAvailable("key store locked"), StoreBusy, id="key-store-locked"),
+    pytest.param(InsertConnectionBusy("No connection to insert with after 30 s"), StoreBusy, id="inserting-threads"),
     pytest.param(_raised_from(OperationalError("connection refused"), psycopg.OperationalError("connection refused")),
                  StoreUnavailable, id="connection-refused"),
     pytest.param(_raised_from(OperationalError("too many clients"), psycopg.errors.TooManyConnections("too many")),
