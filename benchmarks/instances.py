@@ -119,9 +119,15 @@ TARGET_RATE = 200
 """Issue 5: p99 edit-to-viewer under 150 ms across instances at 200 edits a second."""
 TARGET_P99_MS = 150.0
 SERVER_NAMES = ("a", "b")
-CONNECTIONS_PER_PROCESS = 40
-"""PostgreSQL connections one `polku serve` opens under the quick run's load (26 idle, 39 seen
-at 25 edits/s; `polku project` 24 idle): room to leave per process of a set-up."""
+CONNECTIONS_PER_PROCESS = 22
+"""Room to leave on the server per process of a set-up: what one `polku serve` holds under load
+with the default POLKU_PG_POOL_MAX=5 (docs/deployment.md, "Connections to PostgreSQL"). Its
+pools' peaks measured under 16 threads of commands and page reads: the event store's 5 and its
+insert connection, the read model's 5, the plan keys' 2-4, the follower's 3, the listener and
+the leader's lock; with the accounts' pool and the access log 1 each, 22. Idle it holds 10-11
+(`polku project` 9, two web instances and a projector 22 together). It was 40 when the pools
+kept 26 idle and grew to 15 each (39 seen at 25 edits/s); at 40, the three processes of
+postgres-2p never found room on a server of 100 and waited the whole 30 s before each run."""
 
 FULL = replace(live_timeline.FULL, rates=(10, 25, 50, 75, 100, 150, 200, 300), step_seconds=10.0,
                extra_meeting_needs=0)
