@@ -408,8 +408,14 @@ class _PostgresDatabase:
     def _connect(self) -> Any:
         import psycopg
 
+        from domain.postgres import KEEPALIVES
+
         return psycopg.connect(
-            self.conninfo, autocommit=True, options=self.options, fallback_application_name=_APPLICATION_NAME
+            self.conninfo,
+            autocommit=True,
+            options=self.options,
+            fallback_application_name=_APPLICATION_NAME,
+            **KEEPALIVES,
         )
 
     @property

@@ -324,7 +324,7 @@ class _PostgresDatabase:
         import psycopg
         from psycopg_pool import ConnectionPool
 
-        from domain.postgres import check_if_server_spoke
+        from domain.postgres import KEEPALIVES, check_if_server_spoke
 
         if not _SCHEMA.match(schema):
             raise ValueError(f"unusable schema name for the account store: {schema!r}")
@@ -338,6 +338,7 @@ class _PostgresDatabase:
                 "autocommit": True,
                 "options": f"-c search_path={schema} -c lock_timeout={max(lock_timeout_s, 1) * 1000}",
                 "fallback_application_name": _APPLICATION_NAME,
+                **KEEPALIVES,
             },
             open=False,
             timeout=self.CONNECTION_WAIT_S,

@@ -578,6 +578,7 @@ def test_the_log_lives_in_its_own_postgres_schema_and_catches_tampering(
             writer = log._writer_db.connection.info.backend_pid  # type: ignore[attr-defined]
             named = connection.execute("SELECT application_name FROM pg_stat_activity WHERE pid = %s", (writer,))
             assert named.fetchone() == ("polku access log",)  # in pg_stat_activity (docs/deployment.md)
+            assert "keepalives_idle=5" in log._writer_db.connection.info.dsn  # type: ignore[attr-defined]
             table = sql.SQL("{}.access_log").format(sql.Identifier(schema))
             for statement in ("UPDATE {} SET person_name = 'x'", "DELETE FROM {}", "TRUNCATE {}"):
                 with pytest.raises(psycopg.errors.RaiseException, match="append-only"):

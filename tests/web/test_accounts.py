@@ -227,6 +227,7 @@ def test_the_postgres_store_keeps_the_shared_pool_size_and_names_its_connections
                 "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pooled.info.backend_pid,)
             ).fetchone()
         assert row == ("polku accounts",)
+        assert "keepalives_idle=5" in pooled.info.dsn  # a silently dropped connection is found
     finally:
         store.close()
 
