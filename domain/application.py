@@ -583,8 +583,9 @@ def _store_failures_as_refusals() -> Iterator[None]:
     """A store that stays locked is :class:`StoreBusy`; one that cannot be reached is
     :class:`StoreUnavailable`: both retryable, never a crash.
 
-    The library's errors (its recorders retry a statement ten times first) and psycopg's
-    own (the key store's) are told apart by the database's error under them: a lock
+    The library's errors (its PostgreSQL recorders try a statement up to ten times first,
+    reads and inserts alike; its SQLite ones wait out the busy timeout) and psycopg's own
+    (the key store's) are told apart by the database's error under them: a lock
     timeout, a serialization failure or a deadlock (SQLite: busy or locked) is other
     writers holding the plan, and so is the process's insert connection kept by its other
     inserting threads (``InsertConnectionBusy``, no database error under it); anything else

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -829,6 +830,33 @@ def test_events_and_snapshots_are_read_in_binary_as_the_library_reads_them(
                         assert got == expected, query
                         assert formats.pop() is True
     assert service.recorder.select_events(plan_id, gt=4)[0].state == big_state
+
+
+def test_a_read_whose_connection_fails_is_tried_again_like_the_librarys(
+    services: Callable[..., PlanService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The binary read keeps the library's ``@retry``: a connection that a database restart
+    ended (or a server still starting up) costs a retry, not a 503 for the reader."""
+    service = services()
+    assert service.snapshots is not None
+    plan_id = uuid.uuid4()
+    service.recorder.insert_events(stored(plan_id, 1))
+    datastore = service.recorder.datastore
+    get_connection = datastore.get_connection
+    failures: list[OperationalError] = []
+
+    @contextmanager
+    def failing_first() -> Iterator[Any]:
+        if failures:
+            raise failures.pop()
+        with get_connection() as conn:
+            yield conn
+
+    monkeypatch.setattr(datastore, "get_connection", failing_first)
+    for recorder, expected in ((service.recorder, [1]), (service.snapshots.recorder, [])):
+        failures.append(OperationalError("server closed the connection unexpectedly"))
+        assert [e.originator_version for e in recorder.select_events(plan_id)] == expected
+        assert failures == []
 
 
 def test_the_pool_sizes_are_read_from_the_environment_and_reach_every_pool(environ: dict[str, str]) -> None:
