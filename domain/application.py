@@ -584,8 +584,9 @@ def _store_failures_as_refusals() -> Iterator[None]:
     :class:`StoreUnavailable`: both retryable, never a crash.
 
     The library's errors (its PostgreSQL recorders try a statement up to ten times first,
-    reads and inserts alike; its SQLite ones wait out the busy timeout) and psycopg's own
-    (the key store's) are told apart by the database's error under them: a lock
+    reads and inserts alike; its SQLite ones wait out the busy timeout) and the key
+    stores' own (psycopg's, and sqlite3's from ``keys.sqlite3``, which a command-line
+    process may hold) are told apart by the database's error under them: a lock
     timeout, a serialization failure or a deadlock (SQLite: busy or locked) is other
     writers holding the plan, and so is the process's insert connection kept by its other
     inserting threads (``InsertConnectionBusy``, no database error under it); anything else
@@ -596,7 +597,9 @@ def _store_failures_as_refusals() -> Iterator[None]:
     """
     try:
         yield
-    except (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError) as error:
+    except (
+        OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError, sqlite3.OperationalError
+    ) as error:
         if _lost_to_other_writers(error):
             raise StoreBusy() from error
         raise StoreUnavailable(str(error)) from error

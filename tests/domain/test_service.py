@@ -537,6 +537,7 @@ STORE_FAILURES = [
                  StoreBusy, id="deadlock"),
     pytest.param(_raised_from(OperationalError("database is locked"), _locked_sqlite()), StoreBusy, id="sqlite-locked"),
     pytest.param(psycopg.errors.LockNotAvailable("key store locked"), StoreBusy, id="key-store-locked"),
+    pytest.param(_locked_sqlite(), StoreBusy, id="sqlite-key-store-locked"),
     pytest.param(InsertConnectionBusy("No connection to insert with after 30 s"), StoreBusy, id="inserting-threads"),
     pytest.param(_raised_from(OperationalError("connection refused"), psycopg.OperationalError("connection refused")),
                  StoreUnavailable, id="connection-refused"),
@@ -548,6 +549,8 @@ STORE_FAILURES = [
                  StoreUnavailable, id="connection-dropped"),
     pytest.param(InterfaceError("the connection is closed"), StoreUnavailable, id="connection-closed"),
     pytest.param(psycopg.OperationalError("key store unreachable"), StoreUnavailable, id="key-store-unreachable"),
+    pytest.param(sqlite3.OperationalError("unable to open database file"), StoreUnavailable,
+                 id="sqlite-key-store-unreachable"),
 ]
 
 
@@ -571,6 +574,23 @@ def test_a_store_failure_is_busy_when_others_hold_the_store_and_unavailable_when
     monkeypatch.undo()
     assert event_count(service, team.plan_id) == before
     assert service.add_note(team.plan_id, by=carla, command_id=cid(), text="Hello").version == before + 1
+
+
+def test_a_key_store_another_process_holds_is_busy_not_a_crash(
+    service: PlanService, carla: Actor, tmp_path: Path
+) -> None:
+    """A `polku` command holding `keys.sqlite3` past the busy timeout: opening a plan (which
+    writes its key) is refused StoreBusy, and succeeds once the other process lets go."""
+    service.keyring._db.execute("PRAGMA busy_timeout = 50")  # type: ignore[attr-defined]  # not 5 s
+    other = sqlite3.connect(tmp_path / "keys.sqlite3", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreBusy) as refused:
+            open_plan(service, carla)
+        assert isinstance(refused.value.__cause__, sqlite3.OperationalError)
+    finally:
+        other.close()
+    assert open_plan(service, carla).version == 1
 
 
 def test_concurrent_editors_of_one_plan_lose_no_command(
