@@ -8,8 +8,9 @@ recorder's ``insert_events``, the aggregate recorder's (the snapshots') insert, 
 (``KEEPALIVES``), the name every connection shows in ``pg_stat_activity``
 (``POSTGRES_APPLICATION_NAME``, unless ``PGAPPNAME`` names the process), a pool's first
 open that waits for its connections (``_PoolFilledOnFirstOpen``), schema and table names
-checked (``check_name``), ``create_table`` run by one instance at a time
-(``_CreatedOneAtATime``), and the reads of a plan's events and snapshots (binary).
+checked (``domain.storage.check_schema``, ``check_name``), ``create_table`` run by one
+instance at a time (``_CreatedOneAtATime``), and the reads of a plan's events and
+snapshots (binary).
 
 The library's insert is a pipelined transaction of six statements (``BEGIN``, ``SET
 LOCAL lock_timeout``, ``LOCK TABLE ... IN EXCLUSIVE MODE``, ``NOTIFY``, ``INSERT ...
@@ -91,6 +92,8 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
+from domain.storage import check_schema
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
@@ -123,11 +126,12 @@ CREATE_WAIT_S = 60
 
 
 def check_name(name: str, setting: str) -> str:
-    """``name`` if it is a plain SQL name, else a ``ValueError`` naming the ``setting``.
+    """``name`` if it is a plain SQL name, else a ``ValueError`` naming the ``setting``: for
+    table names (schema names: ``domain.storage.check_schema``).
 
-    Schema and table names are quoted as identifiers, but they also go into the body of
-    the insert function, which is dollar-quoted (``$BODY$``); a name containing that
-    would end the body early. Only letters, digits and ``_`` are accepted, at most 63.
+    Table names are quoted as identifiers, but they also go into the body of the insert
+    function, which is dollar-quoted (``$BODY$``); a name containing that would end the
+    body early. Only letters, digits and ``_`` are accepted, at most 63.
     """
     if not _NAME.fullmatch(name):
         msg = (
@@ -157,8 +161,8 @@ def connect_like_pool(datastore: _lib.PostgresDatastore) -> Connection[Any]:
 
 
 class _CreatedOneAtATime(_lib.PostgresRecorder):
-    """A recorder whose names are checked (``check_name``) and whose ``create_table`` runs
-    one instance at a time in the schema.
+    """A recorder whose names are checked (``check_schema``, ``check_name``) and whose
+    ``create_table`` runs one instance at a time in the schema.
 
     The library creates its composite type first, in a transaction of its own, and
     ignores only ``DuplicateObject``; but two sessions creating the same type at once
@@ -168,7 +172,7 @@ class _CreatedOneAtATime(_lib.PostgresRecorder):
     """
 
     def __init__(self, datastore: _lib.PostgresDatastore, *, events_table_name: str = "stored_events"):
-        check_name(datastore.schema, "PostgreSQL schema")
+        check_schema(datastore.schema, "PostgreSQL schema")
         check_name(events_table_name, "PostgreSQL table name")
         super().__init__(datastore, events_table_name=events_table_name)  # type: ignore[call-arg]
 

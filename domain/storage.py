@@ -5,7 +5,8 @@
     POLKU_STORE         sqlite (default) or postgres
     POLKU_DATA_DIR      folder for the SQLite files and the master key file (./data)
     POLKU_PG_HOST, POLKU_PG_PORT, POLKU_PG_DB, POLKU_PG_USER, POLKU_PG_PASSWORD
-    POLKU_PG_SCHEMA     schema of the event store (default: public); keys go to <schema>_keys
+    POLKU_PG_SCHEMA     schema of the event store (default: public); keys go to <schema>_keys;
+                        lowercase letters, digits and _, at most 53 characters (`check_schema`)
     POLKU_PG_LOCK_TIMEOUT  seconds to wait for a lock before failing (default 5, never 0)
     POLKU_PG_POOL_SIZE  connections each pool keeps open when idle (default 1)
     POLKU_PG_POOL_MAX   connections each pool opens at most under load (default 5, at least 2)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -28,6 +30,38 @@ from typing import Literal
 import msgspec
 
 from domain.keys import Keyring, PostgresKeyring, SQLiteKeyring
+
+PG_NAME_MAX = 63
+"""PostgreSQL's longest name (NAMEDATALEN - 1). It cuts a longer one to this length with only
+a NOTICE, so two names that differ only after it are one name."""
+
+PG_SCHEMA_MAX = PG_NAME_MAX - len("_accesslog")
+"""The longest POLKU_PG_SCHEMA (53): every schema derived from it (``<schema>_keys``,
+``_views``, ``_accounts``, and the longest, ``_accesslog``) must fit ``PG_NAME_MAX``
+whole. Cut short, ``<schema>_keys`` of a 59-63 character schema was the event store's own
+schema (the plan keys in the event store's backups), and deployments whose names shared
+their first 57 characters shared one read model and one key schema."""
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def check_schema(name: str, setting: str, *, longest: int = PG_NAME_MAX) -> str:
+    """``name`` if it is a schema name every store can use, else a ``ValueError`` naming the
+    ``setting``: lowercase letters, digits and ``_``, not starting with a digit, at most
+    ``longest`` characters.
+
+    The stores quote their schemas as identifiers, but the event store's also goes into the
+    dollar-quoted body of its insert function (``domain.postgres``), and the account store
+    and access log into a connection's ``search_path`` option, where an unquoted name is
+    folded to lowercase: only plain lowercase names mean the same schema everywhere.
+    """
+    if len(name) > longest or not _SCHEMA_NAME.fullmatch(name):
+        msg = (
+            f"Invalid {setting} {name!r}: use only lowercase letters, digits and _, "
+            f"not starting with a digit, at most {longest} characters."
+        )
+        raise ValueError(msg)
+    return name
 
 
 class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,12 +93,10 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
     0.1-0.5 s. It was 500 when a plan held megabytes."""
 
     def __post_init__(self) -> None:
-        """Refuse a schema name that is not a plain SQL name (see `domain.postgres.check_name`),
+        """Refuse a schema name that some store cannot use (`check_schema`, `PG_SCHEMA_MAX`),
         and pool sizes that a pool cannot have or the follower cannot work with."""
         if self.kind == "postgres" and self.pg_schema:
-            from domain.postgres import check_name
-
-            check_name(self.pg_schema, "POLKU_PG_SCHEMA")
+            check_schema(self.pg_schema, "POLKU_PG_SCHEMA", longest=PG_SCHEMA_MAX)
         if not 0 <= self.pg_pool_size <= self.pg_pool_max or self.pg_pool_max < 2:
             msg = (
                 f"POLKU_PG_POOL_SIZE {self.pg_pool_size} and POLKU_PG_POOL_MAX {self.pg_pool_max}: "

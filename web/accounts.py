@@ -48,6 +48,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from domain.errors import StoreUnavailable
+from domain.storage import check_schema
 from web.identity import Account
 
 if TYPE_CHECKING:
@@ -89,7 +90,6 @@ MAX_PASSWORD_LENGTH: Final = 256
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
 _IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 #: What the store's PostgreSQL connections show in ``pg_stat_activity`` (docs/deployment.md).
 _APPLICATION_NAME: Final = "polku accounts"
@@ -326,8 +326,7 @@ class _PostgresDatabase:
 
         from domain.postgres import KEEPALIVES, check_if_server_spoke
 
-        if not _SCHEMA.match(schema):
-            raise ValueError(f"unusable schema name for the account store: {schema!r}")
+        check_schema(schema, "schema of the account store")
         with psycopg.connect(conninfo, autocommit=True, fallback_application_name=_APPLICATION_NAME) as connection:
             connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         self._pool = ConnectionPool(

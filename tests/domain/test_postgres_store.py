@@ -39,8 +39,10 @@ from domain.postgres import (
 )
 from domain.keys import SQLiteKeyring
 from domain.sqlite import DurableSQLiteConnectionPool
-from domain.storage import StoreSettings
+from domain.storage import PG_SCHEMA_MAX, StoreSettings
 from domain.values import Actor
+from web.accesslog import accesslog_schema
+from web.accounts import accounts_schema
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 TODAY = START.date()
@@ -752,6 +754,29 @@ def test_a_schema_name_that_is_not_a_plain_sql_name_is_refused_at_start(environ:
     with pytest.raises(ValueError, match="table name"):
         OneTripPostgresApplicationRecorder(datastore, events_table_name="events$BODY$")
     datastore.close()
+
+
+def test_a_schema_name_some_store_cannot_use_whole_is_refused_at_start(
+    environ: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    """PostgreSQL cuts a name to 63 characters with only a NOTICE: the keys' schema of a 59-63
+    character POLKU_PG_SCHEMA was the event store's own. The longest accepted name keeps every
+    derived schema whole and apart; a longer one, or an uppercase one (which the account
+    store's ``search_path`` would fold to lowercase), is refused before anything is opened."""
+    longest = "polku_" + "x" * (PG_SCHEMA_MAX - len("polku_"))
+    settings = StoreSettings.from_environ({**environ, "POLKU_PG_SCHEMA": longest})
+    derived = [
+        settings.pg_schema,
+        f"{longest}_keys",
+        f"{longest}_views",
+        accounts_schema(settings),
+        accesslog_schema(settings),
+    ]
+    as_stored = [db.execute("SELECT %s::name::text", (name,)).fetchone()[0] for name in derived]  # type: ignore[index]
+    assert as_stored == derived
+    for refused in (longest + "x", "x" * 55, "Polku"):
+        with pytest.raises(ValueError, match="POLKU_PG_SCHEMA"):
+            StoreSettings.from_environ({**environ, "POLKU_PG_SCHEMA": refused})
 
 
 def test_instances_starting_together_on_an_empty_schema_all_start(
