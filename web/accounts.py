@@ -309,6 +309,8 @@ class _PostgresDatabase:
     Trying again is safe: a statement whose connection dropped was rolled back, unless the
     server committed it just before dying, and every statement here may run twice (upserts,
     deletes, updates to a value) except counting a failed sign-in, which then counts twice.
+    The two writes whose second run would see the first one's result recognise it as their
+    own: a new account by its new id, a password set with a link by its new (salted) hash.
 
     The pool keeps ``pool_size`` connections open and opens at most ``pool_max``
     (``POLKU_PG_POOL_SIZE``/``POLKU_PG_POOL_MAX``, as every pool of the event store): no
@@ -526,7 +528,10 @@ class AccountStore:
         organisation_id: str | None, profession: str, plan_id: str | None,
     ) -> None:
         def insert() -> None:
-            if self._db.execute("SELECT 1 FROM accounts WHERE username = %(u)s", {"u": username}):
+            holder = self._db.execute("SELECT account_id FROM accounts WHERE username = %(u)s", {"u": username})
+            if holder and holder[0][0] == account_id:
+                return  # this very insert, committed before its connection dropped: tried again
+            if holder:
                 raise AccountError(f"the username {username!r} is taken")
             self._db.execute(
                 "INSERT INTO accounts (account_id, username, kind, name, person_id, organisation_id,"
@@ -600,21 +605,34 @@ class AccountStore:
         stays valid then). Ends the account's sessions.
         """
         check_new_password(password)
-        if self.account_for_link(token) is None:
+        linked = self.account_for_link(token)
+        if linked is None:
             return None
         password_hash = self.hasher.hash(password)
         now = self.clock()
-        rows = self._db.execute(
-            "UPDATE accounts SET password_hash = %(hash)s, password_set_at = %(now)s,"
-            " link_token_hash = NULL, link_expires_at = NULL, failed_attempts = 0,"
-            " last_failed_at = NULL, locked_until = NULL"
-            " WHERE link_token_hash = %(token_hash)s AND link_expires_at > %(now)s RETURNING account_id",
-            {"hash": password_hash, "now": now, "token_hash": _token_hash(token)},
-        )
-        if not rows:  # used or expired meanwhile (the update is the one check that counts)
+
+        def set_and_end_sessions() -> bool:
+            rows = self._db.execute(
+                "UPDATE accounts SET password_hash = %(hash)s, password_set_at = %(now)s,"
+                " link_token_hash = NULL, link_expires_at = NULL, failed_attempts = 0,"
+                " last_failed_at = NULL, locked_until = NULL"
+                " WHERE link_token_hash = %(token_hash)s AND link_expires_at > %(now)s RETURNING account_id",
+                {"hash": password_hash, "now": now, "token_hash": _token_hash(token)},
+            )
+            if not rows and not self._db.execute(
+                "SELECT 1 FROM accounts WHERE account_id = %(id)s AND password_hash = %(hash)s",
+                {"id": linked.account_id, "hash": password_hash},
+            ):
+                return False  # used or expired meanwhile (the update is the one check that counts)
+            self.delete_sessions_of(linked.account_id)
+            return True
+
+        # One transaction, so the sessions end with the new password. A try again (its
+        # connection dropped) after the server committed the first finds the link used up,
+        # and the account with this call's hash (salted: no other call makes it): done.
+        if not self._db.in_transaction(set_and_end_sessions):
             return None
-        self.delete_sessions_of(rows[0][0])
-        return self.account(rows[0][0])
+        return self.account(linked.account_id)
 
     def set_password(self, username: str, password: str, *, password_hash: str | None = None) -> None:
         """Set a password directly (the demo, tests). ``password_hash`` reuses a hash of it."""

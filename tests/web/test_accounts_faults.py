@@ -48,7 +48,7 @@ from tests.web.conftest import TEST_SECRET_KEY, running
 from tests.web.identity_fixtures import FAST_HASHER, add_account, csrf_token_of_page, sign_in
 from tests.web.test_signin import whoami_socket
 from web import cli
-from web.accounts import ACCOUNTS_FILENAME, AccountStore, accounts_schema
+from web.accounts import ACCOUNTS_FILENAME, AccountError, AccountStore, accounts_schema
 from web.errors import StoreUnavailable
 from web.identity import Account
 from web.settings import Settings
@@ -193,6 +193,77 @@ def test_a_connection_that_drops_twice_is_store_unavailable(
             read()
         lock.release()
     assert pg_store.session_get(SESSION_ID, None) is None  # and the store works again
+
+
+def lose_the_answer_after_commit(store: AccountStore, monkeypatch: pytest.MonkeyPatch, marker: str) -> list[str]:
+    """The first use of one of ``store``'s connections that runs a statement containing
+    ``marker`` commits, then loses its connection before the answer is read (the server dies
+    between COMMIT and its reply): the store sees psycopg's error on a closed connection and
+    tries again. The returned list gets ``marker`` when that has happened."""
+    pool = store._db._pool  # type: ignore[attr-defined]
+    checkout = pool.connection
+    lost: list[str] = []
+
+    @contextmanager
+    def connection(*args: Any, **kwargs: Any) -> Iterator[psycopg.Connection[Any]]:
+        with checkout(*args, **kwargs) as conn:
+            statements: list[str] = []
+            execute = conn.execute
+
+            def recording(query: Any, params: Any = None, **options: Any) -> Any:
+                statements.append(str(query))
+                return execute(query, params, **options)
+
+            conn.execute = recording  # type: ignore[method-assign]
+            try:
+                yield conn
+            finally:
+                del conn.execute
+            if not lost and any(marker in statement for statement in statements):
+                lost.append(marker)
+                conn.close()
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(pool, "connection", connection)
+    return lost
+
+
+@pytest.mark.postgres
+def test_a_password_set_with_a_link_whose_answer_was_lost_is_done_and_ends_the_sessions(
+    pg_store: AccountStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The try again finds the link used up, by the first try: it knows the account by the
+    password's new hash, and the sessions ended with it (one transaction)."""
+    account = add_account(pg_store, "aino.virtanen")
+    pg_store.session_set(SESSION_ID, b"{}", expires_in=600, account_id=account.account_id)
+    token = pg_store.issue_link("aino.virtanen")
+    lost = lose_the_answer_after_commit(pg_store, monkeypatch, "link_token_hash = NULL")
+
+    answer = pg_store.set_password_with_link(token, "a fresh long passphrase 42")
+
+    assert lost
+    assert answer is not None and answer.account_id == account.account_id
+    assert pg_store.verify_password("aino.virtanen", "a fresh long passphrase 42").ok
+    assert not pg_store.session_exists(SESSION_ID)
+    assert pg_store.account_for_link(token) is None
+
+
+@pytest.mark.postgres
+def test_an_account_added_whose_answer_was_lost_is_added_once_not_taken(
+    pg_store: AccountStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The try again finds the username held by the account the first try inserted (same new
+    id): that is this account, not "the username is taken"."""
+    pg_store.add_organisation("pirha-toike", "Pirkanmaan hyvinvointialue", "wellbeing_services_county")
+    lost = lose_the_answer_after_commit(pg_store, monkeypatch, "INSERT INTO accounts")
+
+    account = pg_store.add_account("aino.virtanen", name="Aino Virtanen", organisation_id="pirha-toike")
+
+    assert lost
+    assert pg_store.account_by_username("aino.virtanen") == account
+    assert pg_store.count_accounts() == 1
+    with pytest.raises(AccountError, match="taken"):
+        pg_store.add_account("aino.virtanen", name="Aino Toinen", organisation_id="pirha-toike")
 
 
 @pytest.mark.postgres
