@@ -91,6 +91,7 @@ from eventsourcing.utils import retry
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
+from psycopg_pool import PoolTimeout
 
 from domain.storage import check_schema
 
@@ -442,7 +443,16 @@ class _PoolFilledOnFirstOpen(_lib.ConnectionPool):  # type: ignore[type-arg]
     The library opens the pool at the first ``get_connection`` without waiting, and asks for
     a connection at once: none is ready yet, so the pool opens one more than ``min_size``,
     and keeps it until it has been unused for ``max_idle`` (10 minutes).
+
+    The wait is not psycopg_pool's ``open(wait=True)``: when the connections do not come in
+    time, that closes the pool, and a closed pool cannot be opened again, so every later
+    ``get_connection`` of the datastore would fail. Here the first caller gets
+    ``PoolTimeout`` and the pool stays open, connecting in the background as the library's
+    does, for the next callers.
     """
+
+    FILL_CHECK_S = 0.005
+    """How often the first ``open`` looks whether the connections are made."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._first_open = threading.Lock()
@@ -452,9 +462,18 @@ class _PoolFilledOnFirstOpen(_lib.ConnectionPool):  # type: ignore[type-arg]
         if self.closed:
             with self._first_open:
                 if self.closed:
-                    super().open(wait=True, timeout=timeout)
+                    super().open(wait=False)
+                    self._wait_until_filled(timeout)
                     return
         super().open(wait, timeout)
+
+    def _wait_until_filled(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.get_stats()["pool_available"] < self.min_size:
+            if time.monotonic() >= deadline:
+                msg = f"pool initialization incomplete after {timeout:g} sec"
+                raise PoolTimeout(msg)
+            time.sleep(self.FILL_CHECK_S)
 
 
 class OneTripPostgresFactory(_lib.PostgresFactory):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ import pytest
 from eventsourcing import postgres as _lib
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from psycopg import sql
+from psycopg_pool import PoolTimeout
 
 from domain.application import LIBRARY_ATTEMPTS, PlanService
 from domain.crypto import ENCRYPTED, ErasedPlanEvent
@@ -35,6 +37,7 @@ from domain.postgres import (
     BinaryPostgresAggregateRecorder,
     InsertConnectionBusy,
     OneTripPostgresApplicationRecorder,
+    _PoolFilledOnFirstOpen,
     check_if_server_spoke,
 )
 from domain.keys import SQLiteKeyring
@@ -882,6 +885,32 @@ def test_a_read_whose_connection_fails_is_tried_again_like_the_librarys(
         failures.append(OperationalError("server closed the connection unexpectedly"))
         assert [e.originator_version for e in recorder.select_events(plan_id)] == expected
         assert failures == []
+
+
+def test_a_pool_whose_first_open_timed_out_connects_once_the_server_answers(environ: dict[str, str]) -> None:
+    """psycopg_pool's ``open(wait=True)`` closes a pool whose connections do not come in time,
+    for good; the first open here refuses its caller and leaves the pool connecting, so a
+    datastore first used while the server is out of reach heals when it comes back."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    conninfo = psycopg.conninfo.make_conninfo(
+        host=environ["POLKU_PG_HOST"], port=environ["POLKU_PG_PORT"], user=environ["POLKU_PG_USER"],
+        dbname=environ["POLKU_PG_DB"],
+    )
+    pool = _PoolFilledOnFirstOpen(
+        psycopg.conninfo.make_conninfo(conninfo, port=closed_port), min_size=1, max_size=2, open=False, timeout=10,
+    )
+    try:
+        with pytest.raises(PoolTimeout):
+            pool.open(timeout=0.3)
+        assert not pool.closed
+        pool.conninfo = conninfo  # the server answers now
+        pool.open(timeout=10)
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pool.close()
 
 
 def test_the_pool_sizes_are_read_from_the_environment_and_reach_every_pool(environ: dict[str, str]) -> None:
