@@ -116,7 +116,6 @@ _INSERT: Final = (
 )
 _HEAD: Final = f"SELECT seq, hash FROM {_TABLE} ORDER BY seq DESC LIMIT 1"
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: What the log's PostgreSQL connections show in ``pg_stat_activity`` (docs/deployment.md).
 _APPLICATION_NAME: Final = "polku access log"
 _APPEND_ONLY_MESSAGE: Final = "the access log is append-only"
@@ -374,8 +373,9 @@ class _PostgresDatabase:
     def __init__(self, conninfo: str, schema: str, *, lock_timeout_s: float) -> None:
         import psycopg
 
-        if not _SCHEMA.match(schema):
-            raise ValueError(f"unusable schema name for the access log: {schema!r}")
+        from domain.storage import check_schema
+
+        check_schema(schema, "schema of the access log")
         self.conninfo = conninfo
         self.schema = schema
         self.options = f"-c search_path={schema} -c lock_timeout={max(int(lock_timeout_s * 1000), 1000)}"

@@ -608,3 +608,12 @@ def test_an_entry_is_on_disk_when_record_returns(tmp_path: Path) -> None:
         other.close()
     finally:
         log.close()
+
+
+@pytest.mark.parametrize("schema", ["Polku_accesslog", "polku_accesslog\n", "p" * 64])
+def test_an_access_log_schema_that_not_every_store_can_use_is_refused(schema: str) -> None:
+    """The schema goes into the connection's search_path unquoted: one check for every store."""
+    from web.accesslog import _PostgresDatabase
+
+    with pytest.raises(ValueError, match="schema of the access log"):
+        _PostgresDatabase("host=127.0.0.1", schema, lock_timeout_s=1)
