@@ -104,10 +104,20 @@ class Keyring(ABC):
         return False
 
     def erase(self, plan_id: uuid.UUID) -> None:
+        """Forget the key here at once, then in the store; if the store's write fails, the
+        key is still there, and this process must not go on treating the plan as erased."""
+        name = str(plan_id)
         with self._lock:
-            self._cache.pop(str(plan_id), None)
-            self._erased.add(str(plan_id))
-        self._tombstone(str(plan_id), datetime.now(UTC).isoformat())
+            self._cache.pop(name, None)
+            was_erased = name in self._erased
+            self._erased.add(name)
+        try:
+            self._tombstone(name, datetime.now(UTC).isoformat())
+        except BaseException:
+            if not was_erased:
+                with self._lock:
+                    self._erased.discard(name)
+            raise
 
     @abstractmethod
     def _insert(self, plan_id: str, wrapped: bytes, created_at: str) -> bool:

@@ -953,6 +953,24 @@ def test_an_erased_plans_key_is_gone_from_the_key_files(service: PlanService, tm
         assert bytes(wrapped) not in path.read_bytes(), f"the erased key is still in {path.name}"
 
 
+def test_an_erasure_the_key_store_failed_to_record_leaves_the_plan_readable(
+    service: PlanService, anna: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key is still in the store, so this process must not keep refusing the plan."""
+    plan_id = open_plan(service, anna).plan_id
+    service.close_plan(plan_id, by=anna, command_id=cid(), outcome="work")
+
+    def store_locked(*_: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(service.keyring, "_tombstone", store_locked)
+    with pytest.raises((StoreBusy, StoreUnavailable)):
+        service.erase_plan(plan_id, by=anna, reason="Retention period over")
+
+    assert not service.keyring.is_erased(uuid.UUID(plan_id))
+    assert service.get_plan(plan_id).is_closed
+
+
 def test_the_event_store_holds_no_personal_data_in_plain_bytes(
     service: PlanService, tmp_path: Path, anna: Actor, carla: Actor
 ) -> None:
