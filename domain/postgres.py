@@ -39,9 +39,13 @@ server-side prepared statement; a single event (one command's) as four one-eleme
 client quoted every event (its state hex-encoded, twice its size) into an array literal
 and the server parsed it back, about 0.1 ms of client CPU and as much server time a save.
 The function of earlier versions (one argument of that composite type, same name) is an
-overload of this one and is left in place, so instances still running the earlier code
-keep saving during a rolling upgrade (both take the same table lock); it can be dropped
-once none is left.
+overload of this one and is left in place, so an instance still running the earlier code
+keeps saving events while the new one starts (both take the same table lock); it can be
+dropped once none is left. That makes the event store safe to share across the two
+releases, not a rolling upgrade as a whole: a release that changes the read model's
+version needs every instance of the earlier one stopped first (docs/deployment.md,
+"Database set-up at start"; from read-model version 5 on an older writer is refused
+rather than corrupting it, ``projections.views``).
 
 The inserts go through one connection that the recorder keeps (``InsertConnection``),
 not through the pool: the ``EXCLUSIVE`` lock lets one insert at a time go on in the

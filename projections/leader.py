@@ -155,6 +155,11 @@ class LeaderElection:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def resign(self) -> None:
+        """Stop competing, without waiting: the lock goes with the connection after the
+        current step (callable from a callback, where :meth:`close` would wait for itself)."""
+        self._stopping.set()
+
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():

@@ -48,6 +48,7 @@ from projections.views import (
     PlanRow,
     PlanViewTables,
     PostgresPlanViews,
+    ReadModelSuperseded,
     SQLitePlanViews,
     StaleRow,
 )
@@ -315,6 +316,13 @@ class PlanViews:
         return self._runner is not None
 
     @property
+    def superseded(self) -> str | None:
+        """Why this instance stopped writing the read model for good, or None: the read model
+        holds another version than this release's (:class:`~projections.views.ReadModelSuperseded`);
+        an instance of another release recreated it. Not ready to serve it either."""
+        return self.store.superseded
+
+    @property
     def is_listening(self) -> bool:
         """Whether this instance hears the writer's notices (always, on SQLite, while following)."""
         if self._notices is not None:
@@ -435,7 +443,7 @@ class PlanViews:
             self._stop_runner()
             self._restart_at = time.monotonic() + self._restart_delay
             self._restart_delay = min(self._restart_delay * 2, MAX_RESTART_DELAY)
-        if time.monotonic() < self._restart_at:
+        if self.superseded is not None or time.monotonic() < self._restart_at:
             return
         # Another writer may have moved the rows while this one was not leading: start
         # from the stored tracking position with nothing cached.
@@ -455,12 +463,22 @@ class PlanViews:
         try:
             runner.__exit__(None, None, None)
         except Exception as error:
-            if _is_fenced(error):
+            if isinstance(error, ReadModelSuperseded):
+                self._give_up_writing(error)
+            elif _is_fenced(error):
                 logger.info("plan views: another writer committed first (%s); following on from there", error)
                 self._restart_delay = RESTART_DELAY
             else:
                 logger.error("plan views: the follower failed; restarting it", exc_info=error)
                 self._runner_error = error
+
+    def _give_up_writing(self, error: ReadModelSuperseded) -> None:
+        """Another release's instance recreated the read model: stop writing it, for good, and
+        leave the writer lock to the instances of that release (the store logged why, and
+        :attr:`superseded` says so)."""
+        self._runner_error = error
+        if self._election is not None:
+            self._election.resign()
 
 
 def rebuild(settings: StoreSettings, progress: Callable[[int, int], None] | None = None) -> int:

@@ -12,14 +12,18 @@ Pages that list many plans read summary columns and rows, never a plan's whole
 state: the caseload line (`summary`), the statistics' segment and outcome
 columns and need counts (`plan_needs`), and the first day of each organisation's
 consent (`plan_consents`), which the organisation's caseload asks instead of
-`domain.access` (see `organisation_caseload`). A store written by an older shape
+`domain.access` (see `organisation_caseload`). A store written by another shape
 of these tables (`READ_MODEL_VERSION`) is emptied at start and refilled from the
-event log by the follower.
+event log by the follower. The version is stored in the read model, and every write
+checks it in its own transaction: a writer of another version still running (an
+instance of the earlier release, during an upgrade) is refused
+(:class:`ReadModelSuperseded`) instead of writing rows the new shape cannot read.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,7 +31,7 @@ from datetime import date
 from typing import Any
 
 import msgspec
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import PersistenceError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
@@ -76,20 +80,33 @@ PLAN_COLUMNS = (
 """The columns of ``plan_views`` (as in ``TABLES``)."""
 PLAN_TABLES = (*DERIVED_TABLES, "plan_seen")
 """Every table with rows of a plan: what erasing the plan's key deletes."""
-READ_MODEL_VERSION = 4
+READ_MODEL_VERSION = 5
 """The shape of the derived tables. Raise it whenever they change: a store at another
 version has its derived tables recreated empty and its position forgotten at start, so
 the follower refills them from the start of the event log (version 2: the summary
 columns and rows of the caseload and statistics; version 3: the plan's document typed
 JSON by msgspec, ``projections.codec``; version 4: on PostgreSQL, the function that
-writes a plan's rows in one call)."""
+writes a plan's rows in one call; version 5: every write checks this version against
+the one stored in the read model, ``ReadModelSuperseded``)."""
 COLLEAGUE_ROLES = ("expert", "counterpart")
 """The roles that make a plan one of its organisation's (``domain.access``: colleagues of the
 named expert and the counterpart)."""
 
 
+logger = logging.getLogger(__name__)
+
+
 class StaleRow(Exception):
     """The plan's row is not at the version a write was folded onto (another writer, a rebuild, an erasure)."""
+
+
+class ReadModelSuperseded(Exception):
+    """The read model is at another version than this writer's: an instance of another
+    release recreated it. Nothing was written; this writer must stop writing it."""
+
+
+_SUPERSEDED = "read model superseded"
+"""How the PostgreSQL save function's refusal begins (the library keeps only the message)."""
 
 
 class PlanRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,7 +159,21 @@ class PlanStatistics(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PlanViewTables:
-    """Queries shared by both stores, written once with %(name)s placeholders."""
+    """Queries shared by both stores, written once with %(name)s placeholders.
+
+    ``read_model_version``: the shape this store writes, ``READ_MODEL_VERSION`` when it
+    was opened (a test opens a writer of another version by changing the constant).
+    ``superseded``: why this store refused a write, once the read model was found at another
+    version (it stays so: the stored version only changes by recreating the read model).
+    """
+
+    _locks_version_row = ""
+    """What a write's read of the stored version adds, so that a recreate waits for it."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.read_model_version = READ_MODEL_VERSION
+        self.superseded: str | None = None
+        super().__init__(*args, **kwargs)
 
     def _qualified(self, table: str) -> str:
         return table
@@ -177,7 +208,37 @@ class PlanViewTables:
             {"name": "plan_views"},
         )
         row = cursor.fetchone()
-        return row is not None and row["version"] == READ_MODEL_VERSION
+        return row is not None and row["version"] == self.read_model_version
+
+    def _check_version(self, cursor: Any) -> None:
+        """Refuse a write (:class:`ReadModelSuperseded`) unless the stored version is this writer's.
+
+        Called first in the write's transaction. On PostgreSQL it also share-locks the
+        version row until the write commits, so a recreate (which updates that row first)
+        waits for the write, and a write that comes after reads the new version.
+        """
+        cursor.execute(
+            self._sql(
+                f"SELECT version FROM {self._qualified('read_model_version')} WHERE name = %(name)s"
+                f"{self._locks_version_row}"
+            ),
+            {"name": "plan_views"},
+        )
+        row = cursor.fetchone()
+        stored = None if row is None else row["version"]
+        if stored != self.read_model_version:
+            raise self._superseded(f"the read model is at version {stored}")
+
+    def _superseded(self, found: str) -> ReadModelSuperseded:
+        error = ReadModelSuperseded(
+            f"{_SUPERSEDED}: {found}, this writer writes version {self.read_model_version};"
+            " an instance of another release recreated it. This instance no longer writes the read model:"
+            " stop every instance of the other release (docs/deployment.md, \"Database set-up at start\")."
+        )
+        if self.superseded is None:
+            logger.error("plan views: %s", error)
+        self.superseded = str(error)
+        return error
 
     def _reset_if_outdated(self) -> bool:
         """Recreate the derived tables empty, and forget the position, if another version wrote them.
@@ -185,10 +246,22 @@ class PlanViewTables:
         Returns whether it did. The tables are dropped rather than altered, so a column
         added, removed or changed is all the same; the follower then refills them from the
         start of the event log, as ``polku projections rebuild`` would.
+
+        The new version is stored first, in the same transaction: a writer of the earlier
+        version still running then finds it at its next write and is refused
+        (:meth:`_check_version`), instead of writing its rows into the new tables and
+        moving the position past plans that nobody refilled.
         """
         with self._cursor(commit=True) as cursor:
             if self._version_is_current(cursor):
                 return False
+            cursor.execute(
+                self._sql(
+                    f"INSERT INTO {self._qualified('read_model_version')} (name, version) VALUES (%(name)s, %(version)s)"
+                    " ON CONFLICT (name) DO UPDATE SET version = excluded.version"
+                ),
+                {"name": "plan_views", "version": self.read_model_version},
+            )
             for table in DERIVED_TABLES:
                 cursor.execute(self._sql(f"DROP TABLE IF EXISTS {self._qualified(table)}"))
             for statement in self._table_statements(DERIVED_TABLES):
@@ -196,13 +269,6 @@ class PlanViewTables:
             cursor.execute(
                 self._sql(f"DELETE FROM {self._tracking_table()} WHERE application_name <> %(migration)s"),
                 {"migration": self.table_migration_identifier},  # type: ignore[attr-defined]
-            )
-            cursor.execute(
-                self._sql(
-                    f"INSERT INTO {self._qualified('read_model_version')} (name, version) VALUES (%(name)s, %(version)s)"
-                    " ON CONFLICT (name) DO UPDATE SET version = excluded.version"
-                ),
-                {"name": "plan_views", "version": READ_MODEL_VERSION},
             )
         return True
 
@@ -248,6 +314,7 @@ class PlanViewTables:
         ``replace``); the tracking record and the notice."""
         plan_id = columns["plan_id"]
         with self._cursor(commit=True) as cursor:
+            self._check_version(cursor)
             self._write_plan_row(cursor, columns, onto)
             for table, (gone, changed) in changes.items():
                 if replace:
@@ -307,6 +374,7 @@ class PlanViewTables:
 
     def drop_plan(self, plan_id: str, tracking: Tracking) -> None:
         with self._cursor(commit=True) as cursor:
+            self._check_version(cursor)
             for table in PLAN_TABLES:
                 cursor.execute(
                     self._sql(f"DELETE FROM {self._qualified(table)} WHERE plan_id = %(plan_id)s"),
@@ -317,7 +385,10 @@ class PlanViewTables:
 
     def skip(self, tracking: Tracking) -> None:
         """Record that an event needed no change, so it is not looked at again."""
-        self.insert_tracking(tracking)  # type: ignore[attr-defined]
+        with self._cursor(commit=True) as cursor:
+            self._check_version(cursor)
+            self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+            self._notify(cursor, None, tracking.notification_id)
 
     def _notify(self, cursor: Any, plan_id: str | None, position: int) -> None:
         """Tell the other instances, on commit, that the read model reached ``position``."""
@@ -520,6 +591,8 @@ class PostgresPlanViews(PlanViewTables, PostgresTrackingRecorder):
     tracking record, so a notice is sent exactly when, and only if, the change commits.
     """
 
+    _locks_version_row = " FOR SHARE"
+
     def __init__(self, datastore: Any, **kwargs: Any):
         super().__init__(datastore, **kwargs)
         from psycopg.sql import SQL
@@ -558,9 +631,15 @@ class PostgresPlanViews(PlanViewTables, PostgresTrackingRecorder):
         return f"""
 CREATE OR REPLACE FUNCTION {self._qualified("plan_views_save")}(
     {parameters}, p_onto integer, p_replace boolean, p_gone jsonb, p_changed jsonb,
-    p_application_name text, p_notification_id bigint, p_channel text
+    p_application_name text, p_notification_id bigint, p_channel text, p_read_model_version integer
 ) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_stored integer;
 BEGIN
+    SELECT version INTO v_stored FROM {self._qualified("read_model_version")} WHERE name = 'plan_views' FOR SHARE;
+    IF v_stored IS DISTINCT FROM p_read_model_version THEN
+        RAISE EXCEPTION '{_SUPERSEDED}: the read model is at version %', v_stored;
+    END IF;
     IF p_onto IS NULL THEN
         INSERT INTO {views} ({", ".join(PLAN_COLUMNS)}) VALUES ({values})
             ON CONFLICT (plan_id) DO UPDATE SET {", ".join(f"{name} = excluded.{name}" for name in PLAN_COLUMNS[1:])};
@@ -598,7 +677,8 @@ $$"""
         a row not at ``onto`` writes nothing (:class:`StaleRow`); a position not after the
         tracked one raises the library's ``IntegrityError`` ("Failed to record tracking",
         as the library's single-row tracking does), undoing the call's writes; the notice
-        is sent on commit.
+        is sent on commit; a read model at another version than this writer's writes
+        nothing (:class:`ReadModelSuperseded`, as :meth:`_check_version`).
         """
         if not self.datastore.single_row_tracking:
             super()._save(columns, onto, changes, replace, tracking)
@@ -614,9 +694,15 @@ $$"""
             tracking.application_name,
             tracking.notification_id,
             self.channel,
+            self.read_model_version,
         )
-        with self._statement() as cursor:
-            saved = self._call_save(cursor, parameters)
+        try:
+            with self._statement() as cursor:
+                saved = self._call_save(cursor, parameters)
+        except PersistenceError as error:
+            if not str(error).startswith(_SUPERSEDED):
+                raise
+            raise self._superseded(str(error).removeprefix(f"{_SUPERSEDED}: ")) from error
         if not saved:
             raise StaleRow(f"the row of plan {columns['plan_id']} is not at version {onto}")
 
@@ -674,11 +760,6 @@ $$"""
         )
         return cursor.fetchone()["found"] == len(names)
 
-    def skip(self, tracking: Tracking) -> None:
-        with self._cursor(commit=True) as cursor:
-            self._insert_tracking(cursor, tracking)
-            self._notify(cursor, None, tracking.notification_id)
-
     def _notify(self, cursor: Any, plan_id: str | None, position: int) -> None:
         cursor.execute("SELECT pg_notify(%s, %s)", (self.channel, f"{plan_id or ''}:{position}"))
 
@@ -697,9 +778,9 @@ def _named_parameters(statement: str) -> str:
 
 _PLAN_COLUMN_TYPES = ("text", "integer", "bigint", "text", "integer", "text", "text", "text", "text", "text")
 """The types of ``PLAN_COLUMNS``, as the save function on PostgreSQL takes them."""
-_SAVE_ARGUMENT_TYPES = ("integer", "boolean", "jsonb", "jsonb", "text", "bigint", "text")
+_SAVE_ARGUMENT_TYPES = ("integer", "boolean", "jsonb", "jsonb", "text", "bigint", "text", "integer")
 """The types of the save function's other arguments: onto, replace, gone, changed, the
-tracking record's application and position, the channel."""
+tracking record's application and position, the channel, the writer's read-model version."""
 
 
 def _plan_columns(row: PlanRow) -> dict[str, Any]:
