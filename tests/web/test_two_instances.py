@@ -348,6 +348,7 @@ class _Views:
     position: int = 0
     is_leader: bool = False
     is_listening: bool = True
+    superseded: str | None = None
 
 
 @dataclass
@@ -367,6 +368,12 @@ def test_readiness_says_why_an_instance_is_not_ready() -> None:
 
     ready, report = readiness(_Plans(_Recorder(100)), _Views(_Store(100), is_listening=False), allowed_lag=20)
     assert not ready and report["reasons"] == ["not hearing the read model's notices"]
+
+    recreated = _Views(_Store(100), superseded="the read model holds version 6, this release writes 5")
+    ready, report = readiness(_Plans(_Recorder(100)), recreated, allowed_lag=20)
+    assert not ready and report["reasons"] == [
+        "read model superseded: the read model holds version 6, this release writes 5"
+    ]
 
     ready, report = readiness(_Plans(_Recorder(OSError("connection refused"))), _Views(_Store(100)), allowed_lag=20)
     assert not ready and not report["database"] and report["reasons"] == ["database: OSError"]

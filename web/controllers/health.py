@@ -92,6 +92,8 @@ def readiness(
         report["reasons"].append(f"read model {lag} events behind the event log")
     if not views.is_listening and not projector:
         report["reasons"].append("not hearing the read model's notices")
+    if views.superseded is not None:
+        report["reasons"].append(f"read model superseded: {views.superseded}")
     ready = not report["reasons"]
     report["status"] = "ready" if ready else "not ready"
     return ready, report
