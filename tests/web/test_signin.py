@@ -163,6 +163,19 @@ def test_public_paths_stay_open_and_set_no_session(client: httpx.Client) -> None
     assert language.status_code == 303
 
 
+def test_the_front_page_shows_the_way_in_and_a_signed_in_person_the_way_to_their_work(
+    client: httpx.Client, server: Server
+) -> None:
+    signed_out = client.get("/").text
+    assert signed_out.count('href="/signin"') == 2  # in the header and beside "Your clients"
+    assert 'href="/signin"' not in client.get("/signin").text.split("<main")[0]  # no link to itself
+
+    username, _account = server.new_account(name="Sanna Koski")
+    _post_sign_in(client, username, TEST_PASSWORD)
+    signed_in = client.get("/").text
+    assert 'href="/caseload"' in signed_in and 'href="/signin"' not in signed_in
+
+
 # --- signing in -----------------------------------------------------------------------------
 
 
