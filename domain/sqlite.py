@@ -69,6 +69,9 @@ class DurableSQLiteConnectionPool(_lib.SQLiteConnectionPool):
     database file), so it has to be set on every new connection, not once per pool.
     """
 
+    synchronous = "FULL"
+    """Every acknowledged save is on disk (``projections.sqlite`` lowers it for the read model)."""
+
     def _create_connection(self) -> _lib.SQLiteConnection:
         """The library's connection (autocommit mode, WAL for a file), made here only
         to pass ``cached_statements``, which the library fixes at 1."""
@@ -90,7 +93,7 @@ class DurableSQLiteConnectionPool(_lib.SQLiteConnectionPool):
                     c.execute("PRAGMA journal_mode=WAL;")
                     self.journal_mode_was_changed_to_wal = True
                 self.is_journal_mode_wal = True
-            c.execute("PRAGMA synchronous=FULL;")
+            c.execute(f"PRAGMA synchronous={self.synchronous};")
         c.row_factory = sqlite3.Row
         return _lib.SQLiteConnection(sqlite_conn=c, max_age=self.max_age)
 
@@ -116,6 +119,8 @@ class DurableSQLiteDatastore(_lib.SQLiteDatastore):
     the library's other per-database settings, it is what the recorders can see.
     """
 
+    pool_class: type[DurableSQLiteConnectionPool] = DurableSQLiteConnectionPool
+
     def __init__(
         self,
         db_name: str,
@@ -125,7 +130,7 @@ class DurableSQLiteDatastore(_lib.SQLiteDatastore):
     ):
         super().__init__(db_name, **kwargs)
         plain = self.pool
-        self.pool = DurableSQLiteConnectionPool(
+        self.pool = self.pool_class(
             db_name=plain.db_name,
             lock_timeout=plain.lock_timeout,
             pool_size=plain.pool_size,
@@ -343,6 +348,7 @@ class DurableSQLiteFactory(_lib.SQLiteFactory):
     aggregate_recorder_class = RowidSnapshotRecorder
     application_recorder_class = SubscribableSQLiteApplicationRecorder
     process_recorder_class = SubscribableSQLiteProcessRecorder
+    datastore_class: type[DurableSQLiteDatastore] = DurableSQLiteDatastore
 
     def __init__(self, env: Environment | EnvType | None):
         super().__init__(env)
@@ -362,7 +368,7 @@ class DurableSQLiteFactory(_lib.SQLiteFactory):
         # The library builds its datastore inline from the environment; rebuild it
         # from the settings it read (no connection has been opened yet).
         plain = self.datastore
-        self.datastore = DurableSQLiteDatastore(
+        self.datastore = self.datastore_class(
             db_name=plain.pool.db_name,
             lock_timeout=plain.pool.lock_timeout,
             single_row_tracking=plain.single_row_tracking,

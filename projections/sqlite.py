@@ -23,46 +23,23 @@ commit and ``mark_seen`` take a fraction of the time and CPU (docs/architecture.
 
 from __future__ import annotations
 
-from typing import Any
-
 from domain import sqlite as _durable
-
-SYNCHRONOUS = "NORMAL"
 
 
 class ReadModelConnectionPool(_durable.DurableSQLiteConnectionPool):
-    """``domain.sqlite``'s pool, whose file connections run ``PRAGMA synchronous=NORMAL``.
+    """``domain.sqlite``'s pool, whose file connections run ``PRAGMA synchronous=NORMAL``."""
 
-    Set on every new connection, after the parent's FULL: the setting is per connection.
-    """
+    synchronous = "NORMAL"
 
-    def _create_connection(self) -> Any:
-        connection = super()._create_connection()
-        if not self.is_sqlite_memory_mode:
-            connection._sqlite_conn.execute(f"PRAGMA synchronous={SYNCHRONOUS};")
-        return connection
+
+class ReadModelDatastore(_durable.DurableSQLiteDatastore):
+    pool_class = ReadModelConnectionPool
 
 
 class ReadModelSQLiteFactory(_durable.DurableSQLiteFactory):
-    """``domain.sqlite``'s factory, with the read model's pool in its datastore.
+    """``domain.sqlite``'s factory, with the read model's pool in its datastore."""
 
-    The parent builds its datastore (and pool) inline; the pool is rebuilt here from the
-    same settings before any connection has been opened.
-    """
-
-    def __init__(self, env: Any):
-        super().__init__(env)
-        durable = self.datastore.pool
-        self.datastore.pool = ReadModelConnectionPool(
-            db_name=durable.db_name,
-            lock_timeout=durable.lock_timeout,
-            pool_size=durable.pool_size,
-            max_overflow=durable.max_overflow,
-            pool_timeout=durable.pool_timeout,
-            max_age=durable.max_age,
-            pre_ping=durable.pre_ping,
-        )
-        durable.close()
+    datastore_class = ReadModelDatastore
 
 
 Factory = ReadModelSQLiteFactory
