@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from psycopg import sql
 
 from domain.application import PlanService
 from domain.storage import StoreSettings
-from projections.plans import PlanViews
+from projections.plans import PlanViews, _NotifyingProjection
 
 
 def _pg_connect(postgres_env: dict[str, str]) -> psycopg.Connection:
@@ -106,3 +107,17 @@ def open_views(settings: StoreSettings) -> Iterator[Callable[..., PlanViews]]:
                 errors.append(error)
         if errors:
             raise errors[0]
+
+
+@pytest.fixture
+def applied(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
+    """How many times the follower applied each notification id (to prove exactly once)."""
+    calls: Counter[int] = Counter()
+    original = _NotifyingProjection.process_event
+
+    def counting(self: _NotifyingProjection, domain_event: object, tracking: object) -> str | None:
+        calls[tracking.notification_id] += 1  # type: ignore[attr-defined]
+        return original(self, domain_event, tracking)
+
+    monkeypatch.setattr(_NotifyingProjection, "process_event", counting)
+    return calls
