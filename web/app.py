@@ -12,9 +12,12 @@ Every handler can ask for ``settings: NamedDependency[Settings]``.
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import anyio.to_thread
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -67,4 +70,14 @@ def create_app(
         state=State({"settings": settings}),
         openapi_config=None,
         debug=settings.debug,
+        on_startup=[_limit_worker_threads],
     )
+
+
+def _limit_worker_threads(app: Litestar) -> None:
+    """Run at most ``POLKU_WORKER_THREADS`` blocking calls at once, in each of the two ways they
+    leave the event loop: ``anyio.to_thread`` (Polku's own calls; anyio's default limiter belongs
+    to the running loop) and the loop's default executor (Litestar's sync handlers and dependencies)."""
+    threads = app.state.settings.worker_threads
+    anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="polku-sync"))

@@ -6,6 +6,7 @@
 | ``POLKU_SECRET_KEY`` | ``secret_key`` | generated once, kept in ``<data_dir>/secret.key`` (mode 0600) |
 | ``POLKU_DEBUG`` | ``debug`` | false |
 | ``POLKU_SECURE_COOKIES`` | ``secure_cookies`` | false; set it to 1 whenever the service is reached over HTTPS |
+| ``POLKU_WORKER_THREADS`` | ``worker_threads`` | 2: the threads that run blocking work (the store, renders) |
 
 The secret key signs the CSRF tokens (and later the sessions): every purpose gets its own
 key derived from it with :meth:`Settings.derive_key`, so the key itself is never used twice.
@@ -28,6 +29,13 @@ __all__ = ("Settings", "load_or_create_secret_key", "SECRET_KEY_FILENAME")
 
 SECRET_KEY_FILENAME = "secret.key"
 DEFAULT_DATA_DIR = "./data"
+DEFAULT_WORKER_THREADS = 2
+"""Threads running a process's blocking work at once (anyio's default limiter): the store's
+calls, the renders. Python runs one thread at a time, so more threads mostly wait for each
+other; with anyio's default of 40 the server spent about a third more CPU an edit on handing
+the interpreter lock back and forth (docs/performance.md). More help only when the calls
+wait on a slow network (PostgreSQL far away)."""
+MAX_WORKER_THREADS = 256
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -43,15 +51,19 @@ class Settings:
     data_dir: Path
     debug: bool = False
     secure_cookies: bool = False
+    worker_threads: int = DEFAULT_WORKER_THREADS
 
     def __post_init__(self) -> None:
         if len(self.secret_key) < 32:
             raise ValueError("the secret key must be at least 32 characters long")
+        if not 1 <= self.worker_threads <= MAX_WORKER_THREADS:
+            raise ValueError(f"POLKU_WORKER_THREADS must be a whole number from 1 to {MAX_WORKER_THREADS}; "
+                             f"got {self.worker_threads}")
 
     def __repr__(self) -> str:  # keep the secret out of logs and tracebacks
         return (
             f"Settings(secret_key='***', data_dir={str(self.data_dir)!r}, "
-            f"debug={self.debug!r}, secure_cookies={self.secure_cookies!r})"
+            f"debug={self.debug!r}, secure_cookies={self.secure_cookies!r}, worker_threads={self.worker_threads!r})"
         )
 
     @classmethod
@@ -69,6 +81,7 @@ class Settings:
             data_dir=data_dir,
             debug=_flag(env, "POLKU_DEBUG"),
             secure_cookies=_flag(env, "POLKU_SECURE_COOKIES"),
+            worker_threads=_whole_number(env, "POLKU_WORKER_THREADS", DEFAULT_WORKER_THREADS),
         )
 
     def derive_key(self, purpose: str) -> str:
@@ -117,3 +130,12 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if value in _FALSE:
         return False
     raise ValueError(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {value!r}")
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        raise ValueError(f"{name} must be a whole number; got {value!r}")
+    return int(value)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import stat
 import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import anyio.to_thread
+import httpx
 import pytest
+from litestar import get
 
-from tests.web.conftest import REPO_ROOT
-from web.settings import SECRET_KEY_FILENAME, Settings
+from tests.web.conftest import REPO_ROOT, running
+from web.app import create_app
+from web.settings import DEFAULT_WORKER_THREADS, SECRET_KEY_FILENAME, Settings
 
 
 def test_secret_key_is_generated_into_the_data_dir_with_mode_0600(tmp_path: Path) -> None:
@@ -47,6 +54,7 @@ def test_defaults() -> None:
     settings = Settings(secret_key="s" * 40, data_dir=Path("data"))
     assert settings.debug is False
     assert settings.secure_cookies is False
+    assert settings.worker_threads == DEFAULT_WORKER_THREADS == 2
 
 
 def test_flags_are_read_strictly(tmp_path: Path) -> None:
@@ -55,6 +63,46 @@ def test_flags_are_read_strictly(tmp_path: Path) -> None:
     assert Settings.from_env({**env, "POLKU_SECURE_COOKIES": "yes"}).secure_cookies is True
     with pytest.raises(ValueError, match="POLKU_DEBUG"):
         Settings.from_env({**env, "POLKU_DEBUG": "maybe"})
+
+
+def test_worker_threads_are_read_and_checked(tmp_path: Path) -> None:
+    env = {"POLKU_DATA_DIR": str(tmp_path), "POLKU_SECRET_KEY": "s" * 40}
+    assert Settings.from_env({**env, "POLKU_WORKER_THREADS": " 8 "}).worker_threads == 8
+    assert Settings.from_env({**env, "POLKU_WORKER_THREADS": ""}).worker_threads == DEFAULT_WORKER_THREADS
+    for wrong in ("0", "-1", "2.5", "many", "257"):
+        with pytest.raises(ValueError, match="POLKU_WORKER_THREADS must be a whole number"):
+            Settings.from_env({**env, "POLKU_WORKER_THREADS": wrong})
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("way", ["anyio.to_thread", "a sync handler"])
+def test_the_app_runs_at_most_worker_threads_blocking_calls_at_once(tmp_path: Path, threads: int, way: str) -> None:
+    busy, most = 0, 0
+    lock = threading.Lock()
+
+    def block() -> str:
+        nonlocal busy, most
+        with lock:
+            busy += 1
+            most = max(most, busy)
+        time.sleep(0.1)
+        with lock:
+            busy -= 1
+        return "done"
+
+    if way == "a sync handler":
+        slow = get("/slow", sync_to_thread=True)(block)
+    else:
+        @get("/slow")
+        async def slow() -> str:
+            return await anyio.to_thread.run_sync(block)
+
+    settings = Settings(secret_key="s" * 40, data_dir=tmp_path, worker_threads=threads)
+    requests = 3 * threads + 2
+    with running(create_app(settings, route_handlers=[slow])) as base_url, ThreadPoolExecutor(requests) as pool:
+        answers = list(pool.map(lambda _: httpx.get(f"{base_url}/slow", timeout=30).text, range(requests)))
+    assert answers == ["done"] * requests
+    assert most == threads
 
 
 def test_short_secret_keys_are_refused() -> None:
