@@ -183,6 +183,7 @@ def _read_plan(views: PlanViews, plan_id: str) -> ClientPlan | None:
 
 def _answer_saved(
     request: Request[Any, Any, Any],
+    lang: str,
     views: PlanViews,
     access: PlanAccess,
     outcome: Any,
@@ -205,9 +206,9 @@ def _answer_saved(
     if not is_htmx_request(request):
         return Redirect(f"/plans/{plan_id}#{focus}", status_code=HTTP_303_SEE_OTHER)
     in_place = action.target == "item" or _stays(action, kind, item, fresh, item_id)
-    _ = translations(language_of(request)).gettext
+    _ = translations(lang).gettext
     what = ITEM_KINDS[{"member": "network member"}.get(kind.singular, kind.singular)]
-    return _saved(request, fresh_access, kind, in_place, dom_id, focus, _(SAVED) % {"what": _(what)})
+    return _saved(request, lang, fresh_access, kind, in_place, dom_id, focus, _(SAVED) % {"what": _(what)})
 
 
 def _stays(action: Action, kind: Kind, before: Any, plan: ClientPlan, item_id: str) -> bool:
@@ -564,18 +565,18 @@ def _submit(
     dom_id = _dom_id(item_kind, item_id)
     lang = language_of(request)
     _ = translations(lang).gettext
-    draft = _draft(posted, action.struct)
     try:
         data = f.decode_form(posted, action.struct)
         fields = (action.command_fields or _default_fields(action))(plan, data, item_id)
         outcome = getattr(plans, action.command)(plan_id, by=account.actor, command_id=data.command_id, **fields)
-        return _answer_saved(request, views, access, outcome, item_kind, item_id, item, action, dom_id)
+        return _answer_saved(request, lang, views, access, outcome, item_kind, item_id, item, action, dom_id)
     except f.FormInvalid as invalid:
-        state = _draft_state(action, draft)
+        state = _draft_state(action, _draft(posted, action.struct))
         for name, (template, params) in invalid.errors.items():
             _place_error(state, action, name, translate_message(template, params, _, lang))
         return _refused(request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
     except EditConflict as conflict:
+        draft = _draft(posted, action.struct)
         fresh_access = _fresh_access_now(views, access, plans.recorder.max_notification_id() or 0)
         if fresh_access is None:
             return _gone(request)
@@ -588,7 +589,7 @@ def _submit(
                           conflict=conflict_view(conflict, rows, _))
         return _refused(request, fresh_access, item_kind, fresh_item, dom_id, state, HTTP_409_CONFLICT)
     except DomainError as error:
-        state = _draft_state(action, draft)
+        state = _draft_state(action, _draft(posted, action.struct))
         _place_error(state, action, error.field, translate_message(error.template, error.params, _, lang))
         return _refused(request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
 
@@ -737,8 +738,10 @@ def _item_template(kind: Kind, item_id_is_new: bool) -> str:
     return f"plans/items/{kind.singular}{'_new' if item_id_is_new else ''}.html"
 
 
-def _context(request: Request[Any, Any, Any], access: PlanAccess, **options: Any) -> dict[str, Any]:
-    context = page_context(access.plan, language_of(request), audience=access.audience, **options)
+def _context(
+    request: Request[Any, Any, Any], access: PlanAccess, lang: str | None = None, **options: Any
+) -> dict[str, Any]:
+    context = page_context(access.plan, lang or language_of(request), audience=access.audience, **options)
     context["request"] = request
     return context
 
@@ -786,6 +789,7 @@ def _refused(
 
 def _saved(
     request: Request[Any, Any, Any],
+    lang: str,
     access: PlanAccess,
     kind: Kind,
     in_place: bool,
@@ -804,14 +808,14 @@ def _saved(
     plan = access.plan
     target_is_item = in_place and focus == dom_id
     main_id = dom_id if target_is_item else kind.panel
-    context = _context(request, access, focus=focus, with_timeline=False)
+    context = _context(request, access, lang, focus=focus, with_timeline=False)
     if target_is_item:
         context.update(item=kind.find(plan, dom_id.split("-", 1)[1]) if kind.segment != "client" else plan.client,
                        state=None)
         main = engine.render(_item_template(kind, False), **context)
     else:
         main = engine.render(PANEL_TEMPLATES[main_id], **context)
-    status = engine.render("plans/_status.html", **dict(context, message=message))
+    status = engine.render("plans/_status.html", lang=lang, message=message)
     return Response(
         f"{main}\n{status}",
         media_type=MediaType.HTML,
