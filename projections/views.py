@@ -26,7 +26,7 @@ import functools
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date
 from typing import Any
 
@@ -34,6 +34,8 @@ import msgspec
 from eventsourcing.persistence import PersistenceError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
+
+from domain.sqlite import _SingleStatement
 
 TABLES = {
     "plan_views": (
@@ -186,12 +188,14 @@ class PlanViewTables:
         with self.datastore.transaction(commit=commit) as cursor:  # type: ignore[attr-defined]
             yield cursor
 
-    @contextmanager
-    def _statement(self) -> Iterator[Any]:
-        """A cursor for one statement that is a transaction by itself (on PostgreSQL in
-        autocommit, one round trip where ``BEGIN`` ... ``COMMIT`` took three)."""
-        with self._cursor(commit=True) as cursor:
-            yield cursor
+    def _statement(self, *, writes: bool = True) -> AbstractContextManager[Any]:
+        """A cursor for one statement that is a transaction by itself, in autocommit: no
+        ``BEGIN`` and no ``COMMIT`` or ``ROLLBACK`` around it. On PostgreSQL one round trip
+        where three were made; on SQLite one call into the library where three were made,
+        each of which let go of the GIL and took it back (a plan read, three of them an edit,
+        and ``mark_seen``). A single statement sees one snapshot and commits or fails whole,
+        as in its own transaction. ``writes``: it changes rows (on SQLite, a writer's connection)."""
+        raise NotImplementedError
 
     def _table_statements(self, tables: Iterable[str] = tuple(TABLES)) -> list[str]:
         """CREATE statements of ``tables`` and of their indexes."""
@@ -395,7 +399,7 @@ class PlanViewTables:
 
     def plans_changed_after(self, position: int) -> list[tuple[str, int]]:
         """(plan id, position of its latest applied event) of every plan changed after ``position``."""
-        with self._cursor(commit=False) as cursor:
+        with self._statement(writes=False) as cursor:
             cursor.execute(
                 self._sql(
                     f"SELECT plan_id, position FROM {self._qualified('plan_views')}"
@@ -411,7 +415,7 @@ class PlanViewTables:
         The state is None when the row is at version ``known``: the caller has that
         version decoded already, and the document is neither read nor sent.
         """
-        with self._cursor(commit=False) as cursor:
+        with self._statement(writes=False) as cursor:
             cursor.execute(
                 self._sql(
                     "SELECT version, position, CASE WHEN version = %(known)s THEN NULL ELSE state END AS state"
@@ -423,7 +427,7 @@ class PlanViewTables:
         return (row["version"], row["position"], row["state"]) if row else None
 
     def people_of(self, plan_id: str) -> list[Person]:
-        with self._cursor(commit=False) as cursor:
+        with self._statement(writes=False) as cursor:
             cursor.execute(
                 self._sql(
                     f"SELECT person_id, organisation_id, role FROM {self._qualified('plan_people')}"
@@ -448,7 +452,7 @@ class PlanViewTables:
         """
         views, people, seen = (self._qualified(t) for t in ("plan_views", "plan_people", "plan_seen"))
         scope = "p.organisation_id = %(organisation_id)s" if organisation_id else "p.person_id = %(person_id)s"
-        with self._cursor(commit=False) as cursor:
+        with self._statement(writes=False) as cursor:
             cursor.execute(
                 self._sql(
                     "SELECT v.plan_id, v.version, v.summary, MIN(p.role) AS role, MAX(s.version) AS seen_version"
@@ -488,7 +492,7 @@ class PlanViewTables:
         views, people, seen, consents = (
             self._qualified(t) for t in ("plan_views", "plan_people", "plan_seen", "plan_consents")
         )
-        with self._cursor(commit=False) as cursor:
+        with self._statement(writes=False) as cursor:
             cursor.execute(
                 self._sql(
                     "SELECT v.plan_id, v.version, v.summary, MIN(p.role) AS role, MAX(s.version) AS seen_version"
@@ -580,6 +584,17 @@ class SQLitePlanViews(PlanViewTables, SQLiteTrackingRecorder):
 
     def _sql(self, statement: str) -> str:
         return _named_parameters(statement)
+
+    @contextmanager
+    def _statement(self, *, writes: bool = True) -> Iterator[Any]:
+        """(See :meth:`PlanViewTables._statement`.) The library's transaction without its
+        ``BEGIN`` (``domain.sqlite``), so its translation of sqlite3 errors still applies."""
+        with (
+            self.datastore.get_connection(commit=writes) as connection,
+            _SingleStatement(connection, commit=writes) as cursor,
+            cursor,
+        ):
+            yield cursor
 
 
 class PostgresPlanViews(PlanViewTables, PostgresTrackingRecorder):
@@ -707,7 +722,7 @@ $$"""
             raise StaleRow(f"the row of plan {columns['plan_id']} is not at version {onto}")
 
     @contextmanager
-    def _statement(self) -> Iterator[Any]:
+    def _statement(self, *, writes: bool = True) -> Iterator[Any]:
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             yield cursor
 
