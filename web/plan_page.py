@@ -56,6 +56,7 @@ import msgspec
 
 from domain.access import Relation, may_give, may_see_client_contact
 from domain.errors import EditConflict
+from domain.items import Item
 from domain.plan import ClientPlan
 from domain.values import HandoverStatus, StepStatus
 from timeline import TimelineGoal, TimelineInput, TimelineMarker, TimelineStep, layout, render_svg, render_table
@@ -138,6 +139,20 @@ def _digest(*parts: Any) -> bytes:
     return hashlib.blake2b(_ENCODE(parts), digest_size=16).digest()
 
 
+_CHANGES_AT = [field.name for field in msgspec.structs.fields(Item)].index("changes")
+
+
+def _values(item: Item) -> tuple[Any, ...]:
+    """What a panel key takes of an item: every value but its list of changes.
+
+    The list (up to 20 changes, each with who made it) is most of what encoding an item
+    costs, and adds nothing to a key: each change counts the item's ``revision`` up, which
+    is kept (the history panel, which shows the changes, has the plan's version in its key).
+    """
+    values = msgspec.structs.astuple(item)
+    return values[:_CHANGES_AT] + values[_CHANGES_AT + 1:]
+
+
 class PlanPanels:
     """The plan page's fragments for the live hub, one panel at a time.
 
@@ -162,26 +177,29 @@ class PlanPanels:
         view = PlanView(plan, _untranslated, "en")
         needs = [need for category in view.categories for need in view.needs_in(category)]
         goals, members, steps = view.goals, view.members, view.steps
+        client, responsibility = _values(plan.client), _values(plan.responsibility)
         return {
-            "plan-header": _digest(today, plan.client, plan.members, plan.responsibility, closing, plan.opened_on),
+            "plan-header": _digest(today, client, [_values(member) for member in members], responsibility, closing,
+                                   plan.opened_on),
             "panel-timeline": build_timeline_input(plan, today, _untranslated),
-            "panel-client": _digest(today, plan.client, closing, plan.opened_on),
+            "panel-client": _digest(today, client, closing, plan.opened_on),
             "panel-needs": PanelKey(
                 _digest(today, closing, [(need.id, need.category) for need in needs]),
-                tuple((f"need-{need.id}", _digest(need)) for need in needs),
+                tuple((f"need-{need.id}", _digest(_values(need))) for need in needs),
             ),
             "panel-goals": PanelKey(
                 _digest(today, closing, [goal.id for goal in goals]),
-                tuple((f"goal-{goal.id}", _digest(goal, [view.need_title(n) for n in goal.need_ids])) for goal in goals),
+                tuple((f"goal-{goal.id}", _digest(_values(goal), [view.need_title(n) for n in goal.need_ids]))
+                      for goal in goals),
             ),
             "panel-network": PanelKey(
-                _digest(today, closing, plan.responsibility, plan.handovers, plan.consents,
+                _digest(today, closing, responsibility, plan.handovers, [_values(c) for c in plan.consents.values()],
                         [(member.id, member.name, member.organisation_id) for member in members]),
-                tuple((f"member-{member.id}", _digest(member)) for member in members),
+                tuple((f"member-{member.id}", _digest(_values(member))) for member in members),
             ),
             "panel-steps": PanelKey(
                 _digest(today, closing, [step.id for step in steps]),
-                tuple((f"step-{step.id}", _digest(step, _need_and_person_of_step(view, step))) for step in steps),
+                tuple((f"step-{step.id}", _digest(_values(step), _need_and_person_of_step(view, step))) for step in steps),
             ),
             "panel-measures": _digest(today, plan.measures, closing),
             "panel-notes": _digest(today, plan.notes, closing),
