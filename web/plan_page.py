@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import operator
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -554,19 +555,26 @@ _FIELD_NAMES = {"non_disclosure": "active"}
 def recent_changes(plan: ClientPlan, gettext: Callable[[str], str], limit: int = RECENT_CHANGES) -> list[RecentChange]:
     """The latest changes of the plan's items, newest first, from the items' own change lists.
 
-    Every change is looked at, but only the ``limit`` newest are put into words (a plan's
-    items keep all their changes, and the panel is rendered again after every edit).
+    An item's changes, the plan's notes and its handovers are kept in the order they were
+    recorded, so only the last ``limit`` of each list can be among the newest: the cost
+    grows with the plan's items, not with all they went through (measures, placed on the
+    day measured whenever recorded, are all looked at). Only the newest are put into words.
     """
     found: list[tuple[datetime, str, str, str, Any]] = []
-    found.extend((change.at, "client", plan.client.name, "client-details", change) for change in plan.client.changes)
-    found.extend((change.at, "responsibility", "", "panel-network", change) for change in plan.responsibility.changes)
+    found.extend((change.at, "client", plan.client.name, "client-details", change)
+                 for change in plan.client.changes[-limit:])
+    found.extend((change.at, "responsibility", "", "panel-network", change)
+                 for change in plan.responsibility.changes[-limit:])
     for kind, part, title in _CHANGING_PARTS:
+        anchor = _ANCHOR_OF[kind]
         for item in getattr(plan, part).values():
-            found.extend((change.at, kind, getattr(item, title), f"{_ANCHOR_OF[kind]}-{item.id}", change)
-                         for change in item.changes)
-    found.extend((_measure_time(m), "measure", "", f"measure-{m.id}", m) for m in plan.measures)
-    found.extend((note.written_at, "note", "", f"note-{note.id}", note) for note in plan.notes)
-    found.extend((h.proposed_at, "handover", _member(plan, h.to_member_id), f"handover-{h.id}", h) for h in plan.handovers)
+            name, item_anchor = getattr(item, title), f"{anchor}-{item.id}"
+            found.extend((change.at, kind, name, item_anchor, change) for change in item.changes[-limit:])
+    found.extend((_measure_time(m), "measure", "", f"measure-{m.id}", m)
+                 for m in heapq.nlargest(limit, plan.measures, key=_measured_on))
+    found.extend((note.written_at, "note", "", f"note-{note.id}", note) for note in plan.notes[-limit:])
+    found.extend((h.proposed_at, "handover", _member(plan, h.to_member_id), f"handover-{h.id}", h)
+                 for h in plan.handovers[-limit:])
     newest = heapq.nlargest(limit, found, key=_when)  # as sorted(found, key=_when, reverse=True)[:limit]
     view = PlanView(plan, gettext, "en")
     return [_in_words(entry, gettext, view) for entry in newest]
@@ -657,6 +665,10 @@ def conflict_view(
 def _member(plan: ClientPlan, member_id: str) -> str:
     member = plan.members.get(member_id)
     return member.name if member else ""
+
+
+_measured_on = operator.attrgetter("measured_on")
+"""A measure's place among the latest changes (the day: :func:`_measure_time` is noon of it)."""
 
 
 def _measure_time(measure: Any) -> datetime:

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection as SyncClientConnection
 from websockets.sync.client import connect as sync_connect
 
+from domain.items import KEPT_CHANGES
 from domain.storage import StoreSettings
 from domain.values import Actor
 from tests.web.conftest import TEST_SECRET_KEY, csrf_token_in, running
@@ -51,7 +52,7 @@ from web.live import LiveConnection, LiveHub, may_view, same_origin
 from web.live.hub import PROFESSIONALS
 from web.live.messages import VERSION_MARKER_ID, decode_client_message, Editing, Resync
 from web.live.presence import Presence, render_presence
-from web.plan_page import PANEL_IDS, PLAN_PANELS, today_in_finland
+from web.plan_page import FINLAND, PANEL_IDS, PLAN_PANELS, RECENT_CHANGES, recent_changes, today_in_finland
 from web.i18n import translations
 from web.settings import Settings
 from web.wiring import build_app
@@ -758,6 +759,75 @@ def test_an_update_shows_what_a_full_render_shows(live: LiveServer) -> None:
             previous = rendition
     assert {f"need-{need.item_id}", f"goal-{goal.item_id}", f"step-{step.item_id}", f"member-{bert_id}"} <= alone
     assert "&lt;kasvavat&gt; &amp; &#39;lisääntyvät&#39;" in PLAN_PANELS.render(engine, versions[1], "fi", [f"need-{need.item_id}"])[f"need-{need.item_id}"]
+
+
+def busy_plan(live: LiveServer) -> list[Any]:
+    """A plan that went through more than its page shows, each of its versions as the read
+    model had it: a need edited more often than the read model keeps an item's changes
+    (retitled every third time), more notes than the latest changes list, measures
+    recorded for earlier days in no order, then a goal and a step on another need."""
+    plans = live.app.state.plans
+    plan_id = live.open_plan()
+    versions = []
+
+    def done(outcome: Any) -> Any:
+        live.caught_up(outcome.position)
+        versions.append(live.app.state.views.plan(plan_id))
+        return outcome
+
+    debts, sleep = done(live.record_need(plan_id, "Velat")), done(live.record_need(plan_id, "Uni"))
+    for number in range(KEPT_CHANGES + 4):
+        need = live.app.state.views.plan(plan_id).needs[debts.item_id]
+        title = f"Velat, kierros {number}" if number % 3 == 0 else need.description
+        done(plans.update_need(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), need_id=debts.item_id,
+                               category="health", description=title, financial=f"Tulot {number}", status="open",
+                               seen_revision=need.revision))
+        if number % 2:
+            done(plans.add_note(plan_id, by=BERT.actor if number % 4 == 1 else AINO.actor, command_id=str(uuid.uuid4()),
+                                text=f"Muistiinpano {number}", visibility="client_and_professionals"))
+        else:
+            done(plans.record_measure(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), kind="work_ability_score",
+                                      value=number % 11,
+                                      measured_on=today_in_finland() - timedelta(days=1 + (number * 7) % 23)))
+    done(plans.set_goal(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), title="Hyvä uni",
+                        need_ids=[sleep.item_id], target_date=today_in_finland() + timedelta(days=30)))
+    plan = live.app.state.views.plan(plan_id)
+    day = today_in_finland() + timedelta(days=3)
+    done(plans.plan_step(plan_id, by=AINO.actor, command_id=str(uuid.uuid4()), title="Unikoulu", need_id=sleep.item_id,
+                         responsible_member_id=plan.expert.id, planned_start=day, planned_end=day + timedelta(days=9)))
+    return versions
+
+
+def every_change_newest_first(plan: Any) -> list[tuple[Any, str]]:
+    """(when, the item's element id) of everything the plan keeps of its history, newest first:
+    the latest changes worked out the long way."""
+    found = [(change.at, "client-details") for change in plan.client.changes]
+    found += [(change.at, "panel-network") for change in plan.responsibility.changes]
+    for prefix, part in (("need", "needs"), ("goal", "goals"), ("member", "members"), ("consent", "consents"),
+                         ("step", "steps")):
+        found += [(change.at, f"{prefix}-{item.id}") for item in getattr(plan, part).values() for change in item.changes]
+    found += [(datetime.combine(m.measured_on, datetime.min.time().replace(hour=12), FINLAND), f"measure-{m.id}")
+              for m in plan.measures]
+    found += [(note.written_at, f"note-{note.id}") for note in plan.notes]
+    found += [(handover.proposed_at, f"handover-{handover.id}") for handover in plan.handovers]
+    return sorted(found, key=lambda entry: entry[0], reverse=True)
+
+
+def test_the_latest_changes_of_a_long_history_are_its_newest(live: LiveServer) -> None:
+    """Only the last few of each list are looked at, and they are the newest of all, at
+    every version: of an item edited past what it keeps, of many notes, of measures
+    recorded for earlier days."""
+    versions = busy_plan(live)
+    last = versions[-1]
+    assert max(len(need.changes) for need in last.needs.values()) == KEPT_CHANGES > RECENT_CHANGES
+    assert len(last.notes) > RECENT_CHANGES and len(last.measures) > RECENT_CHANGES
+    gettext = translations("fi").gettext
+    for plan in versions:
+        newest = [(change.at, change.anchor) for change in recent_changes(plan, gettext)]
+        assert newest == every_change_newest_first(plan)[:RECENT_CHANGES], plan.version
+    assert [change.anchor for change in recent_changes(last, gettext)][:2] == [
+        f"step-{next(iter(last.steps))}", f"goal-{next(iter(last.goals))}"
+    ]
 
 
 async def test_an_edit_in_place_sends_the_changed_items_alone(
