@@ -207,14 +207,24 @@ class PlanPanels:
             "panel-history": (today, plan.version),  # every change of the plan is listed there
         }
 
-    def render(self, engine: Any, plan: ClientPlan, lang: str, ids: Iterable[str]) -> dict[str, str]:
+    def render(
+        self, engine: Any, plan: ClientPlan, lang: str, ids: Iterable[str], kept: dict[Hashable, Any] | None = None
+    ) -> dict[str, str]:
         """The panels and items ``ids`` (shared by every viewer): the panels out of band, by id
-        in page order; the items (``need-<id>``...) as the edit's own answer renders them."""
+        in page order; the items (``need-<id>``...) as the edit's own answer renders them.
+
+        ``kept`` is where the hub keeps, from one render of the plan in ``lang`` to the next,
+        the texts of the latest changes (the history panel's entries): an edit adds one entry,
+        and the others are taken from there instead of being rendered again.
+        """
         wanted = list(ids)
-        context = page_context(plan, lang, oob=True, audience=None, with_timeline="panel-timeline" in wanted)
+        context = page_context(plan, lang, oob=True, audience=None, with_timeline="panel-timeline" in wanted,
+                               kept_changes=kept.get(("panel-history", lang)) if kept is not None else None)
         texts = {
             panel_id: engine.render(PANEL_TEMPLATES[panel_id], **context) for panel_id in PANEL_IDS if panel_id in wanted
         }
+        if kept is not None and "panel-history" in texts:
+            kept["panel-history", lang] = context["recent"].texts
         items = [item_id for item_id in wanted if item_id not in PANEL_TEMPLATES]
         if items:
             # The items' forms macros, made once for them all (each item would import them anew).
@@ -307,7 +317,7 @@ class RecentChange:
     title: str
     action: str
     """What happened, translated."""
-    fields: list[str]
+    fields: tuple[str, ...]
     anchor: str
     """The id of the item on the page, or ""."""
 
@@ -369,6 +379,7 @@ def page_context(
     focus: str = "",
     audience: Audience | None = None,
     with_timeline: bool = True,
+    kept_changes: Mapping[RecentChange, str] | None = None,
 ) -> dict[str, Any]:
     """The templates' context for ``plan`` (add ``request`` for a whole page).
 
@@ -378,7 +389,8 @@ def page_context(
     ``audience`` is the viewer (:func:`audience_of`), or None for the live hub's
     fragments shared by every viewer (the client's contact details are then a placeholder);
     ``with_timeline=False`` leaves out the timeline (half the work of a whole page) for
-    renders without ``panel-timeline``.
+    renders without ``panel-timeline``; ``kept_changes`` are texts of the latest changes
+    that an earlier render made in ``lang`` (:class:`LazyChanges`).
     """
     gettext = translations(lang).gettext
     today = today or today_in_finland()
@@ -398,7 +410,7 @@ def page_context(
         "focus": focus,
         "vocabularies": VOCABULARIES,
         "item_kinds": ITEM_KINDS,
-        "recent": LazyChanges(plan, gettext),
+        "recent": LazyChanges(plan, gettext, kept_changes),
         "audience": audience,
     }
 
@@ -598,7 +610,7 @@ def _when(entry: tuple[datetime, str, str, str, Any]) -> datetime:
 def _in_words(entry: tuple[datetime, str, str, str, Any], gettext: Callable[[str], str], view: PlanView) -> RecentChange:
     """One of :func:`recent_changes`' entries as the panel shows it."""
     at, kind, title, anchor, change = entry
-    fields: list[str] = []
+    fields: tuple[str, ...] = ()
     if kind == "measure":
         by, title, action = change.recorded_by, view.measure_name(change), "measured"
     elif kind == "note":
@@ -607,7 +619,7 @@ def _in_words(entry: tuple[datetime, str, str, str, Any], gettext: Callable[[str
         by, action = change.proposed_by, "proposed"
     else:
         by, action = change.by, change.action
-        fields = [field_label(_FIELD_NAMES.get(f, f), gettext) for f in change.fields]
+        fields = tuple(field_label(_FIELD_NAMES.get(f, f), gettext) for f in change.fields)
     label = _ACTIONS.get(action)
     return RecentChange(at=at, by_name=by.name, by_organisation=by.organisation_name, what=gettext(ITEM_KINDS[kind]),
                         title=title, action=gettext(label) if label else action, fields=fields, anchor=anchor)
@@ -616,13 +628,30 @@ def _in_words(entry: tuple[datetime, str, str, str, Any], gettext: Callable[[str
 class LazyChanges:
     """:func:`recent_changes` worked out when a template first reads them (``recent``).
 
-    Most renders (an item, a panel other than the history) never do.
+    Most renders (an item, a panel other than the history) never do. The history panel
+    asks :meth:`text` for each change's text, which it takes from ``kept`` (the texts an
+    earlier render made in the same language) when there, so that after an edit only the
+    new entry and those whose words changed (an item's new title) are rendered.
     """
 
-    def __init__(self, plan: ClientPlan, gettext: Callable[[str], str]) -> None:
+    def __init__(
+        self, plan: ClientPlan, gettext: Callable[[str], str], kept: Mapping[RecentChange, str] | None = None
+    ) -> None:
         self._plan = plan
         self._gettext = gettext
         self._changes: list[RecentChange] | None = None
+        self._kept = kept or {}
+        self.texts: dict[RecentChange, str] = {}
+        """The text of each change shown so far: what the next render may take."""
+
+    def text(self, change: RecentChange, entry: Callable[[RecentChange], str]) -> str:
+        """``entry(change)``, the template's text of one change, or the same text kept from an
+        earlier render: a change equal in every field is shown with the same text."""
+        text = self._kept.get(change)
+        if text is None:
+            text = entry(change)
+        self.texts[change] = text
+        return text
 
     def _list(self) -> list[RecentChange]:
         if self._changes is None:

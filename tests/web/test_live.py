@@ -49,7 +49,7 @@ from tests.web.identity_fixtures import sign_in as identity_sign_in
 from web import identity
 from web.accounts import AccountStore
 from web.live import LiveConnection, LiveHub, may_view, same_origin
-from web.live.hub import PROFESSIONALS
+from web.live.hub import KEPT_VERSIONS, PROFESSIONALS
 from web.live.messages import VERSION_MARKER_ID, decode_client_message, Editing, Resync
 from web.live.presence import Presence, render_presence
 from web.plan_page import FINLAND, PANEL_IDS, PLAN_PANELS, RECENT_CHANGES, recent_changes, today_in_finland
@@ -100,7 +100,7 @@ class TinyPanels:
             "panel-network": tuple((m.id, m.name) for m in plan.members.values()),
         }
 
-    def render(self, _engine: Any, plan: Any, lang: str, ids: Any) -> dict[str, str]:
+    def render(self, _engine: Any, plan: Any, lang: str, ids: Any, _kept: Any) -> dict[str, str]:
         needs = "".join(
             f'<li id="need-{n.id}" data-revision="{n.revision}">{escape(n.description)}</li>' for n in plan.needs.values()
         )
@@ -135,7 +135,7 @@ class CountingRenderer:
             self.keyed[(str(plan.id), plan.version)] += 1
         return self.panels.keys(plan)
 
-    def render(self, engine: Any, plan: Any, lang: str, ids: Any) -> Any:
+    def render(self, engine: Any, plan: Any, lang: str, ids: Any, kept: Any) -> Any:
         ids = tuple(ids)
         with self.lock:
             self.calls[(str(plan.id), plan.version, lang)] += 1
@@ -144,7 +144,7 @@ class CountingRenderer:
         if hold is not None:
             self.entered.set()
             assert hold.wait(5), "the test never released the renderer"
-        return self.panels.render(engine, plan, lang, ids)
+        return self.panels.render(engine, plan, lang, ids, kept)
 
     def of_plan(self, plan_id: str) -> Counter[tuple[int, str]]:
         with self.lock:
@@ -749,7 +749,7 @@ def test_an_update_shows_what_a_full_render_shows(live: LiveServer) -> None:
             for shown in [*versions[:index], None]:
                 since = PLAN_PANELS.keys(shown) if shown is not None else None
                 if rendition.update(since) is None:
-                    rendition.add(PLAN_PANELS.render(engine, plan, language, rendition.missing(since)))
+                    rendition.add(PLAN_PANELS.render(engine, plan, language, rendition.missing(since), rendition.kept))
                 message = rendition.update(since)
                 assert message is not None
                 page = PLAN_PANELS.render(engine, shown, language, PANEL_IDS) if shown is not None else {}
@@ -828,6 +828,39 @@ def test_the_latest_changes_of_a_long_history_are_its_newest(live: LiveServer) -
     assert [change.anchor for change in recent_changes(last, gettext)][:2] == [
         f"step-{next(iter(last.steps))}", f"goal-{next(iter(last.goals))}"
     ]
+
+
+def test_a_long_history_reaches_a_browser_several_versions_behind_as_a_full_render_shows_it(live: LiveServer) -> None:
+    """The hub renders the latest changes with the entries it kept from the previous version
+    (only the new entry and those of a retitled item are rendered again); whatever version
+    within those it remembers a browser shows, the update swapped into its page gives, byte
+    for byte, the page a fresh render of the new version gives, in each language."""
+    versions = busy_plan(live)[-(KEPT_VERSIONS + 12):]
+    engine = live.app.template_engine
+    for language in ("fi", "sv"):
+        previous = None
+        reused = 0
+        for index, plan in enumerate(versions):
+            rendition = live.hub._render(plan, language, PROFESSIONALS, previous)
+            kept_before = dict(rendition.kept.get(("panel-history", language), {}))
+            full = PLAN_PANELS.render(engine, plan, language, PANEL_IDS)
+            behind = sorted({index - back for back in (1, 2, 5, KEPT_VERSIONS - 1) if back <= index})
+            for shown in [*(versions[earlier] for earlier in behind), None]:
+                since = PLAN_PANELS.keys(shown) if shown is not None else None
+                if rendition.update(since) is None:
+                    rendition.add(PLAN_PANELS.render(engine, plan, language, rendition.missing(since), rendition.kept))
+                message = rendition.update(since)
+                assert message is not None
+                page = PLAN_PANELS.render(engine, shown, language, PANEL_IDS) if shown is not None else {}
+                assert applied(page, message) == full, (language, shown and shown.version, plan.version)
+                rendition._updates.clear()
+            entries = rendition.kept[("panel-history", language)]
+            assert len(entries) == RECENT_CHANGES
+            again = [change for change in entries if change in kept_before]
+            assert all(entries[change] is kept_before[change] for change in again), "a kept entry is rendered again"
+            reused += len(again)
+            previous = rendition
+        assert reused > (len(versions) - 1) * RECENT_CHANGES // 2
 
 
 async def test_an_edit_in_place_sends_the_changed_items_alone(

@@ -46,13 +46,16 @@ class ItemPanels:
 
     def __init__(self) -> None:
         self.rendered: list[tuple[int, tuple[str, ...]]] = []
+        self.kept: list[tuple[int, str, dict[Any, Any]]] = []
+        """(version, language, the dict the hub handed to keep things in) of each render."""
 
     def keys(self, plan: Plan) -> dict[str, Any]:
         return {"p": PanelKey(frame=tuple(plan.items), items=tuple((f"i-{k}", v) for k, v in plan.items.items()))}
 
-    def render(self, engine: Any, plan: Plan, language: str, ids: Any) -> dict[str, str]:
+    def render(self, engine: Any, plan: Plan, language: str, ids: Any, kept: Any) -> dict[str, str]:
         ids = tuple(ids)
         self.rendered.append((plan.version, ids))
+        self.kept.append((plan.version, language, kept))
         texts = {}
         for id_ in ids:
             if id_ == "p":
@@ -71,11 +74,11 @@ class HeldPanels(ItemPanels):
         self.held_version = held_version
         self.entered, self.gate = threading.Event(), threading.Event()
 
-    def render(self, engine: Any, plan: Plan, language: str, ids: Any) -> dict[str, str]:
+    def render(self, engine: Any, plan: Plan, language: str, ids: Any, kept: Any) -> dict[str, str]:
         if plan.version == self.held_version:
             self.entered.set()
             assert self.gate.wait(5), "the test never let the render go"
-        return super().render(engine, plan, language, ids)
+        return super().render(engine, plan, language, ids, kept)
 
 
 class Views:
@@ -113,8 +116,8 @@ def hub_of(views: Views, panels: ItemPanels | None = None) -> OpenHub:
     return OpenHub(views, engine=None, panels=panels or ItemPanels())  # type: ignore[arg-type]
 
 
-def connection(version: int) -> LiveConnection:
-    c = LiveConnection(socket=object(), plan_id=PLAN, account=ACCOUNT, language="fi", outbox_size=8)  # type: ignore[arg-type]
+def connection(version: int, language: str = "fi") -> LiveConnection:
+    c = LiveConnection(socket=object(), plan_id=PLAN, account=ACCOUNT, language=language, outbox_size=8)  # type: ignore[arg-type]
     c.version = version
     return c
 
@@ -236,6 +239,34 @@ async def test_a_worker_thread_takes_the_texts_of_the_previous_rendition_from_a_
     [previous] = given
     assert previous is not kept and previous.texts is not kept.texts
     assert previous.texts == kept.texts
+
+
+async def test_what_the_panels_keep_goes_on_from_version_to_version_per_language_until_the_last_viewer_leaves(
+    signed_in: None,
+) -> None:
+    """Each render of the plan in a language gets the same dict to keep things in (the
+    history panel's entries), another in another language; a plan's last viewer leaving
+    drops it with the renditions, and a viewer coming back starts an empty one."""
+    panels = ItemPanels()
+    views = Views(Plan(5, {"a": "x"}))
+    hub = hub_of(views, panels)
+    finnish, swedish = connection(4), connection(4, "sv")
+    for c in (finnish, swedish):
+        hub._join(c)
+    for version in (5, 6, 7):
+        views.current = Plan(version, {"a": f"x{version}", **({"b": "y"} if version == 7 else {})})
+        await hub._publish(PLAN)
+    kept = {language: {id(given) for _v, lang, given in panels.kept if lang == language} for language in ("fi", "sv")}
+    assert len(kept["fi"]) == len(kept["sv"]) == 1 and kept["fi"] != kept["sv"]
+    assert {version for version, _lang, _given in panels.kept} == {5, 6, 7}
+    first = panels.kept[0][2]
+    hub._leave(finnish)
+    hub._leave(swedish)
+    assert hub._renditions == {}
+    back = connection(6)
+    hub._join(back)
+    await hub._publish(PLAN)
+    assert panels.kept[-1][2] is not first
 
 
 # ---------------------------------------------------------------------------- database outages

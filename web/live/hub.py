@@ -21,7 +21,9 @@ of a panel whose frame is the same, only the items whose keys changed (each repl
 element with its id), else the whole panel; one further behind (or that asks to resync) gets
 every panel. Texts are rendered when an update first needs them, once per (plan, audience,
 language) and kept with their keys (:class:`Rendition`): an edit of one item in place renders
-that item and the items that show it, not its panel.
+that item and the items that show it, not its panel. The panels may also keep parts of their
+texts from one version to the next (``kept``, a dict per plan, audience and language): the plan
+page keeps the latest changes' entries, so that an edit renders the history's new entry only.
 
 Each connection has an outbox (a bounded queue) and one writer task, so a slow browser never
 holds up the others: when its outbox is full it is closed with 1013 and, on reconnecting,
@@ -136,11 +138,19 @@ class Panels(Protocol):
         :class:`PanelKey` for a panel whose items can be sent alone."""
         ...
 
-    def render(self, engine: Any, plan: ClientPlan, language: str, ids: Iterable[str]) -> Mapping[str, str]:
+    def render(
+        self, engine: Any, plan: ClientPlan, language: str, ids: Iterable[str], kept: dict[Hashable, Any]
+    ) -> Mapping[str, str]:
         """The panels and items ``ids`` (items: the element ids of their :class:`PanelKey`),
         each a top-level element with an id: a panel with ``hx-swap-oob``, an item as the
         item's own answer has it (the browser's ws extension swaps every top-level element
-        by its id)."""
+        by its id).
+
+        ``kept`` is the same dict at every render of the plan for the audience in the
+        language (the hub drops it with the plan's renditions): what the panels put there,
+        such as parts of a panel's text, they may take again at a later version, if they
+        key it by what it was made of (two renders of different versions may use it at once).
+        """
         ...
 
 
@@ -155,7 +165,9 @@ class WholePlan:
     def keys(self, plan: ClientPlan) -> Mapping[str, Hashable]:
         return {"plan": plan.version}
 
-    def render(self, engine: Any, plan: ClientPlan, language: str, ids: Iterable[str]) -> Mapping[str, str]:
+    def render(
+        self, engine: Any, plan: ClientPlan, language: str, ids: Iterable[str], kept: dict[Hashable, Any]
+    ) -> Mapping[str, str]:
         return {"plan": self.render_all(engine, plan, language)}
 
 OUTBOX_SIZE = 64
@@ -215,6 +227,9 @@ class Rendition:
     """The items rendered so far, by element id."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held while rendering what is missing: one render of a text, however many ask."""
+    kept: dict[Hashable, Any] = field(default_factory=dict)
+    """What the panels keep between renders (``Panels.render``), shared by the renditions of
+    the plan for the audience in the language, from one version to the next."""
     _updates: dict[int, str] = field(default_factory=dict)
 
     def _pieces(self, since: Mapping[str, Hashable] | None) -> list[tuple[bool, str]]:
@@ -797,7 +812,7 @@ class LiveHub:
             rendition = self._render(plan, language, audience, previous.get((audience, language)), keys[audience])
             missing = list(dict.fromkeys(id_ for since in behind for id_ in rendition.missing(since)))
             if missing:
-                rendition.add(_rendered(panels, self.engine, plan, language, missing))
+                rendition.add(_rendered(panels, self.engine, plan, language, missing, rendition.kept))
             prepared[(audience, language)] = rendition
         return plan, prepared
 
@@ -809,7 +824,8 @@ class LiveHub:
         if rendition is None:
             return None
         return Rendition(version=rendition.version, plan=rendition.plan, audience=audience, language=language,
-                         keys=rendition.keys, texts=dict(rendition.texts), items=dict(rendition.items))
+                         keys=rendition.keys, texts=dict(rendition.texts), items=dict(rendition.items),
+                         kept=rendition.kept)
 
     async def _adopt(self, plan_id: str, rendition: Rendition) -> Rendition:
         """Keep ``rendition`` as the latest of its plan, audience and language, unless a later
@@ -851,7 +867,7 @@ class LiveHub:
             if missing:
                 panels = self._panels_of(rendition.audience)
                 rendition.add(await anyio.to_thread.run_sync(
-                    _rendered, panels, self.engine, rendition.plan, rendition.language, missing
+                    _rendered, panels, self.engine, rendition.plan, rendition.language, missing, rendition.kept
                 ))
 
     async def _signed_in(self, connections: list[LiveConnection]) -> list[LiveConnection]:
@@ -915,11 +931,13 @@ class LiveHub:
     ) -> Rendition:
         """In a worker thread: ``plan``'s keys (given, or worked out), with the texts of
         ``previous`` that they leave unchanged (a panel whose key is the same; an item whose
-        key and panel's frame are); the rest is rendered when an update needs it."""
+        key and panel's frame are) and what its panels kept; the rest is rendered when an
+        update needs it."""
         if keys is None:
             keys = self._panels_of(audience).keys(plan)
         rendition = Rendition(version=plan.version, plan=plan, audience=audience, language=language, keys=keys)
         if previous is not None:
+            rendition.kept = previous.kept
             rendition.texts = {panel: text for panel, text in previous.texts.items() if previous.keys.get(panel) == keys[panel]}
             rendition.items = _kept_items(previous, keys)
         return rendition
@@ -940,9 +958,11 @@ class LiveHub:
             kept.popitem(last=False)
 
 
-def _rendered(panels: Panels, engine: Any, plan: ClientPlan, language: str, ids: list[str]) -> Mapping[str, str]:
+def _rendered(
+    panels: Panels, engine: Any, plan: ClientPlan, language: str, ids: list[str], kept: dict[Hashable, Any]
+) -> Mapping[str, str]:
     """``panels.render`` of ``ids``, every one of them (in a worker thread)."""
-    rendered = panels.render(engine, plan, language, ids)
+    rendered = panels.render(engine, plan, language, ids, kept)
     left_out = [id_ for id_ in ids if id_ not in rendered]
     if left_out:
         raise LookupError(f"the panels rendered none of {left_out}")
