@@ -217,7 +217,8 @@ class PlanViewTables:
     def _check_version(self, cursor: Any) -> None:
         """Refuse a write (:class:`ReadModelSuperseded`) unless the stored version is this writer's.
 
-        Called first in the write's transaction. On PostgreSQL it also share-locks the
+        Called first in the write's transaction (or asked by its first statement,
+        :meth:`_write_plan_row`). On PostgreSQL it also share-locks the
         version row until the write commits, so a recreate (which updates that row first)
         waits for the write, and a write that comes after reads the new version.
         """
@@ -318,7 +319,6 @@ class PlanViewTables:
         ``replace``); the tracking record and the notice."""
         plan_id = columns["plan_id"]
         with self._cursor(commit=True) as cursor:
-            self._check_version(cursor)
             self._write_plan_row(cursor, columns, onto)
             for table, (gone, changed) in changes.items():
                 if replace:
@@ -331,7 +331,12 @@ class PlanViewTables:
             self._notify(cursor, plan_id, tracking.notification_id)
 
     def _write_plan_row(self, cursor: Any, columns: dict[str, Any], onto: int | None) -> None:
+        """The first write of :meth:`_save`'s transaction, which checks the stored version
+        (:meth:`_check_version`) before anything is written. The update onto ``onto``, the
+        follower's write of nearly every event, asks the version in its own ``WHERE``: one
+        statement where two were made; only when it wrote nothing is it asked why."""
         if onto is None:
+            self._check_version(cursor)
             updates = ", ".join(f"{name} = excluded.{name}" for name in columns if name != "plan_id")
             cursor.execute(
                 self._sql(
@@ -346,11 +351,14 @@ class PlanViewTables:
         cursor.execute(
             self._sql(
                 f"UPDATE {self._qualified('plan_views')} SET {updates}"
-                " WHERE plan_id = %(plan_id)s AND version = %(onto)s RETURNING version"
+                " WHERE plan_id = %(plan_id)s AND version = %(onto)s"
+                f" AND (SELECT version FROM {self._qualified('read_model_version')} WHERE name = %(name)s"
+                f"{self._locks_version_row}) = %(read_model_version)s RETURNING version"
             ),
-            {**columns, "onto": onto},
+            {**columns, "onto": onto, "name": "plan_views", "read_model_version": self.read_model_version},
         )
         if cursor.fetchone() is None:
+            self._check_version(cursor)
             raise StaleRow(f"the row of plan {columns['plan_id']} is not at version {onto}")
 
     def _write_changed_rows(

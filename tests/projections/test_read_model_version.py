@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from eventsourcing.persistence import Tracking
@@ -22,7 +23,7 @@ import projections.views as views_module
 from domain.application import PlanService
 from domain.storage import StoreSettings
 from projections.plans import PlanViews, open_view_store, rebuild
-from projections.views import DERIVED_TABLES, READ_MODEL_VERSION, PlanRow, ReadModelSuperseded
+from projections.views import DERIVED_TABLES, READ_MODEL_VERSION, PlanRow, ReadModelSuperseded, StaleRow
 from tests.projections.helpers import all_plan_ids, random_commands, read_side, write_side
 from tests.projections.test_multi_instance import wait_until
 
@@ -60,6 +61,38 @@ def test_an_older_writers_writes_after_the_recreate_are_refused_and_write_nothin
             assert old.superseded is not None and new.superseded is None
             new.save_plan(_row("new", 6), [], Tracking(application_name=PlanService.name, notification_id=6))
             assert new.max_tracking_id(PlanService.name) == 6
+        finally:
+            new.datastore.close()
+    finally:
+        old.datastore.close()
+
+
+def test_an_older_writers_update_of_a_row_at_the_version_it_names_is_refused_and_writes_nothing(
+    settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follower's usual write (a plan's row onto the version it folded from) asks the
+    stored version in the update itself: a row that is at that version still refuses an
+    older writer, as superseded and not as a row that moved."""
+    with monkeypatch.context() as patch:
+        patch.setattr(views_module, "READ_MODEL_VERSION", OLD_VERSION)
+        old = open_view_store(settings)
+    try:
+        old.save_plan(_row("gone", 1), [], Tracking(application_name=PlanService.name, notification_id=1))
+        new = open_view_store(settings)  # recreates the tables, at READ_MODEL_VERSION
+        try:
+            new.save_plan(_row("kept", 2), [], Tracking(application_name=PlanService.name, notification_id=2))
+            for plan_id, position in (("kept", 3), ("gone", 4)):  # a row at version 1, and none at all
+                onto_first = msgspec.structs.replace(_row(plan_id, position), version=2)
+                with pytest.raises(ReadModelSuperseded, match=f"version {READ_MODEL_VERSION}"):
+                    old.save_plan(
+                        onto_first, [], Tracking(application_name=PlanService.name, notification_id=position), onto=1
+                    )
+            assert new.plan_state("kept")[:2] == (1, 2) and new.plan_state("gone") is None  # type: ignore[index]
+            assert new.max_tracking_id(PlanService.name) == 2
+            moved = msgspec.structs.replace(_row("kept", 5), version=3)
+            with pytest.raises(StaleRow):  # this writer's own version: the row moved, as before
+                new.save_plan(moved, [], Tracking(application_name=PlanService.name, notification_id=5), onto=2)
+            assert new.superseded is None and new.max_tracking_id(PlanService.name) == 2
         finally:
             new.datastore.close()
     finally:

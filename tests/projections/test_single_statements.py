@@ -1,4 +1,5 @@
-"""Reads and marks of the read model that are one statement run without BEGIN and COMMIT.
+"""Reads and marks of the read model that are one statement run without BEGIN and COMMIT,
+and the follower's write of a plan's row, which asks the stored version in its update.
 
 On SQLite each call into the library lets go of the GIL and takes it back; a plan read
 (three of them an edit) or a mark as one statement in autocommit is one call where a
@@ -98,3 +99,16 @@ def test_a_mark_on_a_busy_read_model_file_fails_as_the_library_s_error(
         holder.close()
     views.mark_seen(WRITER.person_id, plan_id, 1)
     assert views.caseload(person_id=WRITER.person_id)[0].seen_version == 1
+
+
+def test_the_follower_s_write_onto_a_row_asks_the_version_in_the_update_itself(
+    followed: tuple[PlanService, PlanViews, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, views, plan_id = followed
+    runner = next(thread for thread in threading.enumerate() if "_process_events_loop" in thread.name)
+    statements = _statements_of(monkeypatch, runner)
+
+    edit = service.add_note(plan_id, by=WRITER, command_id="note", text="Yksi lause lisää.")
+    assert views.wait_for(edit.position, timeout=5)
+
+    assert statements == ["BEGIN", "UPDATE", "INSERT"]  # the row, the tracking record; COMMIT is the connection's
