@@ -22,6 +22,8 @@ tells its listeners and waiting pages (`projections.leader`, docs/deployment.md)
 from __future__ import annotations
 
 import copy
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -276,7 +278,10 @@ class PlanViews:
         self.shared = settings.kind == "postgres"
         self.projection = _NotifyingProjection(self.store, _ignore if self.shared else self._advanced)
         self._position = self.store.max_tracking_id(PlanService.name) or 0
-        self._moved = threading.Condition()
+        self._moved = threading.Lock()
+        self._waiting: list[tuple[int, int, threading.Event]] = []
+        """Pages waiting in :meth:`wait_for`: a heap of (position, arrival, event), lowest position first."""
+        self._arrivals = itertools.count()
         self._listeners: list[PositionListener] = []
         self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._seen_lock = threading.Lock()
@@ -333,9 +338,24 @@ class PlanViews:
         self._listeners.append(listener)
 
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
-        """Block until the read model has applied `position`; False on timeout."""
+        """Block until the read model has applied `position`; False on timeout.
+
+        A waiter is woken once, when its own position is reached: with a condition that
+        every event notified, each waiting page woke at every event before its own
+        (with 40 worker threads, 5 % of the process's samples in ``notify_all``).
+        """
         with self._moved:
-            return self._moved.wait_for(lambda: self._position >= position, timeout=timeout)
+            if self._position >= position:
+                return True
+            waiter = (position, next(self._arrivals), threading.Event())
+            heapq.heappush(self._waiting, waiter)
+        if waiter[2].wait(timeout):
+            return True
+        with self._moved:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+                heapq.heapify(self._waiting)
+            return self._position >= position
 
     def plan(self, plan_id: str) -> PlanRecord | None:
         """The plan as the read model has it, or None: shared with other pages, never to be changed."""
@@ -392,7 +412,8 @@ class PlanViews:
             self.projection.cache.drop(plan_id, position)
         with self._moved:
             self._position = max(self._position, position)
-            self._moved.notify_all()
+            while self._waiting and self._waiting[0][0] <= self._position:
+                heapq.heappop(self._waiting)[2].set()
         for listener in self._listeners:
             try:
                 listener(plan_id, position)

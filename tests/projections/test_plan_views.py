@@ -307,6 +307,45 @@ def test_wait_for_returns_soon_after_a_local_save_and_false_on_timeout(
     )
 
 
+def test_each_waiting_page_returns_when_its_own_position_is_applied_and_a_timeout_leaves_no_waiter(
+    service: PlanService, open_views: Callable[..., PlanViews]
+) -> None:
+    """Waiters are woken by position (a heap), not all at every event: each returns True as
+    soon as the read model reaches its position, not before, and one that timed out is gone."""
+    plan_id = service.open_plan(
+        by=ACTORS["pekka.nieminen"],
+        command_id="open-waiters",
+        client_name="Odottava Asiakas",
+        segment="employed",
+        language="fi",
+        referring_party="kela",
+        expert_profession="Kelan asiantuntija",
+    ).plan_id
+    views = open_views()
+    start = catch_up(views, service)
+    # every notification id after the plan's last one is one of its next notes (one writer here)
+    positions = [start + 3, start + 1, start + 2, start + 2]
+    results: dict[int, bool] = {}
+
+    def wait(index: int) -> None:
+        results[index] = views.wait_for(positions[index], timeout=10)
+
+    waiters = [threading.Thread(target=wait, args=(index,)) for index in range(len(positions))]
+    for waiter in waiters:
+        waiter.start()
+    for n in range(1, 4):
+        outcome = service.add_note(plan_id, by=ACTORS["pekka.nieminen"], command_id=f"waiters-{n}", text="Kuitattu.")
+        assert outcome.position == start + n
+        for index, position in enumerate(positions):
+            if position <= outcome.position:
+                waiters[index].join(5)
+                assert results.get(index) is True
+            else:
+                assert index not in results and waiters[index].is_alive()
+    assert views.wait_for(start + 100, timeout=0.1) is False
+    assert views._waiting == []
+
+
 # -------------------------------------------------------------------------------- CLI
 
 
