@@ -34,6 +34,7 @@ class Action(StrEnum):
     VIEW_CLIENT_CONTACT = "view_client_contact"
     EDIT_PLAN = "edit_plan"
     SET_NON_DISCLOSURE = "set_non_disclosure"
+    CLOSE_PLAN = "close_plan"
     CLIENT_VIEW = "client_view"
     CLIENT_COMMENT = "client_comment"
     CLIENT_GOAL_VIEW = "client_goal_view"
@@ -54,6 +55,7 @@ PERMISSIONS: dict[Action, frozenset[Relation]] = {
     Action.VIEW_CLIENT_CONTACT: PROFESSIONALS,
     Action.EDIT_PLAN: PROFESSIONALS,
     Action.SET_NON_DISCLOSURE: RESPONSIBLE,
+    Action.CLOSE_PLAN: RESPONSIBLE,
     Action.CLIENT_VIEW: CLIENT_ONLY,
     Action.CLIENT_COMMENT: CLIENT_ONLY,
     Action.CLIENT_GOAL_VIEW: CLIENT_ONLY,
@@ -102,8 +104,16 @@ PROFESSIONAL_COMMANDS: frozenset[str] = frozenset(
 
 PROFESSIONAL_COMMAND_ACTIONS: dict[str, Action] = {
     "set_non_disclosure": Action.SET_NON_DISCLOSURE,
+    "close_plan": Action.CLOSE_PLAN,
+    "reopen_plan": Action.CLOSE_PLAN,
 }
-"""Professional commands that need an action of their own besides EDIT_PLAN."""
+"""Professional commands that need an action of their own besides EDIT_PLAN.
+
+Closing and reopening are the responsible pair's: the named expert (or the counterpart
+who shares the responsibility) coordinates the agreed measures through the whole process
+and decides the client's route onwards (seeds/000: "Seuranta yhteyshenkilö koordinoi
+jatkopolkua"; seeds/001: the asiakasvastaava "koordinoi ja seuraa sovittuja toimenpiteitä
+koko prosessin ajan"); a colleague who only shares their organisation does not."""
 
 CLIENT_COMMANDS: dict[str, Action] = {
     "add_note": Action.CLIENT_COMMENT,

@@ -41,6 +41,13 @@ def optional_text(value: object, field: str, limit: int = LONG_TEXT) -> str:
     return text
 
 
+def chosen(value: object, field: str) -> object:
+    """A choice from a list (an item, a value of a vocabulary): nothing chosen is asked for."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InvalidValue(field, "%(field)s: choose one.")
+    return value
+
+
 def as_date(value: object, field: str) -> date:
     """A calendar date, given as a `date` or as ISO text (2026-11-23)."""
     if isinstance(value, date) and not hasattr(value, "hour"):

@@ -36,6 +36,7 @@ from domain.inputs import (
     as_identifier,
     as_number,
     as_revision,
+    chosen,
     optional_text,
     required_text,
 )
@@ -85,6 +86,13 @@ while keeping the plan and its snapshots small.
 ZERO_TO_TEN = (0.0, 10.0)
 
 ITEM_NAMESPACE = uuid.UUID("6f1c0f55-5a53-4a8e-9d0e-3c3f2f4f3b10")
+
+EXPERT_PART = "named expert"
+"""The part in the plan of whoever is the named expert, unless someone wrote another.
+
+The opening gives it to the expert; an accepted handover passes it on with the
+responsibility (`HandoverDecided`). The counterpart's default part is none: their badge
+says what they are."""
 
 
 class ClientPlan(Aggregate):
@@ -410,7 +418,12 @@ class ClientPlan(Aggregate):
         """The counterpart accepted or declined, or the proposer withdrew.
 
         On acceptance the expert and the counterpart swap roles: both stay
-        named on the plan.
+        named on the plan, and the default part of the named expert (`EXPERT_PART`)
+        goes with the responsibility: the one handing over loses it, the one taking
+        over gets it if they had no part of their own. A part someone wrote stays.
+        Handovers accepted before this rule read the same way when their events are
+        replayed; a snapshot or read-model document made before it keeps the parts it
+        had until it is made again.
         """
 
         subject = "handover_id"
@@ -432,6 +445,12 @@ class ClientPlan(Aggregate):
                     expert_id=handover.to_member_id,
                     counterpart_id=handover.from_member_id,
                 )
+                handing_over = plan.members[handover.from_member_id]
+                taking_over = plan.members[handover.to_member_id]
+                if handing_over.part == EXPERT_PART:
+                    plan.update_item(handing_over, self, part="")
+                if not taking_over.part:
+                    plan.update_item(taking_over, self, part=EXPERT_PART)
 
     class StepPlanned(Event):
         subject = "step_id"
@@ -669,7 +688,7 @@ class ClientPlan(Aggregate):
             organisation_id=as_identifier(by.organisation_id, "organisation_id"),
             organisation_name=required_text(by.organisation_name, "organisation_name"),
             contact=optional_text(expert_contact, "contact", 300),
-            part="named expert",
+            part=EXPERT_PART,
         )
         return cls._create(
             cls.Opened,
@@ -773,8 +792,7 @@ class ClientPlan(Aggregate):
         self._require_revision(self.client, "client", seen_revision)
         if not isinstance(active, bool):
             raise InvalidValue("active", "%(field)s must be yes or no.")
-        if by.person_id not in self._responsible_person_ids():
-            raise NotYours("Only the named expert or the counterpart can change a non-disclosure order.")
+        self._require_responsible(by, "Only the named expert or the counterpart can change a non-disclosure order.")
         self._trigger(self.NonDisclosureChanged, by, command_id, at, active=active)
         return self.client.id
 
@@ -1388,10 +1406,24 @@ class ClientPlan(Aggregate):
         return note_id
 
     def close(self, *, by: Actor, command_id: str, at: datetime, outcome: str, note: str = "") -> None:
+        """The named expert or the counterpart closes the plan once every step is settled.
+
+        The responsible pair coordinates the agreed measures to the end and decides the
+        client's route onwards (seeds/000, seeds/001); a step still planned or started
+        would be shown to the client as going on in a plan that has ended.
+        """
         self._start(by, command_id)
+        self._require_responsible(by, "Only the named expert or the counterpart can close the plan.")
         closing_outcome = parse(ClosingOutcome, outcome, "outcome")
         if self.pending_handover:
             raise RuleViolation("A handover is pending: it must be decided before the plan is closed.")
+        open_steps = self._open_steps()
+        if open_steps:
+            raise RuleViolation(
+                "Steps are still planned or started (%(steps)s): mark each one done or cancelled "
+                "before the plan is closed.",
+                steps=", ".join(step.title for step in open_steps),
+            )
         self._trigger(
             self.Closed,
             by,
@@ -1403,9 +1435,11 @@ class ClientPlan(Aggregate):
         )
 
     def reopen(self, *, by: Actor, command_id: str, at: datetime, reason: str) -> None:
+        """The named expert or the counterpart reopens a closed plan, saying why."""
         _check_sender(by, command_id)
         if not self.is_closed:
             raise RuleViolation("The plan is open already.")
+        self._require_responsible(by, "Only the named expert or the counterpart can reopen the plan.")
         self._trigger(self.Reopened, by, command_id, at, reason=required_text(reason, "reason", LONG_TEXT))
 
     # ------------------------------------------------------- used by the events
@@ -1484,6 +1518,10 @@ class ClientPlan(Aggregate):
         counterpart = self.counterpart
         return {self.expert.person_id} | ({counterpart.person_id} if counterpart else set())
 
+    def _require_responsible(self, by: Actor, message: str) -> None:
+        if by.person_id not in self._responsible_person_ids():
+            raise NotYours(message)
+
     def _require_expert(self, by: Actor, message: str) -> None:
         if by.person_id != self.expert.person_id:
             raise NotYours(message)
@@ -1492,6 +1530,7 @@ class ClientPlan(Aggregate):
     def _find(items: dict[str, Any], item_id: str, kind: str, field: str) -> Any:
         """The item named by the input `field`, or a refusal that names that input."""
         if not isinstance(item_id, str) or item_id not in items:
+            chosen(item_id, field)
             raise NotFound("There is no %(kind)s %(id)s on this plan.", field=field, kind=kind, id=item_id)
         return items[item_id]
 
@@ -1522,12 +1561,24 @@ class ClientPlan(Aggregate):
             raise RuleViolation("The goal is %(status)s already; set a new goal instead.", status=goal.status)
         return goal
 
-    @staticmethod
-    def _period(start: date | str, end: date | str) -> tuple[date, date]:
+    def _period(self, start: date | str, end: date | str) -> tuple[date, date]:
+        """A step's planned dates: it may have begun before the plan, not ended before it.
+
+        A service already going on when the client came (a rehabilitation period, an
+        assessment begun at the health centre) belongs on the path: the expert goes
+        through the client's earlier history and builds on it (seeds/001). A step planned
+        to be over before the plan was opened is no part of the plan, like a goal.
+        """
         first = as_date(start, "planned_start")
         last = as_date(end, "planned_end")
         if last < first:
             raise InvalidValue("planned_end", "The end date cannot be before the start date.")
+        if last < self.opened_on:
+            raise InvalidValue(
+                "planned_end",
+                "The planned end cannot be before the plan was opened (%(opened)s).",
+                opened=self.opened_on.isoformat(),
+            )
         return first, last
 
     def _open_steps(self) -> list[Step]:

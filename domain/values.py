@@ -14,21 +14,26 @@ from typing import TypeVar
 import msgspec
 
 from domain.errors import InvalidValue
+from domain.inputs import chosen
 
 E = TypeVar("E", bound=StrEnum)
 
 
 def parse(vocabulary: type[E], value: object, field: str) -> E:
-    """Return the member of `vocabulary` named by `value`, or refuse it."""
+    """Return the member of `vocabulary` named by `value`, or refuse it.
+
+    Nothing chosen is asked for; anything else is refused with the allowed values
+    (which the web layer says in words), never with the value itself: it is what a
+    form or a program sent, not anything the person chose.
+    """
     try:
         return vocabulary(value)
     except ValueError:
-        allowed = ", ".join(member.value for member in vocabulary)
+        chosen(value, field)
         raise InvalidValue(
             field,
-            "%(field)s must be one of: %(allowed)s (got %(value)s).",
-            allowed=allowed,
-            value=repr(value),
+            "%(field)s: choose one of %(allowed)s.",
+            allowed=", ".join(member.value for member in vocabulary),
         ) from None
 
 

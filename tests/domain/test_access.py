@@ -235,6 +235,7 @@ EXPECTED_PERMISSIONS: dict[Action, set[Relation]] = {
     Action.VIEW_CLIENT_CONTACT: PROS,
     Action.EDIT_PLAN: PROS,
     Action.SET_NON_DISCLOSURE: {E, CP},
+    Action.CLOSE_PLAN: {E, CP},
     Action.CLIENT_VIEW: {CL},
     Action.CLIENT_COMMENT: {CL},
     Action.CLIENT_GOAL_VIEW: {CL},
@@ -267,7 +268,7 @@ COMMANDS = sorted(PROFESSIONAL_COMMANDS | set(CLIENT_COMMANDS) | {"open_plan", "
 def test_may_give(command: str, relation: Relation) -> None:
     if relation == CL:
         expected = command in {"add_note", "record_client_view_on_goal", "give_consent", "withdraw_consent"}
-    elif command == "set_non_disclosure":
+    elif command in ("set_non_disclosure", "close_plan", "reopen_plan"):
         expected = relation in (E, CP)
     else:
         expected = relation in PROS and command in PROFESSIONAL_COMMANDS

@@ -29,7 +29,7 @@ import pytest
 from domain.errors import DomainError, EditConflict, InvalidValue, NotFound, NotYours, PlanClosed, RuleViolation
 from domain.inputs import LONG_TEXT, SHORT_TEXT
 from domain.items import CONFLICT_CHANGES, KEPT_CHANGES, Receipt
-from domain.plan import REMEMBERED_COMMANDS, ClientPlan, PlanRecord
+from domain.plan import EXPERT_PART, REMEMBERED_COMMANDS, ClientPlan, PlanRecord
 from domain.values import (
     Actor,
     ClosingOutcome,
@@ -231,6 +231,19 @@ class Scene:
         self.plan.collect_events()
         return handover_id
 
+    def settle_steps(self) -> None:
+        """Mark every step still planned or started done, as a plan must be before it closes."""
+        for step_id, step in list(self.plan.steps.items()):
+            if step.status in ("planned", "started"):
+                progress(self.plan, self.aino, step_id, "done")
+        self.plan.collect_events()
+
+    def close(self, outcome: str = "work") -> None:
+        """Anna closes the plan, its steps settled first; the events are collected."""
+        self.settle_steps()
+        do(self.plan, "close", self.anna, outcome=outcome)
+        self.plan.collect_events()
+
 
 @pytest.fixture
 def s(anna: Actor, aino: Actor, bert: Actor, carla: Actor) -> Scene:
@@ -307,10 +320,18 @@ def test_opening_records_one_event_with_the_client(anna: Actor) -> None:
 def test_opening_refuses_an_unknown_value_and_names_the_allowed_ones(
     anna: Actor, field: str, value: str, vocabulary: type
 ) -> None:
-    with refused(None, InvalidValue, value, field=field) as caught:
+    with refused(None, InvalidValue, "choose one of", field=field) as caught:
         open_plan(anna, **{field: value})
     for member in vocabulary:
         assert member.value in str(caught.value)
+    assert caught.value.params == {"field": field, "allowed": ", ".join(member.value for member in vocabulary)}
+
+
+@pytest.mark.parametrize("value", ["", "  ", None])
+def test_nothing_chosen_is_asked_for_without_a_list(anna: Actor, value: str | None) -> None:
+    with refused(None, InvalidValue, "choose one.", field="segment") as caught:
+        open_plan(anna, segment=value)
+    assert caught.value.template == "%(field)s: choose one."
 
 
 @pytest.mark.parametrize("name", [pytest.param(n) for n in ("", "   ", None)])
@@ -413,11 +434,16 @@ def test_a_need_is_recorded_in_any_of_the_four_categories(plan: ClientPlan, anna
     )
 
 
-@pytest.mark.parametrize("category", ["financial", "housing", ""])
+@pytest.mark.parametrize("category", ["financial", "housing"])
 def test_an_unknown_need_category_is_refused_naming_the_four(plan: ClientPlan, anna: Actor, category: str) -> None:
     """The financial situation runs through every category: it is not a fifth one."""
-    with refused(plan, InvalidValue, "must be one of", *[c.value for c in NeedCategory], field="category"):
+    with refused(plan, InvalidValue, "choose one of", *[c.value for c in NeedCategory], field="category"):
         record_need(plan, anna, category=category)
+
+
+def test_a_need_without_a_category_is_asked_for_one(plan: ClientPlan, anna: Actor) -> None:
+    with refused(plan, InvalidValue, "category: choose one.", field="category"):
+        record_need(plan, anna, category="")
 
 
 @pytest.mark.parametrize("description", ["", "  \n ", None])
@@ -736,7 +762,7 @@ def test_a_goal_cannot_be_settled_as_set_or_revised(s: Scene, status: str) -> No
 
 
 def test_a_goal_cannot_be_settled_with_an_unknown_status(s: Scene) -> None:
-    with refused(s.plan, InvalidValue, "must be one of", field="status"):
+    with refused(s.plan, InvalidValue, "choose one of", field="status"):
         do(s.plan, "settle_goal", s.anna, goal_id=s.goal_id, seen_revision=1, status="half-done")
 
 
@@ -1171,6 +1197,53 @@ def test_after_a_handover_the_new_expert_leads_and_can_hand_back(s: Scene) -> No
     assert s.plan.counterpart.id == s.bert_id
 
 
+def test_the_named_experts_part_goes_with_the_responsibility(s: Scene) -> None:
+    """The opening gave Anna the part "named expert"; Bert, who had none, takes it over."""
+    anna, bert = s.plan.members[s.anna_id], s.plan.members[s.bert_id]
+    assert (anna.part, bert.part) == (EXPERT_PART, "")
+    revisions = (anna.revision, bert.revision)
+
+    do(s.plan, "accept_handover", s.bert, handover_id=s.propose())
+
+    assert recorded(s.plan) == ["HandoverDecided"]
+    anna, bert = s.plan.members[s.anna_id], s.plan.members[s.bert_id]
+    assert (anna.part, bert.part) == ("", EXPERT_PART)
+    assert (anna.revision, bert.revision) == (revisions[0] + 1, revisions[1] + 1)
+    assert anna.changes[-1].fields == bert.changes[-1].fields == ["part"]
+
+    do(s.plan, "accept_handover", s.anna, handover_id=do(s.plan, "propose_handover", s.bert))
+
+    assert (s.plan.members[s.anna_id].part, s.plan.members[s.bert_id].part) == (EXPERT_PART, "")
+
+
+def test_a_part_someone_wrote_stays_through_a_handover(s: Scene) -> None:
+    bert = s.plan.members[s.bert_id]
+    do(s.plan, "update_member", s.bert, member_id=s.bert_id, seen_revision=bert.revision,
+       profession=bert.profession, contact="", part="Kela benefits and rehabilitation")
+    s.plan.collect_events()
+    bert_revision = s.plan.members[s.bert_id].revision
+
+    do(s.plan, "accept_handover", s.bert, handover_id=s.propose())
+
+    assert s.plan.members[s.anna_id].part == ""
+    assert s.plan.members[s.bert_id].part == "Kela benefits and rehabilitation"
+    assert s.plan.members[s.bert_id].revision == bert_revision
+
+
+def test_the_parts_after_a_handover_follow_from_the_events(anna: Actor, bert: Actor) -> None:
+    """Replaying the events (as the read side does) gives the same parts."""
+    plan = open_plan(anna)
+    give_consent_for(plan, anna, bert)
+    bert_id = add_to_network(plan, anna, bert)
+    do(plan, "name_counterpart", anna, member_id=bert_id, seen_revision=plan.responsibility.revision)
+    do(plan, "accept_handover", bert, handover_id=do(plan, "propose_handover", anna))
+
+    record = PlanRecord.replay(plan.collect_events())
+
+    assert {m.id: m.part for m in record.members.values()} == {plan.expert.id: EXPERT_PART, plan.counterpart.id: ""}
+    assert plan.expert.id == bert_id
+
+
 def test_declining_a_handover_keeps_the_roles(s: Scene) -> None:
     handover_id = s.propose()
 
@@ -1286,6 +1359,40 @@ def test_a_step_for_an_unknown_member_is_reported_on_the_responsible_member_fiel
 def test_a_step_ending_before_it_starts_is_refused(s: Scene) -> None:
     with refused(s.plan, InvalidValue, "end date cannot be before the start date", field="planned_end"):
         plan_step(s.plan, s.anna, s.need_id, s.carla_id, start=TODAY, end=TODAY - timedelta(days=1))
+
+
+def test_a_step_planned_to_end_before_the_plan_was_opened_is_refused(s: Scene) -> None:
+    """Like a goal before the opening: 1.1.–1.2.2019 on a plan opened in 2026 is no part of it."""
+    with refused(s.plan, InvalidValue, "cannot be before the plan was opened", OPENING_DAY.isoformat(),
+                 field="planned_end") as caught:
+        plan_step(s.plan, s.anna, s.need_id, s.carla_id, start=date(2019, 1, 1), end=date(2019, 2, 1))
+    assert caught.value.params["opened"] == OPENING_DAY.isoformat()
+    with refused(s.plan, InvalidValue, "before the plan was opened", field="planned_end"):
+        plan_step(s.plan, s.anna, s.need_id, s.carla_id, start=OPENING_DAY - timedelta(days=9),
+                  end=OPENING_DAY - timedelta(days=1))
+
+
+def test_a_step_already_going_on_when_the_plan_was_opened_is_planned(s: Scene) -> None:
+    """A service begun before the client came (a rehabilitation period) belongs on the path."""
+    step_id = plan_step(s.plan, s.anna, s.need_id, s.aino_id, start=OPENING_DAY - timedelta(days=30), end=OPENING_DAY)
+    progress(s.plan, s.aino, step_id, "started", on=OPENING_DAY - timedelta(days=30))
+
+    assert recorded(s.plan) == ["StepPlanned", "StepProgressed"]
+    assert s.plan.steps[step_id].started_on == OPENING_DAY - timedelta(days=30)
+
+
+def test_a_step_cannot_be_rescheduled_to_end_before_the_plan_was_opened(s: Scene) -> None:
+    with refused(s.plan, InvalidValue, "before the plan was opened", field="planned_end"):
+        do(s.plan, "reschedule_step", s.aino, step_id=s.step_id, seen_revision=1,
+           planned_start=date(2019, 1, 1), planned_end=date(2019, 2, 1))
+
+
+@pytest.mark.parametrize("missing", ["", "  ", None])
+def test_a_step_without_a_chosen_need_or_responsible_is_asked_for_them(s: Scene, missing: str | None) -> None:
+    with refused(s.plan, InvalidValue, "Need_id: choose one.", field="need_id"):
+        plan_step(s.plan, s.anna, missing, s.carla_id)
+    with refused(s.plan, InvalidValue, "choose one.", field="responsible_member_id"):
+        plan_step(s.plan, s.anna, s.need_id, missing)
 
 
 def test_a_step_without_a_title_is_refused(s: Scene) -> None:
@@ -1443,7 +1550,7 @@ def test_a_step_cannot_end_before_it_started(s: Scene, then: str) -> None:
 
 
 def test_an_unknown_step_status_is_refused(s: Scene) -> None:
-    with refused(s.plan, InvalidValue, "must be one of", field="status"):
+    with refused(s.plan, InvalidValue, "choose one of", field="status"):
         progress(s.plan, s.aino, s.step_id, "paused")
 
 
@@ -1804,6 +1911,7 @@ def test_a_note_with_an_unknown_visibility_is_refused(s: Scene) -> None:
 
 @pytest.mark.parametrize("outcome", [o.value for o in ClosingOutcome])
 def test_a_plan_closes_with_an_outcome(s: Scene, outcome: str) -> None:
+    s.settle_steps()
     do(s.plan, "close", s.anna, outcome=outcome, note="  Started at a café  ")
 
     assert recorded(s.plan) == ["Closed"]
@@ -1815,6 +1923,44 @@ def test_a_plan_closes_with_an_outcome(s: Scene, outcome: str) -> None:
         TODAY,
         s.anna,
     )
+
+
+@pytest.mark.parametrize("who", ["aino", "carla"])
+def test_only_the_named_expert_or_the_counterpart_closes_the_plan(s: Scene, who: str) -> None:
+    """Aino shares Anna's organisation, Carla is in the network: neither answers for the plan."""
+    s.settle_steps()
+    with refused(s.plan, NotYours, "Only the named expert or the counterpart can close the plan."):
+        do(s.plan, "close", getattr(s, who), outcome="work")
+
+
+def test_the_counterpart_can_close_the_plan(s: Scene) -> None:
+    s.settle_steps()
+    do(s.plan, "close", s.bert, outcome="studies")
+    assert recorded(s.plan) == ["Closed"]
+
+
+@pytest.mark.parametrize("status", ["planned", "started"])
+def test_a_plan_with_steps_still_going_on_cannot_be_closed(s: Scene, status: str) -> None:
+    if status == "started":
+        progress(s.plan, s.aino, s.step_id, "started")
+    second = plan_step(s.plan, s.anna, s.need_id, s.carla_id, title="Work trial")
+    s.plan.collect_events()
+
+    with refused(s.plan, RuleViolation, "still planned or started", "Physiotherapy assessment, Work trial",
+                 "done or cancelled"):
+        do(s.plan, "close", s.anna, outcome="work")
+
+    progress(s.plan, s.aino, s.step_id, "done")
+    progress(s.plan, s.anna, second, "cancelled")
+    do(s.plan, "close", s.anna, outcome="work")
+    assert s.plan.is_closed
+
+
+@pytest.mark.parametrize("who", ["aino", "carla"])
+def test_only_the_named_expert_or_the_counterpart_reopens_the_plan(s: Scene, who: str) -> None:
+    s.close()
+    with refused(s.plan, NotYours, "Only the named expert or the counterpart can reopen the plan."):
+        do(s.plan, "reopen", getattr(s, who), reason="New need")
 
 
 def test_closing_with_an_unknown_outcome_is_refused(s: Scene) -> None:
@@ -1835,14 +1981,14 @@ def test_reopening_an_open_plan_is_refused(s: Scene) -> None:
 
 
 def test_reopening_needs_a_reason(s: Scene) -> None:
-    do(s.plan, "close", s.anna, outcome="work")
-    s.plan.collect_events()
+    s.close()
 
     with refused(s.plan, InvalidValue, "must not be empty", field="reason"):
         do(s.plan, "reopen", s.anna, reason="")
 
 
 def test_a_reopened_plan_can_be_edited_again(s: Scene) -> None:
+    s.settle_steps()
     do(s.plan, "close", s.anna, outcome="work")
     do(s.plan, "reopen", s.bert, reason="The work trial ended early")
 
@@ -1981,7 +2127,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "record_measure": lambda s: (s.anna, {"kind": "work_ability_score", "value": 6, "measured_on": TODAY}),
     "add_note": lambda s: (s.bert, {"text": "Called the client"}),
-    "close": lambda s: (s.anna, {"outcome": "work"}),
+    "close": lambda s: (s.settle_steps(), (s.anna, {"outcome": "work"}))[1],
 }
 
 
@@ -2012,8 +2158,7 @@ def test_every_command_on_a_closed_plan_is_refused(s: Scene, command: str) -> No
     by, fields = COMMANDS[command](s)
     if s.plan.pending_handover:
         do(s.plan, "withdraw_handover", s.anna, handover_id=s.plan.pending_handover.id)
-    do(s.plan, "close", s.anna, outcome="work")
-    s.plan.collect_events()
+    s.close()
 
     with refused(s.plan, PlanClosed, "closed", "reopen"):
         getattr(s.plan, command)(by=by, command_id=cid(), at=NOW, **fields)

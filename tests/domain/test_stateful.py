@@ -781,6 +781,7 @@ class PlanEditing(RuleBasedStateMachine):
         member_id = self.pick_id(data, plan.members, "member")
         start = self.today + timedelta(days=starts_in)
         problems = [plan.is_closed, need_id not in plan.needs, member_id not in plan.members, lasts < 0, _blank(title)]
+        problems.append(start + timedelta(days=lasts) < plan.opened_on)
         self.attempt(
             plan_id,
             "plan_step",
@@ -830,8 +831,9 @@ class PlanEditing(RuleBasedStateMachine):
     def reschedule_step(self, data: st.DataObject, starts_in: int, lasts: int) -> None:
         plan_id, plan = self.pick_plan(data)
         step_id, step, seen, problems = self._pick_step(data, plan)
-        problems += [step is not None and step.status not in OPEN_STEP, lasts < 0]
         start = self.today + timedelta(days=starts_in)
+        problems += [step is not None and step.status not in OPEN_STEP, lasts < 0]
+        problems.append(start + timedelta(days=lasts) < plan.opened_on)
         self.attempt(
             plan_id,
             "reschedule_step",
@@ -942,11 +944,14 @@ class PlanEditing(RuleBasedStateMachine):
         plan_id, plan = self.pick_plan(data)
         if data.draw(st.sampled_from(["not now"] * 4 + ["close"]), label="close for real?") != "close":
             outcome = "moved_away"  # mostly refused, so that plans stay open for the other rules
+        responsible = [plan.expert.person_id] + ([plan.counterpart.person_id] if plan.counterpart else [])
+        by = self.pick_actor(data, plan, *responsible)
         problems = [plan.is_closed, plan.pending_handover is not None, outcome not in set(ClosingOutcome)]
+        problems += [by.person_id not in responsible, any(s.status in OPEN_STEP for s in plan.steps.values())]
         self.attempt(
             plan_id,
             "close_plan",
-            self.pick_actor(data, plan),
+            by,
             REFUSED if any(problems) else ACCEPTED,
             outcome=outcome,
             note="Asiakas siirtyy työhön",
@@ -961,11 +966,13 @@ class PlanEditing(RuleBasedStateMachine):
             plan = self.service.get_plan(plan_id)
         else:
             plan_id, plan = self.pick_plan(data)
+        responsible = [plan.expert.person_id] + ([plan.counterpart.person_id] if plan.counterpart else [])
+        by = self.pick_actor(data, plan, *responsible)
         self.attempt(
             plan_id,
             "reopen_plan",
-            self.pick_actor(data, plan),
-            REFUSED if not plan.is_closed or _blank(reason) else ACCEPTED,
+            by,
+            REFUSED if not plan.is_closed or _blank(reason) or by.person_id not in responsible else ACCEPTED,
             reason=reason,
         )
 
