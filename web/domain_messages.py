@@ -41,7 +41,8 @@ ERROR_TEMPLATES = (
     N_("The plan %(plan_id)s has been erased at the end of its retention period."),
     N_("The plan is busy with other edits; please try again."),
     N_("Only a closed plan can be erased."),
-    N_("%(field)s must be one of: %(allowed)s (got %(value)s)."),
+    N_("%(field)s: choose one."),
+    N_("%(field)s: choose one of %(allowed)s."),
     N_("%(field)s must be a date (YYYY-MM-DD)."),
     N_("%(field)s must not be empty."),
     N_("%(field)s must be text."),
@@ -94,7 +95,17 @@ ERROR_TEMPLATES = (
     N_("The step is %(status)s: it can no longer be changed."),
     N_("This handover was %(status)s already."),
     N_("Only the expert who proposed the handover can withdraw it."),
+    N_("Only the named expert or the counterpart can close the plan."),
+    N_("Only the named expert or the counterpart can reopen the plan."),
+    N_(
+        "Steps are still planned or started (%(steps)s): mark each one done or cancelled "
+        "before the plan is closed."
+    ),
+    N_("The planned end cannot be before the plan was opened (%(opened)s)."),
 )
+
+#: How a list of allowed choices ends ("a, b or c"), in the reader's language.
+LAST_OF_CHOICES = N_("%(choices)s or %(last)s")
 
 #: The sentences of a plan's history (``domain/history.py``).
 HISTORY_TEMPLATES = (
@@ -216,6 +227,9 @@ FIELD_LABELS = {
     "finished_on": N_("Ended on"),
     "settled_on": N_("Settled on"),
     "settled_note": N_("Note"),
+    "client_stance": N_("The client's view"),
+    "client_comment": N_("The client's comment"),
+    "non_disclosure": N_("Non-disclosure order"),
     "withdrawn_on": N_("Withdrawn on"),
     "command_id": N_("Command id"),
 }
@@ -302,7 +316,7 @@ VOCABULARIES: dict[str, dict[str, str]] = {
         "continuation_social_care": N_("Continuation plan with social care"),
     },
     "visibility": {
-        "professionals": N_("Professionals of the network only"),
+        "professionals": N_("Professionals only, not the client"),
         "client_and_professionals": N_("The client and the professionals"),
     },
     "measure_kind": {
@@ -370,8 +384,8 @@ def _say(name: str, value: Any, params: Mapping[str, Any], gettext: Gettext, lan
         vocabulary = _vocabulary_of_field(str(params.get("field", "")))
         words = [w.strip() for w in str(value).split(",")]
         if vocabulary is None and params.get("field") == "status":
-            return ", ".join(_status_word(w, gettext) for w in words)
-        return ", ".join(vocabulary_label(vocabulary, w, gettext) if vocabulary else w for w in words)
+            return _choices([_status_word(w, gettext) for w in words], gettext)
+        return _choices([vocabulary_label(vocabulary, w, gettext) if vocabulary else w for w in words], gettext)
     if name == "status":
         return _status_word(str(value), gettext)
     if name in _VALUE_VOCABULARIES:
@@ -384,6 +398,13 @@ def _say(name: str, value: Any, params: Mapping[str, Any], gettext: Gettext, lan
         day = _as_date(value)
         return format_date(day, language) if day else str(value)
     return str(value)
+
+
+def _choices(words: list[str], gettext: Gettext) -> str:
+    """``a, b or c`` in the reader's language."""
+    if len(words) < 2:
+        return "".join(words)
+    return gettext(LAST_OF_CHOICES) % {"choices": ", ".join(words[:-1]), "last": words[-1]}
 
 
 def _status_word(value: str, gettext: Gettext) -> str:
@@ -402,6 +423,7 @@ def _vocabulary_of_field(field: str) -> str | None:
         "outcome": "closing_outcome",
         "visibility": "visibility",
         "kind": "measure_kind",
+        "stance": "stance",
     }.get(field)
 
 

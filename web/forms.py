@@ -9,6 +9,12 @@ Text and dates stay text here: the domain checks them and says what is wrong in 
 the catalogues translate. Numbers are numbers, and a missing required field is missing:
 :func:`decode_form` turns msgspec's complaint about either into a :class:`FormInvalid`
 with a domain-style message template for the field.
+
+A form also names the domain's own check of each field it can check alone (``checks``:
+a need's category is chosen, its description written...), and :func:`decode_form` runs
+them all, so that a form comes back with every such error at once; the domain checks
+everything again when the command runs, and is the one that decides (the rules that
+compare fields or look at the plan are its alone).
 """
 
 from __future__ import annotations
@@ -16,9 +22,28 @@ from __future__ import annotations
 import functools
 import re
 import uuid
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import msgspec
+
+from domain.errors import InvalidValue
+from domain.inputs import LONG_TEXT, as_date, as_identifier, chosen, required_text
+from domain.values import (
+    ClientStance,
+    ClosingOutcome,
+    GoalStatus,
+    Language,
+    MeasureKind,
+    NeedCategory,
+    NeedStatus,
+    NoteVisibility,
+    ReferringParty,
+    Segment,
+    StepStatus,
+    parse,
+)
+from web.i18n import N_
 
 __all__ = (
     "ClientContactForm",
@@ -54,11 +79,36 @@ __all__ = (
 
 S = TypeVar("S", bound=msgspec.Struct)
 
+Check = Callable[[Any, str], object]
+"""A domain check of one posted value, named by its field: it raises ``InvalidValue``."""
+
+
+def _one_of(vocabulary: Any) -> Check:
+    return functools.partial(parse, vocabulary)
+
+
+def _written(value: Any, field: str) -> object:
+    """Some text (the domain's own limits, which are at most ``LONG_TEXT``, apply when it runs)."""
+    return required_text(value, field, LONG_TEXT)
+
+
+COMMENT_MISSING = N_("Write your comment before you send it.")
+
+
+def _comment_written(value: Any, field: str) -> object:
+    """The client's comment is a note to the domain; the client is asked for their comment."""
+    try:
+        return _written(value, field)
+    except InvalidValue:
+        raise InvalidValue(field, COMMENT_MISSING) from None
+
 
 class Form(msgspec.Struct, kw_only=True):
     """Every form: the command id makes a repeated submit harmless."""
 
     command_id: str = ""
+    checks: ClassVar[Mapping[str, Check]] = {}
+    """The domain's check of each field that can be checked alone, by the field's name."""
 
     def fields(self) -> dict[str, Any]:
         """The command's own fields (without ``command_id``)."""
@@ -79,6 +129,12 @@ class ClientDetailsForm(EditForm, kw_only=True):
     segment: str = ""
     language: str = ""
     referring_party: str = ""
+    checks = {
+        "client_name": _written,
+        "segment": _one_of(Segment),
+        "language": _one_of(Language),
+        "referring_party": _one_of(ReferringParty),
+    }
 
 
 class ClientContactForm(EditForm, kw_only=True):
@@ -94,10 +150,12 @@ class NonDisclosureForm(EditForm, kw_only=True):
 class CloseForm(Form, kw_only=True):
     outcome: str = ""
     note: str = ""
+    checks = {"outcome": _one_of(ClosingOutcome)}
 
 
 class ReopenForm(Form, kw_only=True):
     reason: str = ""
+    checks = {"reason": _written}
 
 
 # ---------------------------------------------------------------------------- needs
@@ -107,6 +165,7 @@ class NeedForm(Form, kw_only=True):
     category: str = ""
     description: str = ""
     financial: str = ""
+    checks = {"category": _one_of(NeedCategory), "description": _written}
 
 
 class NeedUpdateForm(EditForm, kw_only=True):
@@ -114,6 +173,7 @@ class NeedUpdateForm(EditForm, kw_only=True):
     description: str = ""
     financial: str = ""
     status: str = ""
+    checks = {"category": _one_of(NeedCategory), "description": _written, "status": _one_of(NeedStatus)}
 
 
 # ---------------------------------------------------------------------------- goals
@@ -123,17 +183,20 @@ class GoalForm(Form, kw_only=True):
     title: str = ""
     need_ids: list[str] = []
     target_date: str = ""
+    checks = {"title": _written, "target_date": as_date}
 
 
 class GoalRevisionForm(EditForm, kw_only=True):
     title: str = ""
     need_ids: list[str] = []
     target_date: str = ""
+    checks = {"title": _written, "target_date": as_date}
 
 
 class GoalSettlementForm(EditForm, kw_only=True):
     status: str = ""
     note: str = ""
+    checks = {"status": _one_of(GoalStatus)}
 
 
 # -------------------------------------------------------------------------- network
@@ -143,6 +206,7 @@ class ConsentForm(Form, kw_only=True):
     organisation_id: str = ""
     organisation_name: str = ""
     valid_from: str = ""
+    checks = {"organisation_id": as_identifier, "organisation_name": _written, "valid_from": as_date}
 
 
 class WithdrawConsentForm(EditForm, kw_only=True):
@@ -156,12 +220,14 @@ class MemberForm(Form, kw_only=True):
     organisation_id: str = ""
     contact: str = ""
     part: str = ""
+    checks = {"person_id": as_identifier, "name": _written, "profession": _written, "organisation_id": chosen}
 
 
 class MemberUpdateForm(EditForm, kw_only=True):
     profession: str = ""
     contact: str = ""
     part: str = ""
+    checks = {"profession": _written}
 
 
 class MemberRemovalForm(EditForm, kw_only=True):
@@ -190,6 +256,13 @@ class StepForm(Form, kw_only=True):
     planned_start: str = ""
     planned_end: str = ""
     service: str = ""
+    checks = {
+        "title": _written,
+        "need_id": chosen,
+        "responsible_member_id": chosen,
+        "planned_start": as_date,
+        "planned_end": as_date,
+    }
 
 
 class StepUpdateForm(EditForm, kw_only=True):
@@ -197,22 +270,26 @@ class StepUpdateForm(EditForm, kw_only=True):
     need_id: str = ""
     responsible_member_id: str = ""
     service: str = ""
+    checks = {"title": _written, "need_id": chosen, "responsible_member_id": chosen}
 
 
 class StepRescheduleForm(EditForm, kw_only=True):
     planned_start: str = ""
     planned_end: str = ""
     reason: str = ""
+    checks = {"planned_start": as_date, "planned_end": as_date}
 
 
 class StepProgressForm(EditForm, kw_only=True):
     status: str = ""
     on: str = ""
     outcome: str = ""
+    checks = {"status": _one_of(StepStatus), "on": as_date}
 
 
 class StepOutcomeForm(EditForm, kw_only=True):
     outcome: str = ""
+    checks = {"outcome": _written}
 
 
 # -------------------------------------------------------------------- measures, notes
@@ -225,11 +302,13 @@ class MeasureForm(Form, kw_only=True):
     scale_name: str = ""
     scale_min: float | None = None
     scale_max: float | None = None
+    checks = {"kind": _one_of(MeasureKind), "measured_on": as_date}
 
 
 class NoteForm(Form, kw_only=True):
     text: str = ""
     visibility: str = "professionals"
+    checks = {"text": _written, "visibility": _one_of(NoteVisibility)}
 
 
 # ------------------------------------------------------------------------- decoding
@@ -283,10 +362,26 @@ def decode_form(form: Any, struct_type: type[S]) -> S:
         raw[field.name] = value
     if not raw.get("command_id"):
         raw["command_id"] = str(uuid.uuid4())
+    errors = _check(struct_type, raw)
     try:
-        return msgspec.convert(raw, struct_type, strict=False)
+        data = msgspec.convert(raw, struct_type, strict=False)
     except msgspec.ValidationError as error:
-        raise FormInvalid(_explain(error, struct_type)) from None
+        errors = {**_explain(error, struct_type), **errors}
+    if errors:
+        order = {field.name: place for place, field in enumerate(form_fields(struct_type))}
+        raise FormInvalid(dict(sorted(errors.items(), key=lambda error: order.get(error[0], len(order)))))
+    return data
+
+
+def _check(struct_type: type[msgspec.Struct], raw: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every error of the form's ``checks``, by field."""
+    errors = {}
+    for name, check in getattr(struct_type, "checks", {}).items():
+        try:
+            check(raw.get(name), name)
+        except InvalidValue as error:
+            errors[name] = (error.template, error.params)
+    return errors
 
 
 _AT = re.compile(r"at `\$\.(\w+)")
@@ -341,6 +436,7 @@ class ClientCommentForm(Form, kw_only=True):
     """A comment of the client: a note that the client and the professionals read."""
 
     text: str = ""
+    checks = {"text": _comment_written}
 
 
 class ClientGoalViewForm(EditForm, kw_only=True):
@@ -348,6 +444,7 @@ class ClientGoalViewForm(EditForm, kw_only=True):
 
     stance: str = ""
     comment: str = ""
+    checks = {"stance": _one_of(ClientStance)}
 
 
 class ClientConsentForm(Form, kw_only=True):
