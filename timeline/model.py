@@ -92,10 +92,15 @@ class TimelineMarker(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TimelineInput(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the timeline of one plan shows, as of `today`."""
+    """Everything the timeline of one plan shows, as of `today`.
+
+    `past` says that `today` is the moment an earlier version of the plan is shown at (its
+    history), not the present: its line is then marked "Moment shown", not "Today".
+    """
 
     today: date
     opened_on: date
+    past: bool = False
     closed_on: date | None = None
     steps: tuple[TimelineStep, ...] = ()
     goals: tuple[TimelineGoal, ...] = ()

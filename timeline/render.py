@@ -30,7 +30,8 @@ SVG:
   goal__symbol, goal__cross, goal__label
   timeline__marker, timeline__marker--<kind>      plan event (opened, closed, ...)
   timeline__marker-line, timeline__marker-label
-  timeline__today, timeline__today-line, timeline__today-label
+  timeline__today, timeline__today-line, timeline__today-label   today, or the moment an
+                                 earlier version is shown at (`TimelineInput.past`: "Moment shown")
 Table:
   timeline-table                 the <table>
   timeline-table__row, timeline-table__row--step / --goal / --marker
@@ -109,6 +110,11 @@ def marker_label(marker: TimelineMarker, gettext: Gettext) -> str:
         "handover_accepted": gettext("Handover accepted"),
         "handover_declined": gettext("Handover declined"),
     }.get(marker.kind) or gettext("Event")
+
+
+def today_label(source: TimelineInput, gettext: Gettext) -> str:
+    """The word for the line at `source.today`: "Today", or "Moment shown" on an earlier version."""
+    return gettext("Moment shown") if source.past else gettext("Today")
 
 
 # --- markup helpers ---------------------------------------------------------------
@@ -268,7 +274,7 @@ def _marker_band(lay: Layout, frame: _Frame, gettext: Gettext) -> tuple[list, fl
         (frame.x(m.x), _truncate(marker_label(m.marker, gettext), LABEL_CHARS), m.marker)
         for m in lay.markers
     ]
-    points.append((frame.x(lay.today_x), gettext("Today"), None))
+    points.append((frame.x(lay.today_x), today_label(lay.source, gettext), None))
     labels = _point_labels(points, frame, gap=4)
     rows = max(row for *_, row, _ in labels) + 1
     return labels, rows * MARKER_ROW + 4
@@ -424,7 +430,7 @@ def _description(lay: Layout, gettext: Gettext, locale: str) -> str:
     parts = [f"{gettext('Plan opened')}: {format_day(source.opened_on, locale)}."]
     if source.closed_on is not None:
         parts.append(f"{gettext('Plan closed')}: {format_day(source.closed_on, locale)}.")
-    parts.append(f"{gettext('Today')}: {format_day(lay.today, locale)}.")
+    parts.append(f"{today_label(source, gettext)}: {format_day(lay.today, locale)}.")
     parts.append(f"{gettext('Steps')}: {len(source.steps)}.")
     parts.append(f"{gettext('Goals')}: {len(source.goals)}.")
     return " ".join(parts)
@@ -541,7 +547,7 @@ def render_table(
     if not rows:
         rows = [_el("tr", {"class": "timeline-table__empty"},
                     _el("td", {"colspan": len(headers)}, gettext("Nothing on the timeline yet.")))]
-    caption = f"{gettext('Service path timeline')}. {gettext('Today')}: {format_day(source.today, locale)}"
+    caption = f"{gettext('Service path timeline')}. {today_label(source, gettext)}: {format_day(source.today, locale)}"
     return _el(
         "table", {"class": "timeline-table"},
         _el("caption", None, caption),

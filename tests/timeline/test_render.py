@@ -3,6 +3,7 @@ import xml.etree.ElementTree as ET
 from datetime import date
 from pathlib import Path
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
@@ -120,6 +121,17 @@ def test_svg_has_a_today_line_and_markers():
     assert today.find(f"{SVG}title").text == "Today: 23.11.2026"
     labels = [el.text for el in root.iter(f"{SVG}text") if el.get("class") == "timeline__marker-label"]
     assert labels == ["Plan opened", "Maija Meikäläinen (Kela)"]
+
+
+def test_an_earlier_version_marks_the_moment_shown_not_today():
+    past = msgspec.structs.replace(sample_plan(), past=True)
+    _, root = svg_of(past)
+    line = root.find(f".//{SVG}g[@class='timeline__today']")
+    assert line.find(f"{SVG}text").text == "Moment shown"
+    assert line.find(f"{SVG}title").text == "Moment shown: 23.11.2026"
+    assert "Today" not in str(render(past, identity, "fi"))
+    table, _ = table_rows(past)
+    assert table.find("caption").text == "Service path timeline. Moment shown: 23.11.2026"
 
 
 def test_svg_escapes_titles():
