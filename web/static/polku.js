@@ -55,11 +55,48 @@
   // Focus: to the conflict, else the first field in error, else the opened form's first
   // field, else the item just saved; looked for in what the request swapped in (by the
   // id of its target), at once, before a live update can replace it. Each mark is used once.
+  // When none is there (a form closed with Cancel) and the focus was lost with the old
+  // content, it goes back to the button that opened the form (WCAG 2.4.3), else to the
+  // first control of what came in.
   var swappedId = null;
+  var openers = {}; // the action of the "open" form (its button) that filled each target, by id
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var opener = event.detail.elt;
+    var target = event.detail.target;
+    if (opener && opener.matches && opener.matches("form.inline-form") && target && target.id) {
+      openers[target.id] = opener.getAttribute("action");
+    }
+  });
   document.addEventListener("htmx:beforeSwap", function (event) {
     var target = event.detail.target;
     swappedId = target && target.id ? target.id : null;
   });
+
+  function focusLost() {
+    var active = document.activeElement;
+    return !active || active === document.body || !document.contains(active);
+  }
+
+  function returnFocus(root) {
+    var action = openers[root.id];
+    delete openers[root.id];
+    var button = null;
+    if (action) {
+      root.querySelectorAll("form.inline-form").forEach(function (form) {
+        if (!button && form.getAttribute("action") === action) {
+          button = form.querySelector("button");
+        }
+      });
+    }
+    button = button || root.querySelector("button, a[href], input, select, textarea");
+    if (!button) {
+      button = root;
+      if (!root.hasAttribute("tabindex")) {
+        root.setAttribute("tabindex", "-1");
+      }
+    }
+    button.focus();
+  }
   document.addEventListener("htmx:afterSwap", function () {
     var root = swappedId && document.getElementById(swappedId);
     swappedId = null;
@@ -82,6 +119,21 @@
         target = target.querySelector("input") || target;
       }
       target.focus();
+    } else if (focusLost()) {
+      returnFocus(root);
+    }
+  });
+
+  // Escape closes an open item form, as its Cancel link does.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || event.defaultPrevented || !event.target.closest) {
+      return;
+    }
+    var form = event.target.closest("form[data-item-form]");
+    var cancel = form && form.querySelector("[data-cancel]");
+    if (cancel) {
+      event.preventDefault();
+      cancel.click();
     }
   });
 
@@ -129,6 +181,25 @@
       if (!input.value) {
         input.value = newCommandId();
       }
+    });
+  });
+
+  // Actions only one person may take (data-only-for: a person id) are shown to that person:
+  // the live hub sends every viewer the same fragments, so the page marks its viewer's own
+  // (the stylesheet hides the others). The page says who views it in data-viewer.
+  document.addEventListener("htmx:load", function (event) {
+    var root = event.detail.elt;
+    var page = document.querySelector("[data-viewer]");
+    if (!root || !root.querySelectorAll || !page) {
+      return;
+    }
+    var viewer = page.getAttribute("data-viewer");
+    var found = Array.prototype.slice.call(root.querySelectorAll("[data-only-for]"));
+    if (root.hasAttribute && root.hasAttribute("data-only-for")) {
+      found.push(root);
+    }
+    found.forEach(function (element) {
+      element.toggleAttribute("data-mine", element.getAttribute("data-only-for") === viewer);
     });
   });
 
