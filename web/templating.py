@@ -21,6 +21,8 @@ Every template gets, besides Litestar's ``request``, ``csrf_input`` and ``url_fo
     the header htmx sends it in (``x-csrftoken``).
 ``|date`` filter
     ``{{ step.planned | date }}`` -> ``23.11.2026`` in Finnish; ``|date("long")``.
+``step_overdue(status, planned_end, today)``
+    whether a step is overdue: still planned or going on after its planned end.
 """
 
 from __future__ import annotations
@@ -39,23 +41,33 @@ from markupsafe import Markup, escape
 from litestar.exceptions import TemplateNotFoundException
 from litestar.plugins.jinja import JinjaTemplateEngine
 
+from domain.values import StepStatus
 from web.i18n import DEFAULT_LANGUAGE, LANGUAGE_NAMES, LANGUAGES, format_date, language_of, translations
 from web.security import CSRF_HEADER_NAME, csrf_token_of
 
-__all__ = ("HTMX_CONFIG", "TEMPLATE_DIR", "LocalisedJinjaEngine", "LocalisedTemplate")
+__all__ = ("HTMX_CONFIG", "TEMPLATE_DIR", "LocalisedJinjaEngine", "LocalisedTemplate", "step_overdue")
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 #: htmx settings, given to htmx by ``<meta name="htmx-config">`` in ``base.html``:
 #: no inline styles (CSP), no eval or scripts in swapped content, requests to this site
-#: only, and no copies of pages (personal data) in localStorage.
+#: only, and no copies of pages (personal data) in localStorage. ``attributesToSettle``
+#: leaves out htmx's default "style": settling copies the old element's style attribute
+#: with ``setAttribute``, which the CSP's style-src refuses (a console error every swap).
 HTMX_CONFIG = {
     "includeIndicatorStyles": False,
+    "attributesToSettle": ["class", "width", "height"],
     "allowEval": False,
     "allowScriptTags": False,
     "selfRequestsOnly": True,
     "historyCacheSize": 0,
 }
+
+
+def step_overdue(status: str, planned_end: dt.date, today: dt.date) -> bool:
+    """Whether a step is overdue: its planned end has passed while it is still planned or
+    going on (a step done or cancelled is not; one ending today is not yet)."""
+    return status in (StepStatus.PLANNED, StepStatus.STARTED) and planned_end < today
 
 
 class LocalisedJinjaEngine(JinjaTemplateEngine):
@@ -132,6 +144,7 @@ def _environment(directories: Path | list[Path], language: str) -> Environment:
         languages=[(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
         csrf_header_name=CSRF_HEADER_NAME,
         htmx_config=HTMX_CONFIG,
+        step_overdue=step_overdue,
     )
     environment.filters["date"] = partial(_date_filter, language=language)
     return environment

@@ -8,7 +8,8 @@ rows (``PlanViewTables.organisation_caseload``) so that no plan is decoded for t
 plan whose consent was withdrawn, or starts later, is not listed, not even by the client's
 name. Both lists are searchable by the client's name.
 Each row tells what changed since the person last opened the plan (the plan page marks
-it seen) and whether a handover awaits them.
+it seen), whether a handover awaits them, and whether the next step is overdue (its planned
+end has passed while it is still planned or going on).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class CaseloadController(Controller):
     ) -> Response[str]:
         account = signed_in_professional(request)
         search = q.strip()[:MAX_SEARCH]
+        today = today_in_finland()
         mine = await anyio.to_thread.run_sync(
             lambda: views.caseload(person_id=account.person_id, search=search)
         )
@@ -74,13 +76,14 @@ class CaseloadController(Controller):
             lambda: views.store.organisation_caseload(
                 person_id=account.person_id,
                 organisation_id=account.organisation_id or "",
-                today=today_in_finland(),
+                today=today,
                 search=search,
             )
         )
         context = {
             "request": request,
             "search": search,
+            "today": today,
             "mine": [CaseloadRow(entry, account.person_id) for entry in mine],
             "organisation": [CaseloadRow(entry, account.person_id) for entry in organisation],
             "account": account,

@@ -10,7 +10,8 @@
      when the form closes, the page asks for the current plan again ({"type":"resync"}).
      The server's conflict check (stale revision) stays the safety net;
    - tells the others what this person is editing ({"type":"editing","item":"need-ID"|null});
-   - shows and announces the connection's state in #live-status.
+   - shows and announces the connection's state in #live-status, and that a draft was kept
+     (until no form shows that notice any more).
 
    A draft is an open item form (data-item-form, as the plan page renders them, or
    data-edit-form), or a posting form typed into or holding the focus. Its item is
@@ -38,6 +39,7 @@
   var editingSent = null;
   var focusBefore = null;
   var clearBack = null;
+  var shown = null; // the name of the message #live-status shows
 
   function status() {
     return document.getElementById("live-status");
@@ -57,6 +59,7 @@
       window.clearTimeout(clearBack);
       clearBack = null;
     }
+    shown = name || null;
     if (!name) {
       region.replaceChildren();
       return;
@@ -317,7 +320,16 @@
     }
   }
 
+  // "Someone else changed this item" holds only while a form shows its notice: once it is
+  // saved, discarded or replaced, the message goes.
+  function clearStaleNotice() {
+    if (shown === "draft-kept" && !document.querySelector("[" + NOTICE_ATTRIBUTE + "]")) {
+      announce(null);
+    }
+  }
+
   function settled() {
+    clearStaleNotice();
     editingChanged();
     catchUpIfFree();
   }
