@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,13 +52,13 @@ def followed(sqlite_settings: StoreSettings) -> Iterator[tuple[PlanService, Plan
         service.close()
 
 
-def _statements_of(monkeypatch: pytest.MonkeyPatch, thread: threading.Thread) -> list[str]:
-    """Every statement the library's SQLite cursors execute from ``thread`` from now on."""
+def _statements_of(monkeypatch: pytest.MonkeyPatch, threads: Callable[[threading.Thread], bool]) -> list[str]:
+    """Every statement the library's SQLite cursors execute from now on in the ``threads`` chosen."""
     seen: list[str] = []
     execute = library_sqlite.SQLiteCursor.execute
 
     def recording(cursor: library_sqlite.SQLiteCursor, statement: str, *args: object, **kwargs: object) -> None:
-        if threading.current_thread() is thread:
+        if threads(threading.current_thread()):
             seen.append(statement.split(None, 1)[0].upper())
         execute(cursor, statement, *args, **kwargs)
 
@@ -72,7 +72,7 @@ def test_a_plan_read_a_caseload_and_a_mark_are_one_statement_each_on_sqlite(
     service, views, plan_id = followed
     version = service.get_plan(plan_id).version
     views.projection.cache.clear()  # read from the row, not from what the follower kept
-    statements = _statements_of(monkeypatch, threading.current_thread())
+    statements = _statements_of(monkeypatch, lambda thread: thread is threading.current_thread())
 
     plan = views.plan(plan_id)
     assert plan is not None and plan.version == version
@@ -105,8 +105,7 @@ def test_the_follower_s_write_onto_a_row_asks_the_version_in_the_update_itself(
     followed: tuple[PlanService, PlanViews, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service, views, plan_id = followed
-    runner = next(thread for thread in threading.enumerate() if "_process_events_loop" in thread.name)
-    statements = _statements_of(monkeypatch, runner)
+    statements = _statements_of(monkeypatch, lambda thread: "_process_events_loop" in thread.name)  # the runner's
 
     edit = service.add_note(plan_id, by=WRITER, command_id="note", text="Yksi lause lisää.")
     assert views.wait_for(edit.position, timeout=5)
