@@ -29,7 +29,7 @@ def optional_text(value: object, field: str, limit: int = LONG_TEXT) -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidValue(field, "%(field)s must be text.")
-    text = value.strip()
+    text = value.replace("\r\n", "\n").replace("\r", "\n").strip()  # a browser's textarea posts CRLF
     if "\x00" in text or _has_lone_surrogate(text):
         raise InvalidValue(field, "%(field)s contains a forbidden character.")
     if len(text) > limit:

@@ -480,6 +480,26 @@ def test_the_financial_side_of_a_need_is_optional(plan: ClientPlan, anna: Actor)
     assert plan.needs[with_it].financial == "Debts of 4000 €"
 
 
+def test_line_breaks_are_kept_as_newlines_whatever_the_browser_sends(plan: ClientPlan, anna: Actor) -> None:
+    need_id = record_need(plan, anna, financial="Debts\r\nRent unpaid\rSavings none")
+    assert plan.needs[need_id].financial == "Debts\nRent unpaid\nSavings none"
+
+
+def test_a_text_posted_again_with_the_browsers_line_breaks_is_not_a_change(s: Scene) -> None:
+    """A textarea posts CRLF: a field saved with LF (the demo, a command line) and sent back
+    unchanged from a browser must not be recorded, and shown in the history, as changed."""
+    def update(financial: str, revision: int) -> None:
+        do(s.plan, "update_need", s.bert, need_id=s.need_id, seen_revision=revision, category="health",
+           description="Back pain", financial=financial, status="being_addressed")
+
+    update("Sickness allowance ends in May\nHousing allowance applied", 1)
+    update("Sickness allowance ends in May\r\nHousing allowance applied", 2)
+
+    need = s.plan.needs[s.need_id]
+    assert need.financial == "Sickness allowance ends in May\nHousing allowance applied"
+    assert "financial" not in need.changes[-1].fields
+
+
 def test_updating_a_need_from_its_current_revision_bumps_the_revision(s: Scene) -> None:
     do(
         s.plan,
