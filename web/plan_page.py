@@ -50,7 +50,7 @@ import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -307,8 +307,10 @@ class FormState:
         return default if value is None else value
 
 
-@dataclass(frozen=True)
-class RecentChange:
+class RecentChange(NamedTuple):
+    """One of the latest changes in words; a tuple, so that the history panel's kept entries
+    are found by it cheaply (:meth:`LazyChanges.text`)."""
+
     at: datetime
     by_name: str
     by_organisation: str
@@ -583,11 +585,11 @@ def recent_changes(plan: ClientPlan, gettext: Callable[[str], str], limit: int =
             name, item_anchor = getattr(item, title), f"{anchor}-{item.id}"
             found.extend((change.at, kind, name, item_anchor, change) for change in item.changes[-limit:])
     found.extend((_measure_time(m), "measure", "", f"measure-{m.id}", m)
-                 for m in heapq.nlargest(limit, plan.measures, key=_measured_on))
+                 for m in heapq.nlargest(limit, plan.measures, key=_MEASURED_ON))
     found.extend((note.written_at, "note", "", f"note-{note.id}", note) for note in plan.notes[-limit:])
     found.extend((h.proposed_at, "handover", _member(plan, h.to_member_id), f"handover-{h.id}", h)
                  for h in plan.handovers[-limit:])
-    newest = heapq.nlargest(limit, found, key=_when)  # as sorted(found, key=_when, reverse=True)[:limit]
+    newest = heapq.nlargest(limit, found, key=_WHEN)  # as sorted(found, key=_WHEN, reverse=True)[:limit]
     view = PlanView(plan, gettext, "en")
     return [_in_words(entry, gettext, view) for entry in newest]
 
@@ -603,8 +605,8 @@ _CHANGING_PARTS = (
 _ANCHOR_OF = {"need": "need", "goal": "goal", "network member": "member", "consent": "consent", "step": "step"}
 
 
-def _when(entry: tuple[datetime, str, str, str, Any]) -> datetime:
-    return entry[0]
+_WHEN = operator.itemgetter(0)
+"""When an entry of :func:`recent_changes` happened."""
 
 
 def _in_words(entry: tuple[datetime, str, str, str, Any], gettext: Callable[[str], str], view: PlanView) -> RecentChange:
@@ -696,7 +698,7 @@ def _member(plan: ClientPlan, member_id: str) -> str:
     return member.name if member else ""
 
 
-_measured_on = operator.attrgetter("measured_on")
+_MEASURED_ON = operator.attrgetter("measured_on")
 """A measure's place among the latest changes (the day: :func:`_measure_time` is noon of it)."""
 
 
