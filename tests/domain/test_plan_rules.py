@@ -1228,8 +1228,9 @@ def test_the_named_experts_part_goes_with_the_responsibility(s: Scene) -> None:
     assert recorded(s.plan) == ["HandoverDecided"]
     anna, bert = s.plan.members[s.anna_id], s.plan.members[s.bert_id]
     assert (anna.part, bert.part) == ("", EXPERT_PART)
-    assert (anna.revision, bert.revision) == (revisions[0] + 1, revisions[1] + 1)
-    assert anna.changes[-1].fields == bert.changes[-1].fields == ["part"]
+    # Not counted as a change of either member: a snapshot or read model folded before this
+    # rule must count the same revisions, or their edit forms would always be in conflict.
+    assert (anna.revision, bert.revision) == revisions
 
     do(s.plan, "accept_handover", s.anna, handover_id=do(s.plan, "propose_handover", s.bert))
 
