@@ -345,12 +345,32 @@
 
   // ---------------------------------------------------------------- messages and focus
 
+  // A control without an id that opens a form ("Edit", a link) is known by what it fetches
+  // (its own or its form's hx-get), so that the focus finds it again in an update.
+  function opens(element) {
+    var holder = element.hasAttribute("hx-get") ? element : element.form;
+    return holder && holder.hasAttribute("hx-get") ? holder.getAttribute("hx-get") : null;
+  }
+
+  function sameOpener(url) {
+    if (!url) {
+      return null;
+    }
+    var found = null;
+    document.querySelectorAll("[hx-get]").forEach(function (element) {
+      if (!found && element.getAttribute("hx-get") === url) {
+        found = element.tagName === "FORM" ? element.querySelector("button") : element;
+      }
+    });
+    return found;
+  }
+
   document.addEventListener("htmx:wsBeforeMessage", function () {
     inMessage = true;
     var active = document.activeElement;
     focusBefore = null;
     if (active && active !== document.body) {
-      focusBefore = { element: active, id: active.id, start: null, end: null };
+      focusBefore = { element: active, id: active.id, opens: opens(active), start: null, end: null };
       try {
         focusBefore.start = active.selectionStart;
         focusBefore.end = active.selectionEnd;
@@ -371,7 +391,7 @@
       ? before.element
       : before.id
         ? document.getElementById(before.id)
-        : null;
+        : sameOpener(before.opens);
     if (!element) {
       return;
     }

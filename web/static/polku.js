@@ -55,16 +55,22 @@
   // Focus: to the conflict, else the first field in error, else the opened form's first
   // field, else the item just saved; looked for in what the request swapped in (by the
   // id of its target), at once, before a live update can replace it. Each mark is used once.
-  // When none is there (a form closed with Cancel) and the focus was lost with the old
-  // content, it goes back to the button that opened the form (WCAG 2.4.3), else to the
-  // first control of what came in.
+  // A form closed with Cancel (data-cancel), or a swap that took the focus away with the
+  // old content and brought no mark, gives the focus back to the control that opened the
+  // form (WCAG 2.4.3), else to the first control of what came in.
   var swappedId = null;
-  var openers = {}; // the action of the "open" form (its button) that filled each target, by id
+  var openers = {}; // the hx-get of the control (a form's button, a link) that filled each target, by id
+  var closing = {}; // the targets whose form a Cancel link (data-cancel) is closing, by id
   document.addEventListener("htmx:beforeRequest", function (event) {
     var opener = event.detail.elt;
     var target = event.detail.target;
-    if (opener && opener.matches && opener.matches("form.inline-form") && target && target.id) {
-      openers[target.id] = opener.getAttribute("action");
+    if (!opener || !opener.matches || !target || !target.id) {
+      return;
+    }
+    if (opener.matches("[data-cancel]")) {
+      closing[target.id] = true;
+    } else if (opener.matches("[hx-get]")) {
+      openers[target.id] = opener.getAttribute("hx-get");
     }
   });
   document.addEventListener("htmx:beforeSwap", function (event) {
@@ -78,16 +84,14 @@
   }
 
   function returnFocus(root) {
-    var action = openers[root.id];
+    var url = openers[root.id];
     delete openers[root.id];
     var button = null;
-    if (action) {
-      root.querySelectorAll("form.inline-form").forEach(function (form) {
-        if (!button && form.getAttribute("action") === action) {
-          button = form.querySelector("button");
-        }
-      });
-    }
+    root.querySelectorAll("[hx-get]").forEach(function (control) {
+      if (!button && url && control.getAttribute("hx-get") === url) {
+        button = control.tagName === "FORM" ? control.querySelector("button") : control;
+      }
+    });
     button = button || root.querySelector("button, a[href], input, select, textarea");
     if (!button) {
       button = root;
@@ -99,11 +103,16 @@
   }
   document.addEventListener("htmx:afterSwap", function () {
     var root = swappedId && document.getElementById(swappedId);
+    var closed = swappedId && closing[swappedId];
+    if (swappedId) {
+      delete closing[swappedId];
+    }
     swappedId = null;
     if (!root) {
       return;
     }
-    var selectors = ["[data-conflict]", "[aria-invalid='true']", "[autofocus]", "[data-focus]"];
+    // A form closed with Cancel gives the focus back to its opener, whatever marks came.
+    var selectors = closed ? [] : ["[data-conflict]", "[aria-invalid='true']", "[autofocus]", "[data-focus]"];
     var target = null;
     for (var s = 0; s < selectors.length && !target; s++) {
       target = root.matches(selectors[s]) ? root : root.querySelector(selectors[s]);
@@ -119,7 +128,7 @@
         target = target.querySelector("input") || target;
       }
       target.focus();
-    } else if (focusLost()) {
+    } else if (closed || focusLost()) {
       returnFocus(root);
     }
   });
@@ -129,7 +138,7 @@
     if (event.key !== "Escape" || event.defaultPrevented || !event.target.closest) {
       return;
     }
-    var form = event.target.closest("form[data-item-form]");
+    var form = event.target.closest("form[data-item-form], form[data-edit-form]");
     var cancel = form && form.querySelector("[data-cancel]");
     if (cancel) {
       event.preventDefault();
