@@ -631,9 +631,9 @@ class LazyChanges:
     """:func:`recent_changes` worked out when a template first reads them (``recent``).
 
     Most renders (an item, a panel other than the history) never do. The history panel
-    asks :meth:`text` for each change's text, which it takes from ``kept`` (the texts an
-    earlier render made in the same language) when there, so that after an edit only the
-    new entry and those whose words changed (an item's new title) are rendered.
+    takes each change's text from ``kept`` (the texts an earlier render made in the same
+    language) when there (:meth:`with_kept`), so that after an edit only the new entry and
+    those whose words changed (an item's new title) are rendered.
     """
 
     def __init__(
@@ -646,12 +646,17 @@ class LazyChanges:
         self.texts: dict[RecentChange, str] = {}
         """The text of each change shown so far: what the next render may take."""
 
-    def text(self, change: RecentChange, entry: Callable[[RecentChange], str]) -> str:
-        """``entry(change)``, the template's text of one change, or the same text kept from an
-        earlier render: a change equal in every field is shown with the same text."""
-        text = self._kept.get(change)
-        if text is None:
-            text = entry(change)
+    def with_kept(self) -> Iterator[tuple[RecentChange, str | None]]:
+        """Each change with its text kept from an earlier render, or None: the template renders
+        that one and hands it to :meth:`keep`. A change equal in every field has the same text."""
+        for change in self._list():
+            text = self._kept.get(change)
+            if text is not None:
+                self.texts[change] = text
+            yield change, text
+
+    def keep(self, change: RecentChange, text: str) -> str:
+        """``text``, the template's text of ``change``, kept for the next render."""
         self.texts[change] = text
         return text
 
