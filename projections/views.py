@@ -460,21 +460,22 @@ class PlanViewTables:
         """
         views, people, seen = (self._qualified(t) for t in ("plan_views", "plan_people", "plan_seen"))
         scope = "p.organisation_id = %(organisation_id)s" if organisation_id else "p.person_id = %(person_id)s"
+        matching, words = _name_matches(search)
         with self._statement(writes=False) as cursor:
             cursor.execute(
                 self._sql(
                     "SELECT v.plan_id, v.version, v.summary, MIN(p.role) AS role, MAX(s.version) AS seen_version"
                     f" FROM {people} p JOIN {views} v ON v.plan_id = p.plan_id"
                     f" LEFT JOIN {seen} s ON s.plan_id = v.plan_id AND s.person_id = %(person_id)s"
-                    f" WHERE {scope} AND v.search_name LIKE %(search)s ESCAPE '\\'"
+                    f" WHERE {scope}{matching}"
                     " GROUP BY v.plan_id, v.version, v.summary, v.updated_at"
                     " ORDER BY v.updated_at DESC LIMIT %(limit)s"
                 ),
                 {
                     "person_id": person_id,
                     "organisation_id": organisation_id,
-                    "search": _search_pattern(search),
                     "limit": limit,
+                    **words,
                 },
             )
             return _caseload_entries(cursor.fetchall())
@@ -500,6 +501,7 @@ class PlanViewTables:
         views, people, seen, consents = (
             self._qualified(t) for t in ("plan_views", "plan_people", "plan_seen", "plan_consents")
         )
+        matching, words = _name_matches(search)
         with self._statement(writes=False) as cursor:
             cursor.execute(
                 self._sql(
@@ -510,8 +512,7 @@ class PlanViewTables:
                     f" AND EXISTS (SELECT 1 FROM {consents} c WHERE c.plan_id = v.plan_id"
                     " AND c.organisation_id = %(organisation_id)s AND c.valid_from <= %(today)s)"
                     f" AND NOT EXISTS (SELECT 1 FROM {people} m WHERE m.plan_id = v.plan_id"
-                    " AND m.person_id = %(person_id)s)"
-                    " AND v.search_name LIKE %(search)s ESCAPE '\\'"
+                    f" AND m.person_id = %(person_id)s){matching}"
                     " GROUP BY v.plan_id, v.version, v.summary, v.updated_at"
                     " ORDER BY v.updated_at DESC LIMIT %(limit)s"
                 ),
@@ -521,8 +522,8 @@ class PlanViewTables:
                     "expert": COLLEAGUE_ROLES[0],
                     "counterpart": COLLEAGUE_ROLES[1],
                     "today": today.isoformat(),
-                    "search": _search_pattern(search),
                     "limit": limit,
+                    **words,
                 },
             )
             return _caseload_entries(cursor.fetchall())
@@ -860,9 +861,16 @@ def _caseload_entries(rows: Iterable[Any]) -> list[CaseloadEntry]:
     ]
 
 
-def _search_pattern(search: str) -> str:
-    """A LIKE pattern matching names that contain ``search`` (case-folded, wildcards taken literally)."""
-    return f"%{_escape_like(search.casefold())}%"
+SEARCH_WORDS = 8
+"""The most words of a search that are looked for (a name has fewer)."""
+
+
+def _name_matches(search: str) -> tuple[str, dict[str, str]]:
+    """SQL conditions, and their parameters, for names that contain every word of ``search``
+    in any order ("esimerkki matti" finds Matti Esimerkki), case-folded, wildcards taken literally."""
+    words = search.casefold().split()[:SEARCH_WORDS]
+    sql = "".join(f" AND v.search_name LIKE %(word_{n})s ESCAPE '\\'" for n in range(len(words)))
+    return sql, {f"word_{n}": f"%{_escape_like(word)}%" for n, word in enumerate(words)}
 
 
 def _escape_like(text: str) -> str:

@@ -161,10 +161,15 @@ SEARCHES = {
     "\\": ["Jussi\\Pekka Salo"],
     "%berg": [],
     "zzz": [],
+    "äijälä väinö": ["Väinö Äijälä"],  # the words of a name in any order
+    "  berg   maria ": ["Anna_Maria Berg", "AnnaXMaria Berg"],
+    "salo jussi": ["Jussi\\Pekka Salo"],
+    "berg zzz": [],
+    "   ": SEARCHABLE,
 }
 
 
-def test_search_by_client_name_is_case_insensitive_and_takes_wildcards_literally(
+def test_search_by_client_name_is_case_insensitive_in_any_word_order_and_takes_wildcards_literally(
     service: PlanService, open_views: Callable[..., PlanViews]
 ) -> None:
     views = open_views()
