@@ -19,14 +19,7 @@ does not tell which usernames exist.
 
 Sessions (see :mod:`web.identity`) live in the ``sessions`` table of the same store, keyed
 by the SHA-256 of the session id in the cookie, with a sliding expiry (inactivity) and an
-absolute one. The sign-in wall reads a session and its account with :meth:`AccountStore.read_session`,
-which remembers a live one for :data:`SESSION_MEMORY` seconds (never past its end), so that
-the requests a person makes in quick succession (a page and its fragments, edits) do not
-each cost a worker thread and two queries: :meth:`AccountStore.remembered_session` answers
-them from memory. Every change made through the store that can end a session or change
-an account (a sign-out, a sign-in, a new password, sessions ended, an organisation renamed)
-forgets what it remembers at once; one made by another process (another web instance, a
-``polku`` command) reaches this one within :data:`SESSION_MEMORY` seconds.
+absolute one.
 
 Times are seconds since the epoch from the store's ``clock`` (``time.time`` unless a test
 gives a fake one).
@@ -44,7 +37,6 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
@@ -75,9 +67,6 @@ __all__ = (
     "Organisation",
     "OrganisationType",
     "PasswordRejected",
-    "SESSIONS_REMEMBERED",
-    "SESSION_MEMORY",
-    "SessionRead",
     "SignInResult",
     "accounts_schema",
     "demo_password",
@@ -98,12 +87,6 @@ FAILURE_MEMORY: Final = 24 * 60 * 60
 MIN_PASSWORD_LENGTH: Final = 12
 #: Longer passwords are refused before hashing (argon2 of a huge input is a cheap attack).
 MAX_PASSWORD_LENGTH: Final = 256
-#: Seconds a live session read from the store is answered from memory (never past its end):
-#: the longest a sign-out, a new password or a renamed organisation made by another process
-#: takes to reach this one. Made through this process's store, they reach it at once.
-SESSION_MEMORY: Final = 5.0
-#: Sessions remembered at most (the least recently used are forgotten first).
-SESSIONS_REMEMBERED: Final = 10_000
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
 _IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -148,15 +131,6 @@ class SignInResult(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def ok(self) -> bool:
         return self.account is not None
-
-
-class SessionRead(msgspec.Struct, frozen=True):
-    """A live session as the sign-in wall needs it: its data, the id of the account it
-    belongs to (None for none) and that account (None when it is gone)."""
-
-    data: bytes
-    account_id: str | None
-    account: Account | None
 
 
 class AccountError(ValueError):
@@ -439,7 +413,6 @@ class AccountStore:
         if self.hasher.type.name != "ID":
             raise ValueError("passwords are hashed with argon2id")
         self._dummy_hash: str | None = None
-        self._recent = _RecentSessions(SESSIONS_REMEMBERED)
         for statement in _SCHEMA_STATEMENTS:
             self._db.execute(statement)
 
@@ -492,7 +465,6 @@ class AccountStore:
             {"id": organisation.organisation_id, "name": organisation.name, "type": organisation.type.value,
              "now": self.clock()},
         )
-        self._recent.forget()  # its members' accounts carry its name
         return organisation
 
     def organisation(self, organisation_id: str) -> Organisation | None:
@@ -658,9 +630,7 @@ class AccountStore:
         # One transaction, so the sessions end with the new password. A try again (its
         # connection dropped) after the server committed the first finds the link used up,
         # and the account with this call's hash (salted: no other call makes it): done.
-        ended = self._db.in_transaction(set_and_end_sessions)
-        self._recent.forget()  # again after the commit: a read meanwhile saw the sessions still there
-        if not ended:
+        if not self._db.in_transaction(set_and_end_sessions):
             return None
         return self.account(linked.account_id)
 
@@ -776,48 +746,15 @@ class AccountStore:
     # -- sessions (used by web.identity.SessionStore) -----------------------------------
 
     def session_get(self, session_id: str, renew_for: float | None) -> bytes | None:
-        """The data of a live session; with ``renew_for``, its inactivity expiry moves on.
-
-        Always read from the store (never from memory)."""
-        live = self._live_session(_token_hash(session_id), renew_for)
-        return live[0] if live else None
-
-    def read_session(self, session_id: str, renew_for: float | None) -> SessionRead | None:
-        """A live session and its account, read from the store (:meth:`session_get`), or None.
-
-        One that belongs to an account that is still there is remembered until
-        :data:`SESSION_MEMORY` seconds from now or its own end, whichever comes first (see
-        :meth:`remembered_session`) — unless a change that can end it was made through
-        this store while it was being read.
-        """
-        key = _token_hash(session_id)
-        generation = self._recent.generation
-        live = self._live_session(key, renew_for)
-        if live is None:
-            return None
-        data, account_id, ends_at = live
-        account = self.account(account_id) if account_id is not None else None
-        read = SessionRead(data=data, account_id=account_id, account=account)
-        if account is not None:
-            until = self.clock() + SESSION_MEMORY
-            self._recent.keep(key, read, until if ends_at is None else min(until, ends_at), generation)
-        return read
-
-    def remembered_session(self, session_id: str) -> SessionRead | None:
-        """What :meth:`read_session` remembers of the session, if it is still to be
-        answered from memory; None otherwise (read it then). No I/O: fine on the event loop."""
-        return self._recent.get(_token_hash(session_id), self.clock())
-
-    def _live_session(self, key: str, renew_for: float | None) -> tuple[bytes, str | None, float | None] | None:
-        """(data, account id, when it ends if not renewed) of a live session, by its hash."""
+        """The data of a live session; with ``renew_for``, its inactivity expiry moves on."""
         now = self.clock()
+        key = _token_hash(session_id)
         rows = self._db.execute(
-            "SELECT data, expires_at, absolute_expires_at, account_id FROM sessions WHERE session_hash = %(k)s",
-            {"k": key},
+            "SELECT data, expires_at, absolute_expires_at FROM sessions WHERE session_hash = %(k)s", {"k": key}
         )
         if not rows:
             return None
-        data, expires_at, absolute_expires_at, account_id = rows[0]
+        data, expires_at, absolute_expires_at = rows[0]
         if (expires_at is not None and expires_at <= now) or (
             absolute_expires_at is not None and absolute_expires_at <= now
         ):
@@ -828,9 +765,7 @@ class AccountStore:
             self._db.execute(
                 "UPDATE sessions SET expires_at = %(e)s WHERE session_hash = %(k)s", {"e": now + renew_for, "k": key}
             )
-            expires_at = now + renew_for
-        ends = [end for end in (expires_at, absolute_expires_at) if end is not None]
-        return data.encode(), account_id, min(ends) if ends else None
+        return data.encode()
 
     def session_set(
         self,
@@ -852,11 +787,9 @@ class AccountStore:
              "expires": None if expires_in is None else now + expires_in,
              "absolute": None if absolute_lifetime is None else now + absolute_lifetime},
         )
-        self._recent.forget()
 
     def session_delete(self, session_id: str) -> None:
         self._db.execute("DELETE FROM sessions WHERE session_hash = %(k)s", {"k": _token_hash(session_id)})
-        self._recent.forget()
 
     def session_exists(self, session_id: str) -> bool:
         return self.session_get(session_id, None) is not None
@@ -874,11 +807,9 @@ class AccountStore:
     def delete_sessions_of(self, account_id: str) -> None:
         """End every session of an account (a new password, a removed account)."""
         self._db.execute("DELETE FROM sessions WHERE account_id = %(a)s", {"a": account_id})
-        self._recent.forget()
 
     def delete_all_sessions(self) -> None:
         self._db.execute("DELETE FROM sessions")
-        self._recent.forget()
 
     def purge_expired_sessions(self) -> int:
         now = self.clock()
@@ -894,48 +825,6 @@ class AccountStore:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _RecentSessions:
-    """The sessions :meth:`AccountStore.read_session` remembers, by the hash of their id,
-    each until a moment of the store's clock; bounded (least recently used out first).
-
-    :meth:`forget` (after every change that can end a session or change an account) drops
-    them all and moves the generation on, and :meth:`keep` keeps a read only if the
-    generation is still the one from before it was read: a read that overlapped a sign-out
-    is never remembered.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.generation = 0
-        self._entries: OrderedDict[str, tuple[SessionRead, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str, now: float) -> SessionRead | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if now >= entry[1]:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return entry[0]
-
-    def keep(self, key: str, read: SessionRead, until: float, generation: int) -> None:
-        with self._lock:
-            if generation != self.generation:
-                return
-            self._entries[key] = (read, until)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-    def forget(self) -> None:
-        with self._lock:
-            self.generation += 1
-            self._entries.clear()
 
 
 def _token_hash(token: str) -> str:

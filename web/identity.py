@@ -25,12 +25,6 @@ after :data:`IDLE_TIMEOUT` without requests and :data:`ABSOLUTE_TIMEOUT` after s
 whichever comes first. Visitors who are not signed in get no session at all.
 :func:`begin_session` (at sign-in) always issues a new id and forgets the old one;
 :func:`end_session` (sign-out) deletes the session, so the old cookie opens nothing.
-Every request reads its session and account together; one this process read within the
-last :data:`~web.accounts.SESSION_MEMORY` seconds (5) is answered from memory, on the event
-loop, with no worker thread and no query (:meth:`web.accounts.AccountStore.read_session`):
-a sign-out, a new password or a renamed organisation made through this process ends that
-at once, one made on another web instance within those seconds; memory never answers
-past a session's idle or absolute end. :func:`still_signed_in` always asks the store.
 
 **Signing in is pluggable.** An :class:`Authenticator` turns what a sign-in form or
 callback received into a :class:`~web.accounts.SignInResult`:
@@ -300,15 +294,17 @@ class SessionStore(Store):
     async def get_with_account(
         self, key: str, renew_for: int | timedelta | None = None
     ) -> tuple[bytes | None, tuple[str, Account | None] | None]:
-        """:meth:`get`, and the account the session belongs to (its id and the account, or
-        None): every signed-in request needs both. From memory if the account store still
-        remembers the session (no worker thread), else read together in one worker-thread trip."""
-        read = self.accounts.remembered_session(key)
-        if read is None:
-            read = await anyio.to_thread.run_sync(self.accounts.read_session, key, _seconds(renew_for))
-        if read is None:
-            return None, None
-        return read.data, None if read.account_id is None else (read.account_id, read.account)
+        """:meth:`get`, and the account the session names (its id and the account, or None),
+        read in the same worker-thread trip: every signed-in request needs both."""
+
+        def read() -> tuple[bytes | None, tuple[str, Account | None] | None]:
+            data = self.accounts.session_get(key, _seconds(renew_for))
+            account_id = _account_id_of(data) if data is not None else None
+            if account_id is None:
+                return data, None
+            return data, (account_id, self.accounts.account(account_id))
+
+        return await anyio.to_thread.run_sync(read)
 
     async def delete(self, key: str) -> None:
         await anyio.to_thread.run_sync(self.accounts.session_delete, key)

@@ -23,7 +23,6 @@ from web.accounts import (
     LINK_LIFETIME,
     LOCK_DURATION,
     MAX_FAILED_ATTEMPTS,
-    SESSION_MEMORY,
     AccountError,
     AccountStore,
     PasswordRejected,
@@ -32,7 +31,6 @@ from web.accounts import (
     ensure_demo_accounts,
 )
 from web.cli import main
-from web.identity import Account
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -208,134 +206,6 @@ def test_session_ids_are_stored_hashed(tmp_path: Path, fake_clock: FakeClock) ->
     with sqlite3.connect(tmp_path / "accounts.sqlite3") as connection:
         keys = [row[0] for row in connection.execute("SELECT session_hash FROM sessions")]
     assert keys and session_id not in keys[0]
-
-
-# --- sessions remembered for a few seconds (SQLite and PostgreSQL) --------------------------
-
-SESSION = "r" * 43
-
-
-def _signed_in(store: AccountStore, username: str = "aino.virtanen", **session: float) -> Account:
-    """An account with a session ``SESSION`` (idle limit 30 min unless ``expires_in`` says otherwise)."""
-    account = add_account(store, username)
-    store.session_set(SESSION, b'{"account_id": "%s"}' % account.account_id.encode(),
-                      **{"expires_in": 1800, **session}, account_id=account.account_id)
-    return account
-
-
-def test_a_session_read_is_remembered_for_a_few_seconds_without_queries(
-    store: AccountStore, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch  # noqa: F811
-) -> None:
-    """What the sign-in wall needs (the data, the account) comes from the store once, then
-    from memory for SESSION_MEMORY seconds: no query at all, so no worker thread either."""
-    account = _signed_in(store)
-    assert store.remembered_session(SESSION) is None  # stored, not read yet
-    read = store.read_session(SESSION, 1800)
-    assert read is not None and (read.account_id, read.account) == (account.account_id, account)
-    monkeypatch.setattr(store._db, "execute", _no_query)
-    fake_clock.advance(SESSION_MEMORY - 0.1)
-    assert store.remembered_session(SESSION) == read
-    fake_clock.advance(0.1)
-    assert store.remembered_session(SESSION) is None
-
-
-def test_memory_never_answers_past_a_sessions_end(store: AccountStore, fake_clock: FakeClock) -> None:  # noqa: F811
-    _signed_in(store, expires_in=1800, absolute_lifetime=2)
-    assert store.read_session(SESSION, 1800) is not None
-    fake_clock.advance(2)  # its absolute end, before SESSION_MEMORY is over
-    assert store.remembered_session(SESSION) is None
-    assert store.read_session(SESSION, 1800) is None
-
-
-def test_every_change_that_can_end_a_session_or_change_an_account_forgets_at_once(store: AccountStore) -> None:
-    """A sign-out, a sign-in, sessions ended, a new password (with a link or not), a renamed
-    organisation: the next request reads the store again."""
-    account = _signed_in(store)
-    changes = [
-        lambda: store.session_delete("other" + "x" * 40),
-        lambda: store.session_set("other" + "x" * 40, b"{}", expires_in=60),
-        lambda: store.delete_sessions_of("someone else"),
-        lambda: store.delete_all_sessions(),
-        lambda: store.set_password("aino.virtanen", TEST_PASSWORD),
-        lambda: store.set_password_with_link(store.issue_link("aino.virtanen"), "a brand new password"),
-        lambda: store.add_organisation("pirha-toike", "Pirkanmaan hyvinvointialue", "wellbeing_services_county"),
-    ]
-    for change in changes:
-        store.session_set(SESSION, b'{"account_id": "%s"}' % account.account_id.encode(), expires_in=1800,
-                          account_id=account.account_id)
-        assert store.read_session(SESSION, 1800) is not None
-        assert store.remembered_session(SESSION) is not None
-        change()
-        assert store.remembered_session(SESSION) is None
-
-
-def test_a_read_that_overlaps_a_sign_out_is_not_remembered(
-    store: AccountStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The session was there when it was read, and ended before the read was over: the read
-    answers what it saw (as any request already under way), but memory does not keep it."""
-    _signed_in(store)
-    real = store.account
-
-    def signed_out_meanwhile(account_id: str) -> Account | None:
-        store.session_delete(SESSION)
-        return real(account_id)
-
-    monkeypatch.setattr(store, "account", signed_out_meanwhile)
-    assert store.read_session(SESSION, 1800) is not None
-    assert store.remembered_session(SESSION) is None
-    monkeypatch.setattr(store, "account", real)
-    assert store.read_session(SESSION, 1800) is None
-
-
-def test_a_change_by_another_process_reaches_memory_within_its_seconds(
-    tmp_path: Path, fake_clock: FakeClock  # noqa: F811
-) -> None:
-    """Another instance (or a polku command) over the same database ends the session: this
-    store answers from memory until SESSION_MEMORY is over, and not a moment longer."""
-    here = AccountStore.open(StoreSettings(data_dir=str(tmp_path)), clock=fake_clock, hasher=FAST_HASHER)
-    there = AccountStore.open(StoreSettings(data_dir=str(tmp_path)), clock=fake_clock, hasher=FAST_HASHER)
-    try:
-        _signed_in(here)
-        assert here.read_session(SESSION, 1800) is not None
-        there.session_delete(SESSION)
-        assert here.remembered_session(SESSION) is not None
-        fake_clock.advance(SESSION_MEMORY)
-        assert here.remembered_session(SESSION) is None
-        assert here.read_session(SESSION, 1800) is None
-    finally:
-        here.close()
-        there.close()
-
-
-def test_no_session_without_a_live_account_is_remembered(accounts: AccountStore) -> None:  # noqa: F811
-    accounts.session_set(SESSION, b'{"account_id": "gone"}', expires_in=1800, account_id="gone")
-    read = accounts.read_session(SESSION, 1800)
-    assert read is not None and (read.account_id, read.account) == ("gone", None)
-    assert accounts.remembered_session(SESSION) is None
-    assert accounts.read_session("unknown" + "x" * 40, 1800) is None
-    assert accounts.remembered_session("unknown" + "x" * 40) is None
-
-
-def test_only_so_many_sessions_are_remembered(
-    tmp_path: Path, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch  # noqa: F811
-) -> None:
-    monkeypatch.setattr("web.accounts.SESSIONS_REMEMBERED", 2)
-    store = AccountStore.open(StoreSettings(data_dir=str(tmp_path)), clock=fake_clock, hasher=FAST_HASHER)
-    try:
-        account = add_account(store, "aino.virtanen")
-        ids = [f"{n}" * 43 for n in range(3)]
-        for session_id in ids:
-            store.session_set(session_id, b"{}", expires_in=1800, account_id=account.account_id)
-        for session_id in ids:
-            store.read_session(session_id, 1800)
-        assert [store.remembered_session(i) is not None for i in ids] == [False, True, True]
-    finally:
-        store.close()
-
-
-def _no_query(sql: str, params: object = None) -> list[tuple[object, ...]]:
-    raise AssertionError(f"queried the store: {sql}")
 
 
 def test_the_postgres_store_keeps_the_shared_pool_size_and_names_its_connections(
