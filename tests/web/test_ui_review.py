@@ -379,3 +379,18 @@ def test_the_clients_cancel_and_escape_give_the_focus_back_too(plan_site: PlanSi
     page.keyboard.press("Escape")
     wait_for_focus(page, f"#{consent} {withdraw}")
     assert page.problems == []
+
+
+def test_only_the_responsible_pair_is_offered_to_close_the_plan(plan_site: PlanSite) -> None:  # noqa: F811
+    # Matti's plan: Pekka is the named expert, Aino the counterpart; Sanna, Pekka's colleague
+    # outside the network, may view and edit it but not close it (domain.access.CLOSE_PLAN).
+    for person, offered in (("pekka.nieminen", True), ("aino.virtanen", True), ("sanna.koski", False)):
+        html = plan_page(plan_site, person, "matti")
+        (closing,) = [(people, is_mine) for people, is_mine, inner in only_for(html) if '/client/details/close"' in inner]
+        assert (set(closing[0].split()), closing[1]) == ({"pekka.nieminen", "aino.virtanen"}, offered)
+
+
+def test_only_the_named_expert_is_offered_to_name_the_counterpart(plan_site: PlanSite) -> None:  # noqa: F811
+    html = plan_page(plan_site, "aino.virtanen", "matti")
+    naming = [people for people, _mine, inner in only_for(html) if "/counterpart" in inner]
+    assert naming and set(naming) == {"pekka.nieminen"}

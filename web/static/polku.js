@@ -193,7 +193,7 @@
     });
   });
 
-  // Actions only one person may take (data-only-for: a person id) are shown to that person:
+  // Actions only some people may take (data-only-for: their person ids) are shown to them:
   // the live hub sends every viewer the same fragments, so the page marks its viewer's own
   // (the stylesheet hides the others). The page says who views it in data-viewer.
   document.addEventListener("htmx:load", function (event) {
@@ -208,7 +208,8 @@
       found.push(root);
     }
     found.forEach(function (element) {
-      element.toggleAttribute("data-mine", element.getAttribute("data-only-for") === viewer);
+      var people = element.getAttribute("data-only-for").split(" ");
+      element.toggleAttribute("data-mine", people.indexOf(viewer) !== -1);
     });
   });
 
