@@ -183,7 +183,7 @@ class PlanPanels:
             "plan-header": _digest(today, client, [_values(member) for member in members], responsibility, closing,
                                    plan.opened_on),
             "panel-timeline": build_timeline_input(plan, today, _untranslated),
-            "panel-client": _digest(today, client, closing, plan.opened_on),
+            "panel-client": _digest(today, client, responsibility, closing, plan.opened_on),  # who may close it
             "panel-needs": PanelKey(
                 _digest(today, closing, [(need.id, need.category) for need in needs]),
                 tuple((f"need-{need.id}", _digest(_values(need))) for need in needs),
@@ -284,8 +284,9 @@ class ConflictView:
     item_kind: str
     changes: list[dict[str, Any]]
     """Each: ``by_name``, ``by_organisation``, ``at`` (datetime), ``fields`` (labels)."""
-    rows: list[tuple[str, str, str]]
-    """Per field of the form: (label, the current value, the editor's draft)."""
+    rows: list[tuple[str, str, str, bool]]
+    """Per field of the form: (label, the current value, the editor's draft, whether both
+    changed it: a clash, where the draft keeps the editor's value)."""
     current_revision: int
 
 
@@ -677,7 +678,7 @@ class LazyChanges:
 
 def conflict_view(
     error: EditConflict,
-    rows: list[tuple[str, str, str]],
+    rows: list[tuple[str, str, str, bool]],
     gettext: Callable[[str], str],
 ) -> ConflictView:
     """The conflict dialog's content for an :class:`EditConflict`."""
