@@ -7,15 +7,20 @@ Pekka's financial situation in Aino's draft, so that "Save my version" does not 
 Each test has a plan of its own on a real SQLite store, with a need, a goal, a member and a
 step, written through the plan service as the web's commands write them; the form values
 are the plan page's own (``ACTIONS[...].prefill``), so that a merge sees what a form posts.
+The end-to-end tests at the end drive the real app (``plan_site``) from two sessions, posting
+each form as a browser would post what it shows.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 
@@ -24,6 +29,8 @@ from domain.demo import PEOPLE
 from domain.errors import EditConflict
 from domain.items import Item
 from domain.storage import StoreSettings
+from tests.web.identity_fixtures import TEST_PASSWORD
+from tests.web.plan_fixtures import Page, PlanSite, htmx_headers, plan_site, signed_in  # noqa: F401
 from web.conflicts import MERGED_FORMS, Merge, item_at_revision, merge, merge_with_saved
 from web.controllers.plans import ACTIONS
 
@@ -385,3 +392,182 @@ def refusal(
     with pytest.raises(EditConflict) as refused:
         getattr(service, _COMMANDS[form])(plan.id, by=AINO, command_id=cid(), **command_fields(form, item_id, values))
     return refused.value
+
+
+# ------------------------------------------------------------- through the real app
+
+
+def test_saving_my_version_keeps_the_field_only_the_other_person_changed(plan_site: PlanSite) -> None:
+    """The reviewer's steps, from two sessions: Pekka's financial situation survives Aino's
+    "Save my version", and the history says Aino changed the description alone."""
+    plan_id = plan_site.plans["matti"]
+    with signed_in(plan_site, "aino.virtanen") as aino, signed_in(plan_site, "pekka.nieminen") as pekka:
+        need_id, aino_form = open_new_need(aino, plan_id, "Uniongelmat\nHerää öisin", "Asumistuki")
+        pekka_form = open_form(pekka, plan_id, need_id)
+        assert post_form(pekka, pekka_form, financial="Asumistuki, vuokrarästejä").status_code == 200
+
+        conflict = post_form(aino, aino_form, description="Uniongelmat\nHerää öisin, nukahtaa aamulla")
+        assert conflict.status_code == 409
+        dialog = FilledForm(conflict)
+        assert dialog.values["financial"] == "Asumistuki, vuokrarästejä"  # Pekka's, not the one Aino saw
+        assert dialog.values["description"] == "Uniongelmat\r\nHerää öisin, nukahtaa aamulla"
+        assert "conflict__clash" not in conflict.text  # nothing both changed
+        saved = post_form(aino, dialog)  # "Save my version", the form as it is
+
+    assert saved.status_code == 200, saved.text[:500]
+    need = plan_site.service.get_plan(plan_id).needs[need_id]
+    assert need.financial == "Asumistuki, vuokrarästejä"
+    assert need.description.splitlines() == ["Uniongelmat", "Herää öisin, nukahtaa aamulla"]
+    *_, by_pekka, by_aino = plan_site.service.history(plan_id)
+    assert (by_pekka.by_name, by_pekka.values["fields"]) == ("Pekka Nieminen", "financial")
+    assert (by_aino.by_name, by_aino.values["fields"]) == ("Aino Virtanen", "description")
+    plan_site.wait_for_views()
+    with signed_in(plan_site, "aino.virtanen") as aino:
+        history = aino.get(f"/plans/{plan_id}/history").text
+    entry = re.search(r"Päivitti palvelutarvetta Uniongelmat\s+Herää öisin, nukahtaa aamulla: ([^<.]*)\.", history)
+    assert entry and entry.group(1) == "Kuvaus"  # the description, and nothing else
+
+
+def test_a_field_both_changed_is_marked_and_saving_keeps_mine(plan_site: PlanSite) -> None:
+    plan_id = plan_site.plans["matti"]
+    with signed_in(plan_site, "aino.virtanen") as aino, signed_in(plan_site, "pekka.nieminen") as pekka:
+        need_id, aino_form = open_new_need(aino, plan_id, "Velkaantuminen", "")
+        pekka_form = open_form(pekka, plan_id, need_id)
+        pekkas = post_form(pekka, pekka_form, description="Velkaantuminen, ulosotto", financial="Ulosotossa")
+        assert pekkas.status_code == 200
+
+        conflict = post_form(aino, aino_form, description="Velkaantuminen, velkaneuvonta", status="being_addressed")
+        assert conflict.status_code == 409
+        dialog = FilledForm(conflict)
+        assert (dialog.values["description"], dialog.values["financial"], dialog.values["status"]) == (
+            "Velkaantuminen, velkaneuvonta", "Ulosotossa", "being_addressed")
+        clashes = re.findall(r'<tr class="conflict__differs conflict__clash"><th scope="row">([^<]*) '
+                             r'<span class="conflict__clash-label">\(molemmat muuttivat\)</span></th>'
+                             r'<td>([^<]*)</td><td>([^<]*)</td>', conflict.text)  # said in words, not by colour alone
+        assert clashes == [("Kuvaus", "Velkaantuminen, ulosotto", "Velkaantuminen, velkaneuvonta")]
+        assert post_form(aino, dialog).status_code == 200
+
+    need = plan_site.service.get_plan(plan_id).needs[need_id]
+    assert (need.description, need.financial, need.status) == ("Velkaantuminen, velkaneuvonta", "Ulosotossa",
+                                                               "being_addressed")
+
+
+@pytest.mark.browser
+def test_in_two_browsers_saving_my_version_keeps_the_other_persons_field(plan_site: PlanSite, browser: Any) -> None:
+    """The reviewer's steps in two real browsers, as they were reported."""
+    plan_id = plan_site.plans["matti"]
+    need_id = plan_site.service.record_need(plan_id, by=AINO, command_id=cid(), category="health",
+                                            description="Polven kuluma", financial="Sairauspäiväraha").item_id
+    plan_site.wait_for_views()
+    need = f"#need-{need_id}"
+    aino, pekka = (browser_tab(browser, plan_site, who) for who in ("aino.virtanen", "pekka.nieminen"))
+    try:
+        for tab in (aino, pekka):  # 1) Aino opens the form (Pekka too)
+            tab.goto(f"{plan_site.base_url}/plans/{plan_id}")
+            tab.click(f"{need} button >> text=Muokkaa")
+            tab.wait_for_selector(f"{need} form[data-item-form]")
+        pekka.fill(f"{need}-financial", "Sairauspäiväraha päättyy, kuntoutusraha haettu")  # 2) financial only
+        pekka.click(f"{need} button[type=submit]")
+        pekka.wait_for_selector(f"{need} form[data-item-form]", state="detached")
+
+        aino.fill(f"{need}-description", "Polven kuluma, leikkaus keväällä")  # 3) description only
+        aino.click(f"{need} button[type=submit]")
+        aino.wait_for_selector(f"{need} .conflict >> text=Pekka Nieminen")
+        assert aino.input_value(f"{need}-financial") == "Sairauspäiväraha päättyy, kuntoutusraha haettu"
+        assert aino.input_value(f"{need}-description") == "Polven kuluma, leikkaus keväällä"
+        aino.click(f"{need} button[type=submit] >> text=Tallenna oma versioni")
+        aino.wait_for_selector(f"{need} form[data-item-form]", state="detached")
+        assert "kuntoutusraha haettu" in aino.inner_text(need)
+    finally:
+        for tab in (aino, pekka):
+            tab.context.close()
+
+    saved = plan_site.service.get_plan(plan_id).needs[need_id]
+    assert (saved.description, saved.financial) == ("Polven kuluma, leikkaus keväällä",
+                                                    "Sairauspäiväraha päättyy, kuntoutusraha haettu")
+    *_, by_pekka, by_aino = plan_site.service.history(plan_id)
+    assert (by_pekka.by_name, by_pekka.values["fields"]) == ("Pekka Nieminen", "financial")
+    assert (by_aino.by_name, by_aino.values["fields"]) == ("Aino Virtanen", "description")
+
+
+def browser_tab(browser: Any, site: PlanSite, username: str) -> Any:
+    """A page of a browser context of its own (its own cookies), signed in as ``username``."""
+    page = browser.new_context(locale="fi-FI").new_page()
+    page.goto(f"{site.base_url}/signin")
+    page.fill("#username", username)
+    page.fill("#password", TEST_PASSWORD)
+    page.click("form button[type=submit] >> text=Kirjaudu")
+    page.wait_for_url(f"{site.base_url}/caseload")
+    return page
+
+
+def open_new_need(client: httpx.Client, plan_id: str, description: str, financial: str) -> tuple[str, FilledForm]:
+    """Record a need from ``client``'s browser and open its edit form: (its id, the form)."""
+    page = Page(client.get(f"/plans/{plan_id}"))
+    before = set(re.findall(r'<li id="need-([0-9a-f-]{36})"', page.html))
+    added = client.post(f"/plans/{plan_id}/needs/new/add", headers=htmx_headers(page),
+                        data={"command_id": cid(), "category": "everyday_life",
+                              "description": description.replace("\n", "\r\n"), "financial": financial})
+    assert added.status_code == 200, added.text[:500]
+    page = Page(client.get(f"/plans/{plan_id}"))
+    (need_id,) = set(re.findall(r'<li id="need-([0-9a-f-]{36})"', page.html)) - before
+    return need_id, open_form(client, plan_id, need_id)
+
+
+def open_form(client: httpx.Client, plan_id: str, need_id: str) -> FilledForm:
+    page = Page(client.get(f"/plans/{plan_id}"))
+    response = client.get(f"/plans/{plan_id}/needs/{need_id}/edit", headers=htmx_headers(page))
+    assert response.status_code == 200
+    return FilledForm(response)
+
+
+def post_form(client: httpx.Client, form: FilledForm, **changes: str) -> httpx.Response:
+    """Submit ``form`` as the browser would, after the editor typed ``changes`` into it."""
+    values = {**form.values, **{name: value.replace("\n", "\r\n") for name, value in changes.items()}}
+    return client.post(form.action, data=values, headers={"hx-request": "true", "x-csrftoken": values["_csrf_token"]})
+
+
+class FilledForm(HTMLParser):
+    """The first posting form of a fragment, and what a browser would post from it: each
+    named input, a textarea's text with CRLF line ends, each select's selected option."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(convert_charrefs=True)
+        self.action = ""
+        self.values: dict[str, str] = {}
+        self._inside = False
+        self._textarea: str | None = None
+        self._select: str | None = None
+        self.feed(response.text)
+        assert self.action, f"no form to post in {response.text[:300]}"
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {name: value or "" for name, value in attrs}
+        if tag == "form" and not self.action and attributes.get("method") == "post":
+            self.action = attributes["action"]
+            self._inside = True
+        elif not self._inside:
+            return
+        elif tag == "input" and "name" in attributes:
+            if attributes.get("type") not in ("checkbox", "radio") or "checked" in attributes:
+                self.values[attributes["name"]] = attributes.get("value", "")
+        elif tag == "textarea":
+            self._textarea = attributes["name"]
+            self.values[self._textarea] = ""
+        elif tag == "select":
+            self._select = attributes["name"]
+        elif tag == "option" and self._select:
+            if "selected" in attributes or self._select not in self.values:
+                self.values[self._select] = attributes.get("value", "")
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea:
+            self.values[self._textarea] += data.replace("\r\n", "\n").replace("\n", "\r\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._inside = False
+        elif tag == "textarea":
+            self._textarea = None
+        elif tag == "select":
+            self._select = None

@@ -70,6 +70,7 @@ from domain.errors import DomainError, EditConflict, NotFound
 from domain.plan import ClientPlan
 from projections.plans import PlanViews
 from web import forms as f
+from web.conflicts import merge_with_saved
 from web.controllers.admin import record_plan_read
 from web.domain_messages import ITEM_KINDS, field_label, translate_message, vocabulary_label
 from web.errors import is_htmx_request
@@ -583,9 +584,13 @@ def _submit(
         fresh = fresh_access.plan
         # The change may have taken away what the form shows (a non-disclosure order).
         fresh_access.require_command(action)
-        fresh_item = item_kind.find(fresh, item_id) if item is not None else None
-        rows = _compare(action, fresh, fresh_item, draft, PlanView(fresh, _, lang))
-        state = FormState(form=form, values=draft, seen_revision=conflict.current_revision,
+        fresh_item = item_kind.find(fresh, item_id)
+        # Fields the editor left as they were take the saved values, so that saving the draft
+        # undoes no one's change unseen; the revision is that of the values the form now holds.
+        merged = merge_with_saved(plans, plan_id=plan_id, conflict=conflict, form=(kind, form), saved=fresh_item,
+                                  values_of=functools.partial(action.prefill, fresh), draft=draft)
+        rows = _compare(action, fresh, fresh_item, merged.values, PlanView(fresh, _, lang), merged.clashes)
+        state = FormState(form=form, values=merged.values, seen_revision=action.revision(fresh, fresh_item),
                           conflict=conflict_view(conflict, rows, _))
         return _refused(request, fresh_access, item_kind, fresh_item, dom_id, state, HTTP_409_CONFLICT)
     except DomainError as error:
@@ -681,15 +686,17 @@ def _place_error(state: FormState, action: Action, field_name: str | None, messa
         state.message = message
 
 
-def _compare(action: Action, plan: ClientPlan, item: Any, draft: dict[str, Any], view: PlanView) -> list[tuple[str, str, str]]:
-    """(label, saved value, drafted value) for each field of the form, as words."""
+def _compare(
+    action: Action, plan: ClientPlan, item: Any, draft: dict[str, Any], view: PlanView, clashes: frozenset[str]
+) -> list[tuple[str, str, str, bool]]:
+    """(label, saved value, drafted value, whether both changed it) for each field of the form, as words."""
     current = action.prefill(plan, item) if item is not None else {}
     rows = []
     for name in action.struct.__struct_fields__:
         if name in ("command_id", "seen_revision"):
             continue
         rows.append((field_label(name, view.gettext), _shown(name, current.get(name, ""), view),
-                     _shown(name, draft.get(name, ""), view)))
+                     _shown(name, draft.get(name, ""), view), name in clashes))
     return rows
 
 
