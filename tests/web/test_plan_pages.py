@@ -412,6 +412,17 @@ def test_history_at_a_moment_shows_the_plan_as_it_was_then(plan_site: PlanSite, 
     assert aino.get(f"/plans/{plan_id}/history", params={"at": "eilen"}).status_code == 200
 
 
+def test_history_before_the_opening_says_the_plan_did_not_exist_yet(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["ahmed"]
+    opened = plan_site.service.history(plan_id)[0].at
+    before = (opened - timedelta(days=400)).isoformat(timespec="minutes")
+    page = aino.get(f"/plans/{plan_id}/history", params={"at": before})
+    assert page.status_code == 200
+    assert "Suunnitelmaa ei ollut vielä olemassa valitsemanasi hetkenä" in page.text
+    at_opening = aino.get(f"/plans/{plan_id}/history", params={"at": opened.isoformat(timespec="seconds")})
+    assert "Suunnitelmaa ei ollut vielä" not in at_opening.text
+
+
 def panels_of(history_page: str) -> str:
     """The plan's panels on the history page (without the list of all changes)."""
     return history_page.split('class="plan plan--history"')[1].split('id="history-list-title"')[0]

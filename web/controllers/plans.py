@@ -96,6 +96,7 @@ logger = logging.getLogger(__name__)
 SAVED = N_("Saved: %(what)s.")
 """The status message after a save (``what`` is the item's kind)."""
 _BAD_MOMENT = N_("Choose a version or a date and time of the plan's history.")
+_BEFORE_OPENING = N_("The plan did not exist yet at the moment you chose: shown is its first version.")
 _SET_ORDER = N_("Set a non-disclosure order")
 _LIFT_ORDER = N_("Lift the non-disclosure order")
 
@@ -843,11 +844,10 @@ def _chosen_version(at: str, entries: list[Any], last_version: int) -> tuple[int
         return last_version, _BAD_MOMENT
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=FINLAND)
-    version = 1
-    for entry in entries:
-        if entry.at <= moment:
-            version = entry.version
-    return version, ""
+    earlier = [entry.version for entry in entries if entry.at <= moment]
+    if not earlier:
+        return 1, _BEFORE_OPENING
+    return earlier[-1], ""
 
 
 async def _off_loop(render: Callable[..., Response[str]], *args: Any, **options: Any) -> Response[str]:
