@@ -161,6 +161,7 @@ TIMELINE_WORDS = (
     N_("Event"),
     N_("Service path timeline"),
     N_("Today"),
+    N_("Moment shown"),
     N_("Steps"),
     N_("Goals"),
     N_("Step"),

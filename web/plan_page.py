@@ -329,8 +329,11 @@ def today_in_finland() -> date:
     return datetime.now(FINLAND).date()
 
 
-def build_timeline_input(plan: ClientPlan, today: date, gettext: Callable[[str], str]) -> TimelineInput:
-    """The timeline of ``plan`` as of ``today``: steps in their needs' lanes, goals, markers."""
+def build_timeline_input(
+    plan: ClientPlan, today: date, gettext: Callable[[str], str], *, past: bool = False
+) -> TimelineInput:
+    """The timeline of ``plan`` as of ``today``: steps in their needs' lanes, goals, markers.
+    ``past``: ``today`` is the moment an earlier version is shown at (the history view)."""
     steps = []
     for step in plan.steps.values():
         need = plan.needs.get(step.need_id)
@@ -368,6 +371,7 @@ def build_timeline_input(plan: ClientPlan, today: date, gettext: Callable[[str],
         steps=tuple(steps),
         goals=tuple(goals),
         markers=tuple(markers),
+        past=past,
     )
 
 
@@ -383,6 +387,7 @@ def page_context(
     audience: Audience | None = None,
     with_timeline: bool = True,
     kept_changes: Mapping[RecentChange, str] | None = None,
+    past: bool = False,
 ) -> dict[str, Any]:
     """The templates' context for ``plan`` (add ``request`` for a whole page).
 
@@ -393,11 +398,12 @@ def page_context(
     fragments shared by every viewer (the client's contact details are then a placeholder);
     ``with_timeline=False`` leaves out the timeline (half the work of a whole page) for
     renders without ``panel-timeline``; ``kept_changes`` are texts of the latest changes
-    that an earlier render made in ``lang`` (:class:`LazyChanges`).
+    that an earlier render made in ``lang`` (:class:`LazyChanges`); ``past``: ``today`` is
+    the moment an earlier version is shown at, and the timeline marks it so (not "Today").
     """
     gettext = translations(lang).gettext
     today = today or today_in_finland()
-    timeline = layout(build_timeline_input(plan, today, gettext)) if with_timeline else None
+    timeline = layout(build_timeline_input(plan, today, gettext, past=past)) if with_timeline else None
     return {
         "lang": lang,
         "plan": plan,

@@ -412,6 +412,15 @@ def test_history_at_a_moment_shows_the_plan_as_it_was_then(plan_site: PlanSite, 
     assert aino.get(f"/plans/{plan_id}/history", params={"at": "eilen"}).status_code == 200
 
 
+def test_history_marks_the_moment_shown_on_the_timeline_not_today(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["ahmed"]
+    timeline = aino.get(f"/plans/{plan_id}/history", params={"at": "2"}).text.split('id="panel-timeline"')[1]
+    timeline = timeline.split("</section>")[0]
+    assert "Näytetty hetki" in timeline and "Tänään" not in timeline
+    now = aino.get(f"/plans/{plan_id}").text.split('id="panel-timeline"')[1].split("</section>")[0]
+    assert "Tänään" in now and "Näytetty hetki" not in now
+
+
 def test_history_before_the_opening_says_the_plan_did_not_exist_yet(plan_site: PlanSite, aino: httpx.Client) -> None:
     plan_id = plan_site.plans["ahmed"]
     opened = plan_site.service.history(plan_id)[0].at

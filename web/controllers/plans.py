@@ -426,7 +426,8 @@ class PlanController(Controller):
         today = moment.astimezone(FINLAND).date() if moment else today_in_finland()
         audience = audience_of(latest, access.relation, shown=then)
         context = await anyio.to_thread.run_sync(
-            functools.partial(page_context, then, lang, today=today, readonly=True, audience=audience)
+            functools.partial(page_context, then, lang, today=today, readonly=True, audience=audience,
+                              past=moment is not None)
         )
         view = context["view"]
         context.update(
