@@ -557,6 +557,15 @@ class AccountStore:
         )
         return _account(rows[0]) if rows else None
 
+    def professional(self, person_id: str, organisation_id: str) -> Account | None:
+        """The professional account of ``person_id`` in ``organisation_id``, if there is one."""
+        rows = self._db.execute(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.person_id = %(p)s"
+            " AND a.organisation_id = %(o)s AND a.kind = 'professional'",
+            {"p": person_id, "o": organisation_id},
+        )
+        return _account(rows[0]) if rows else None
+
     def username_of(self, account_id: str) -> str | None:
         rows = self._db.execute("SELECT username FROM accounts WHERE account_id = %(id)s", {"id": account_id})
         return rows[0][0] if rows else None

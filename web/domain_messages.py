@@ -42,6 +42,7 @@ ERROR_TEMPLATES = (
     N_("The plan is busy with other edits; please try again."),
     N_("Only a closed plan can be erased."),
     N_("%(field)s: choose one."),
+    N_("No one in %(organisation)s has the user id %(person_id)s."),
     N_("%(field)s: choose one of %(allowed)s."),
     N_("%(field)s must be a date (YYYY-MM-DD)."),
     N_("%(field)s must not be empty."),

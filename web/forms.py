@@ -214,13 +214,14 @@ class WithdrawConsentForm(EditForm, kw_only=True):
 
 
 class MemberForm(Form, kw_only=True):
+    """A member is named by their user id in an organisation; the name comes from their account."""
+
     person_id: str = ""
-    name: str = ""
     profession: str = ""
     organisation_id: str = ""
     contact: str = ""
     part: str = ""
-    checks = {"person_id": as_identifier, "name": _written, "profession": _written, "organisation_id": chosen}
+    checks = {"person_id": as_identifier, "profession": _written, "organisation_id": chosen}
 
 
 class MemberUpdateForm(EditForm, kw_only=True):

@@ -641,9 +641,18 @@ def test_a_whole_plan_can_be_worked_through_on_the_page(plan_site: PlanSite, ain
     assert work.plan.client.name == "Venla Työnhakija-Esimerkki"
     work.save("consents/new/add", organisation_id=kela.organisation_id, organisation_name=kela.organisation_name,
               valid_from="2026-01-01")
-    saved = work.save("members/new/add", organisation_id=kela.organisation_id, name=kela.name, person_id=kela.person_id,
+    before = work.plan.version
+    for person_id, organisation_id in (("olli.olematon", kela.organisation_id),  # no such account
+                                       (plan_site.actor("aino").person_id, kela.organisation_id)):  # not in Kela
+        refused = work.save("members/new/add", expect=422, organisation_id=organisation_id, person_id=person_id,
+                            profession="Kelan asiantuntija")
+        assert f"ei ole ketään käyttäjätunnuksella {person_id}" in refused.html
+        assert 'aria-invalid="true"' in refused.html.split('name="person_id"')[0].rsplit("<input", 1)[1] + \
+            refused.html.split('name="person_id"')[1].split(">")[0]
+    assert work.plan.version == before  # nothing recorded
+    saved = work.save("members/new/add", organisation_id=kela.organisation_id, name="Väärä Nimi", person_id=kela.person_id,
                       profession="Kelan asiantuntija", contact="", part="Ammatillinen kuntoutus")
-    assert "Pekka Nieminen" in saved.html
+    assert "Pekka Nieminen" in saved.html and "Väärä Nimi" not in saved.html  # the account's name, not a typed one
     member_id = next(m.id for m in work.plan.members.values() if m.person_id == kela.person_id)
     work.save(f"members/{member_id}/edit", profession="Kuntoutusasiantuntija", contact="pekka@example.fi", part="Kela")
     work.save(f"members/{member_id}/counterpart")

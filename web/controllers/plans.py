@@ -66,10 +66,11 @@ from litestar.types import ControllerRouterHandler
 from domain.access import Action as Permission
 from domain.access import Relation, may, may_give, may_see_client_contact
 from domain.application import PlanService
-from domain.errors import DomainError, EditConflict, NotFound
+from domain.errors import DomainError, EditConflict, InvalidValue, NotFound
 from domain.plan import ClientPlan
 from projections.plans import PlanViews
 from web import forms as f
+from web.accounts import AccountStore
 from web.conflicts import merge_with_saved
 from web.controllers.admin import record_plan_read
 from web.domain_messages import ITEM_KINDS, field_label, translate_message, vocabulary_label
@@ -289,6 +290,8 @@ class Action:
     ``panel`` (when the change moves things around in it), unless ``stays(before, after)``
     says the item kept its place (then the item alone). ``shows_contact``: the form
     shows the client's contact details (only to those ``domain.access`` lets see them).
+    ``from_accounts(accounts, plan, form)`` gives fields that come from the account store
+    (a network member's name), or refuses a person who has no account.
     """
 
     kind: str
@@ -303,6 +306,7 @@ class Action:
     aliases: dict[str, str] = field(default_factory=dict)
     shows_contact: bool = False
     stays: Callable[[Any, Any], bool] | None = None
+    from_accounts: Callable[[AccountStore, ClientPlan, Any], dict[str, Any]] | None = None
 
 
 PlanAction = Action
@@ -315,6 +319,18 @@ def _iso(day: date | None) -> str:
 def _member_fields(plan: ClientPlan, form: f.MemberForm, item_id: str) -> dict[str, Any]:
     names = {c.organisation_id: c.organisation_name for c in plan.consents.values()}
     return {**form.fields(), "organisation_name": names.get(form.organisation_id, form.organisation_id)}
+
+
+def _member_from_account(accounts: AccountStore, plan: ClientPlan, form: f.MemberForm) -> dict[str, Any]:
+    """A new member is a professional with an account in the chosen organisation, under the
+    account's name: a typed name could show the client someone else than the person who gets
+    access, and an unknown user id would let whoever is later given it into the plan."""
+    account = accounts.professional(form.person_id, form.organisation_id)
+    if account is None:
+        names = {c.organisation_id: c.organisation_name for c in plan.consents.values()}
+        raise InvalidValue("person_id", "No one in %(organisation)s has the user id %(person_id)s.",
+                           organisation=names.get(form.organisation_id, form.organisation_id), person_id=form.person_id)
+    return {"name": account.name}
 
 
 def _counterpart_fields(plan: ClientPlan, form: f.CounterpartForm, item_id: str) -> dict[str, Any]:
@@ -348,6 +364,7 @@ ACTIONS = {
         Action("goals", "settle", f.GoalSettlementForm, "settle_goal", id_field="goal_id",
                revision=lambda plan, g: g.revision),
         Action("members", "add", f.MemberForm, "add_member", target="panel", command_fields=_member_fields,
+               from_accounts=_member_from_account,
                aliases={"organisation_name": "organisation_id"}),
         Action("members", "edit", f.MemberUpdateForm, "update_member", id_field="member_id",
                prefill=lambda plan, m: {"profession": m.profession, "contact": m.contact, "part": m.part},
@@ -571,6 +588,8 @@ def _submit(
     try:
         data = f.decode_form(posted, action.struct)
         fields = (action.command_fields or _default_fields(action))(plan, data, item_id)
+        if action.from_accounts is not None:
+            fields.update(action.from_accounts(request.app.state.accounts, plan, data))
         outcome = getattr(plans, action.command)(plan_id, by=account.actor, command_id=data.command_id, **fields)
         return _answer_saved(request, lang, views, access, outcome, item_kind, item_id, item, action, dom_id)
     except f.FormInvalid as invalid:
