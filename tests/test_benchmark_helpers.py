@@ -3,6 +3,7 @@ and the capacity estimate of `benchmarks/instances.py` (no timing is asserted he
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import closed_loop  # noqa: E402
 import instances  # noqa: E402
 from live_load import Sent, StepLoad, cpu_spent, merge_loads, percentile  # noqa: E402
 
@@ -28,6 +30,22 @@ def test_cpu_spent_counts_differences_newcomers_whole_and_the_departed_as_lost()
     spent, ended = cpu_spent(before, after)
     assert spent == pytest.approx(0.5 + 0.5 + 0.25)
     assert ended == 1
+
+
+def test_closed_loop_charges_each_thread_group_what_it_spent_between_two_readings(monkeypatch) -> None:
+    monkeypatch.setattr(closed_loop.os, "sysconf", lambda name: 100)  # 10 ms a clock tick
+    before = {"python": [100, 40], "AnyIO worker th": [10, 2], "idle": [5, 5]}
+    after = {"python": [130, 50], "AnyIO worker th": [12, 2], "idle": [5, 5], "new thread": [1, 0]}
+    assert closed_loop.spent_ms(before, after) == {
+        "python": {"user": 300, "system": 100},
+        "AnyIO worker th": {"user": 20, "system": 0},
+        "new thread": {"user": 10, "system": 0},
+    }
+
+
+def test_closed_loop_reads_its_own_threads_from_proc() -> None:
+    ticks = closed_loop.thread_ticks(os.getpid())
+    assert ticks and all(len(pair) == 2 and min(pair) >= 0 for pair in ticks.values())
 
 
 def test_loads_run_side_by_side_merge_into_one_step() -> None:
