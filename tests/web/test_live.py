@@ -675,6 +675,17 @@ def top_ids(message: str) -> list[str]:
     return _Elements(message).top
 
 
+def update_from(rendition: Any, engine: Any, plan: Any, language: str, shown: Any) -> str:
+    """The rendition's update for a browser showing ``shown`` (None: nothing known), rendering
+    first what it misses, as the hub does."""
+    since = PLAN_PANELS.keys(shown) if shown is not None else None
+    if rendition.update(since) is None:
+        rendition.add(PLAN_PANELS.render(engine, plan, language, rendition.missing(since), rendition.kept))
+    message = rendition.update(since)
+    assert message is not None
+    return message
+
+
 def applied(page: dict[str, str], message: str) -> dict[str, str]:
     """The panels ``page`` once a live ``message`` is swapped into them as the ws extension
     does: each top-level element replaces the element with its id (a panel, or an item in one)."""
@@ -747,11 +758,7 @@ def test_an_update_shows_what_a_full_render_shows(live: LiveServer) -> None:
             rendition = hub._render(plan, language, PROFESSIONALS, previous)
             full = PLAN_PANELS.render(engine, plan, language, PANEL_IDS)
             for shown in [*versions[:index], None]:
-                since = PLAN_PANELS.keys(shown) if shown is not None else None
-                if rendition.update(since) is None:
-                    rendition.add(PLAN_PANELS.render(engine, plan, language, rendition.missing(since), rendition.kept))
-                message = rendition.update(since)
-                assert message is not None
+                message = update_from(rendition, engine, plan, language, shown)
                 page = PLAN_PANELS.render(engine, shown, language, PANEL_IDS) if shown is not None else {}
                 assert applied(page, message) == full, (language, shown and shown.version, plan.version)
                 alone.update(element for element in top_ids(message) if element not in PANEL_IDS)
@@ -846,11 +853,7 @@ def test_a_long_history_reaches_a_browser_several_versions_behind_as_a_full_rend
             full = PLAN_PANELS.render(engine, plan, language, PANEL_IDS)
             behind = sorted({index - back for back in (1, 2, 5, KEPT_VERSIONS - 1) if back <= index})
             for shown in [*(versions[earlier] for earlier in behind), None]:
-                since = PLAN_PANELS.keys(shown) if shown is not None else None
-                if rendition.update(since) is None:
-                    rendition.add(PLAN_PANELS.render(engine, plan, language, rendition.missing(since), rendition.kept))
-                message = rendition.update(since)
-                assert message is not None
+                message = update_from(rendition, engine, plan, language, shown)
                 page = PLAN_PANELS.render(engine, shown, language, PANEL_IDS) if shown is not None else {}
                 assert applied(page, message) == full, (language, shown and shown.version, plan.version)
                 rendition._updates.clear()
