@@ -418,18 +418,25 @@ class ClientPlan(Aggregate):
         """The counterpart accepted or declined, or the proposer withdrew.
 
         On acceptance the expert and the counterpart swap roles: both stay
-        named on the plan, and the default part of the named expert (`EXPERT_PART`)
-        goes with the responsibility: the one handing over loses it, the one taking
-        over gets it if they had no part of their own. A part someone wrote stays.
-        Handovers accepted before this rule read the same way when their events are
-        replayed; a snapshot or read-model document made before it keeps the parts it
-        had until it is made again.
+        named on the plan. Version 2 (`passes_part`): the default part of the named
+        expert (`EXPERT_PART`) goes with the responsibility, counted as a change of
+        both members (an edit form opened before it is then a conflict, not a silent
+        undoing): the one handing over loses it, the one taking over gets it if they
+        had no part of their own; a part someone wrote stays. A version 1 handover,
+        recorded before that rule, changes no part, as it did when snapshots and read
+        models were folded from it.
         """
 
+        class_version = 2
         subject = "handover_id"
         handover_id: str
         status: str
         note: str
+        passes_part: bool
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["passes_part"] = False
 
         def apply(self, plan: ClientPlan) -> None:
             handover = plan.handover(self.handover_id)
@@ -445,7 +452,8 @@ class ClientPlan(Aggregate):
                     expert_id=handover.to_member_id,
                     counterpart_id=handover.from_member_id,
                 )
-                plan.pass_expert_part(plan.members[handover.from_member_id], plan.members[handover.to_member_id])
+                if self.passes_part:
+                    plan.pass_expert_part(self, plan.members[handover.from_member_id], plan.members[handover.to_member_id])
 
     class StepPlanned(Event):
         subject = "step_id"
@@ -1451,19 +1459,12 @@ class ClientPlan(Aggregate):
             setattr(item, field, value)
         self.record_change(item, event.actor, event.timestamp, type(event).__name__, changed)
 
-    @staticmethod
-    def pass_expert_part(handing_over: Member, taking_over: Member) -> None:
-        """The default part (`EXPERT_PART`) goes with the responsibility; a part someone wrote stays.
-
-        The members' revisions are not counted up: this rule came after plans had been
-        handed over, and a snapshot or read model folded before it must count the same
-        revisions as a plan folded after it, or every edit of these two members would be
-        refused as a conflict on one side. Only the default words change.
-        """
+    def pass_expert_part(self, event: ClientPlan.Event, handing_over: Member, taking_over: Member) -> None:
+        """The default part (`EXPERT_PART`) goes with the responsibility; a part someone wrote stays."""
         if handing_over.part == EXPERT_PART:
-            handing_over.part = ""
+            self.update_item(handing_over, event, part="")
         if not taking_over.part:
-            taking_over.part = EXPERT_PART
+            self.update_item(taking_over, event, part=EXPERT_PART)
 
     def record_change(self, item: Item, by: Actor, at: datetime, action: str, fields: list[str]) -> None:
         """Count the item's change and keep the latest `kept_changes` of them."""
@@ -1620,6 +1621,7 @@ class ClientPlan(Aggregate):
             handover_id=handover_id,
             status=decision.value,
             note=optional_text(note, "note"),
+            passes_part=True,
         )
         return handover_id
 

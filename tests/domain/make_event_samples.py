@@ -229,6 +229,9 @@ def realistic_plan(service: PlanService) -> tuple[uuid.UUID, list[Any]]:
     )
     service.remove_member(p, by=AINO, command_id=cmd("member-sanna-leaves"), member_id=sanna, seen_revision=2)
     service.withdraw_consent(p, by=AINO, command_id=cmd("consent-so-withdrawn"), consent_id=so_consent, seen_revision=1)
+    service.progress_step(  # a plan closes once its steps are done or cancelled
+        p, by=AINO, command_id=cmd("step-done"), step_id=step, seen_revision=5, status="done", on=date(2026, 3, 23),
+    )
     service.close_plan(p, by=AINO, command_id=cmd("close"), outcome="work", note="Työkokeilu jatkuu työsuhteena")
     service.reopen_plan(p, by=AINO, command_id=cmd("reopen"), reason="Työsuhde päättyi koeajalla")
     service.close_plan(p, by=AINO, command_id=cmd("close-again"), outcome="continuation_typ")

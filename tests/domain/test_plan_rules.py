@@ -14,6 +14,7 @@ expert), Aino (health centre physiotherapist), Bert (Kela, the counterpart), Car
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import itertools
 import math
@@ -1228,9 +1229,12 @@ def test_the_named_experts_part_goes_with_the_responsibility(s: Scene) -> None:
     assert recorded(s.plan) == ["HandoverDecided"]
     anna, bert = s.plan.members[s.anna_id], s.plan.members[s.bert_id]
     assert (anna.part, bert.part) == ("", EXPERT_PART)
-    # Not counted as a change of either member: a snapshot or read model folded before this
-    # rule must count the same revisions, or their edit forms would always be in conflict.
-    assert (anna.revision, bert.revision) == revisions
+    # Counted as a change of both: a member's form opened before the handover is a conflict.
+    assert (anna.revision, bert.revision) == (revisions[0] + 1, revisions[1] + 1)
+    assert anna.changes[-1].fields == bert.changes[-1].fields == ["part"]
+    with refused(s.plan, EditConflict, field=None):
+        do(s.plan, "update_member", s.anna, member_id=s.anna_id, seen_revision=revisions[0],
+           profession=anna.profession, contact="040 123", part=EXPERT_PART)
 
     do(s.plan, "accept_handover", s.anna, handover_id=do(s.plan, "propose_handover", s.bert))
 
@@ -1263,6 +1267,25 @@ def test_the_parts_after_a_handover_follow_from_the_events(anna: Actor, bert: Ac
 
     assert {m.id: m.part for m in record.members.values()} == {plan.expert.id: EXPERT_PART, plan.counterpart.id: ""}
     assert plan.expert.id == bert_id
+
+
+def test_a_handover_recorded_before_the_rule_passes_no_part(anna: Actor, bert: Actor) -> None:
+    """A version 1 `HandoverDecided` (upcast with ``passes_part=False``) folds as it did when
+    snapshots and read models were made from it: the roles swap, the parts and revisions stay."""
+    plan = open_plan(anna)
+    give_consent_for(plan, anna, bert)
+    bert_id = add_to_network(plan, anna, bert)
+    do(plan, "name_counterpart", anna, member_id=bert_id, seen_revision=plan.responsibility.revision)
+    do(plan, "accept_handover", bert, handover_id=do(plan, "propose_handover", anna))
+    events = plan.collect_events()
+    before = PlanRecord.replay(events[:-1])
+    old_decision = dataclasses.replace(events[-1], passes_part=False)
+
+    record = PlanRecord.replay([*events[:-1], old_decision])
+
+    assert record.expert.id == bert_id
+    assert {m.id: (m.part, m.revision) for m in record.members.values()} == {
+        m.id: (m.part, m.revision) for m in before.members.values()}
 
 
 def test_declining_a_handover_keeps_the_roles(s: Scene) -> None:
