@@ -111,7 +111,8 @@ def merge_with_saved(
     """
     theirs = values_of(saved)
     base = None
-    if form in MERGED_FORMS:
+    if form in MERGED_FORMS and 0 <= conflict.seen_revision < conflict.current_revision:
+        # A revision the item never had (posted by hand) is not looked for: no replay for it.
         base = item_at_revision(plans, plan_id, conflict.item_id, conflict.seen_revision)
     if base is None:
         differing = {name for name in draft if name in theirs and not _same(draft[name], theirs[name])}
@@ -127,6 +128,8 @@ def item_at_revision(plans: PlanService, plan_id: str, item_id: str, revision: i
     ``PlanService.plan_record`` and ``history`` do, up to the event that took the item past
     ``revision``. ``plan_record(version=...)`` would need the plan's version at that revision,
     which no query answers; finding it by trying versions would replay the plan many times.
+    The last state at ``revision`` is the one an editor saw: an event that changes an item
+    without counting its revision would otherwise leave an older base behind.
     """
     found = None
     record = None
@@ -137,7 +140,7 @@ def item_at_revision(plans: PlanService, plan_id: str, item_id: str, revision: i
             continue
         if item.revision > revision:
             break
-        if item.revision == revision and found is None:
+        if item.revision == revision:
             found = copy.deepcopy(item)  # the replay goes on changing the record's own
     return found
 
@@ -169,4 +172,4 @@ def _comparable(value: Any) -> Any:
         return frozenset(text for text in map(_comparable, value) if text)
     if value is None:
         return ""
-    return str(value).replace("\r\n", "\n").strip()
+    return str(value).replace("\r\n", "\n").replace("\r", "\n").strip()  # as domain.inputs keeps texts

@@ -28,6 +28,7 @@ from domain.application import PlanService
 from domain.demo import PEOPLE
 from domain.errors import EditConflict
 from domain.items import Item
+from domain.plan import EXPERT_PART
 from domain.storage import StoreSettings
 from tests.web.identity_fixtures import TEST_PASSWORD
 from tests.web.plan_fixtures import Page, PlanSite, htmx_headers, plan_site, signed_in  # noqa: F401
@@ -571,3 +572,28 @@ class FilledForm(HTMLParser):
             self._textarea = None
         elif tag == "select":
             self._select = None
+
+
+def test_a_conflict_after_a_handover_keeps_the_part_the_editor_wrote_back(service: PlanService, plan: Plan) -> None:
+    """The handover took the default part from Aino and counted it; the editor saw that
+    version, wrote the part back in, and Pekka meanwhile changed only the contact: the merge
+    keeps both (the reviewer's case, which a base from before the handover lost silently)."""
+    p = service.get_plan(plan.id)
+    aino_member = next(m for m in p.members.values() if m.person_id == AINO.person_id)
+    service.name_counterpart(plan.id, by=AINO, command_id=cid(), member_id=plan.pekka,
+                             seen_revision=p.responsibility.revision)
+    handover = service.propose_handover(plan.id, by=AINO, command_id=cid()).item_id
+    service.accept_handover(plan.id, by=PEKKA, command_id=cid(), handover_id=handover)
+    seen = service.get_plan(plan.id).members[aino_member.id]
+    assert (seen.part, seen.revision) == ("", aino_member.revision + 1)
+    service.update_member(plan.id, by=PEKKA, command_id=cid(), member_id=aino_member.id,
+                          seen_revision=seen.revision, profession=seen.profession, contact="050 999", part="")
+    draft = {"profession": seen.profession, "contact": seen.contact, "part": EXPERT_PART}
+    with pytest.raises(EditConflict) as refused:
+        service.update_member(plan.id, by=AINO, command_id=cid(), member_id=aino_member.id,
+                              seen_revision=seen.revision, **draft)
+    now = service.get_plan(plan.id)
+    merged = merge_with_saved(service, plan_id=plan.id, conflict=refused.value, form=("members", "edit"),
+                              saved=now.members[aino_member.id],
+                              values_of=lambda m: ACTIONS[("members", "edit")].prefill(now, m), draft=draft)
+    assert (merged.values["part"], merged.values["contact"]) == (EXPERT_PART, "050 999")
