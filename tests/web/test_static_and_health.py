@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+import threading
+from pathlib import Path
 
+import anyio.to_thread
+import httpx
+from litestar import Litestar
+
+from domain.storage import StoreSettings
+from tests.web.conftest import TEST_SECRET_KEY, running
 from web.app import STATIC_DIR
+from web.settings import Settings
+from web.wiring import build_app
 
 
 def test_healthz_says_ok(client: httpx.Client) -> None:
@@ -56,3 +66,27 @@ def test_static_files_do_not_escape_their_folder(client: httpx.Client) -> None:
 
 def test_missing_static_file_is_not_found(client: httpx.Client) -> None:
     assert client.get("/static/vendor/nope.js").status_code == 404
+
+
+def test_readiness_answers_while_every_worker_thread_is_busy(tmp_path: Path) -> None:
+    """The probe has a thread of its own: edits waiting for the read model (or any slow
+    blocking call) in every worker thread must not make a healthy instance look not ready."""
+    release, taken = threading.Event(), threading.Event()
+
+    def occupy() -> None:
+        taken.set()
+        release.wait(20)
+
+    async def take_the_worker_thread(app: Litestar) -> None:
+        app.state.busy = asyncio.get_running_loop().create_task(anyio.to_thread.run_sync(occupy))
+
+    settings = Settings(secret_key=TEST_SECRET_KEY, data_dir=tmp_path, worker_threads=1)
+    app = build_app(settings, StoreSettings(data_dir=str(tmp_path)))
+    app.on_startup.append(take_the_worker_thread)
+    with running(app) as base_url:
+        try:
+            assert taken.wait(10)
+            ready = httpx.get(f"{base_url}/readyz", timeout=10)
+            assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+        finally:
+            release.set()  # before the server stops: it waits for its worker thread

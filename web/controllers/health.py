@@ -99,6 +99,17 @@ def readiness(
     return ready, report
 
 
+def _readiness_limiter(app: Litestar) -> anyio.CapacityLimiter:
+    """A thread of its own for the readiness check (made on the app's loop at first use): the
+    shared worker threads (``POLKU_WORKER_THREADS``, two by default) may all be busy with edits
+    that wait for the read model, and a probe that waits behind them would call a healthy
+    instance not ready."""
+    limiter = app.state.get("readiness_limiter")
+    if limiter is None:
+        limiter = app.state.readiness_limiter = anyio.CapacityLimiter(1)
+    return limiter
+
+
 async def _answer(app: Litestar, scope: Any, send: Any) -> None:
     if scope["method"] not in ("GET", "HEAD"):
         status, body = 405, {"status": "method not allowed"}
@@ -109,7 +120,8 @@ async def _answer(app: Litestar, scope: Any, send: Any) -> None:
             body = {"status": "not ready", "database": False, "reasons": ["database: no answer in time"]}
             with anyio.move_on_after(READY_TIMEOUT_S):
                 check = functools.partial(readiness, plans, views, projector=app.state.get("projector", False))
-                ready, body = await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
+                ready, body = await anyio.to_thread.run_sync(check, abandon_on_cancel=True,
+                                                             limiter=_readiness_limiter(app))
                 status = 200 if ready else 503
     payload = msgspec.json.encode(body)
     await send({
