@@ -202,6 +202,9 @@ _SCHEMA_STATEMENTS: Final = (
         data TEXT NOT NULL,
         expires_at DOUBLE PRECISION,
         absolute_expires_at DOUBLE PRECISION)""",
+    # A person is one professional of an organisation: a network member is found by the pair.
+    "CREATE UNIQUE INDEX IF NOT EXISTS one_professional_account_per_person_and_organisation"
+    " ON accounts (person_id, organisation_id) WHERE kind = 'professional'",
     "CREATE INDEX IF NOT EXISTS sessions_by_account ON sessions (account_id)",
     "CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at)",
 )
@@ -210,6 +213,13 @@ _ACCOUNT_COLUMNS: Final = (
     "a.account_id, a.kind, a.name, a.person_id, a.organisation_id, o.name, a.profession, a.plan_id"
 )
 _ACCOUNT_FROM: Final = "accounts a LEFT JOIN organisations o ON o.organisation_id = a.organisation_id"
+
+
+def _second_professional(person_id: str, organisation_id: str | None) -> AccountError:
+    return AccountError(
+        f"{person_id!r} has a professional account in {organisation_id!r} already:"
+        " a person is one professional of an organisation"
+    )
 
 
 def _count_failure(table: str, key_column: str) -> str:
@@ -512,13 +522,15 @@ class AccountStore:
         if organisation_id is not None and self.organisation(organisation_id) is None:
             raise AccountError(f"no organisation {organisation_id!r}: add it first")
         account_id = uuid.uuid4().hex
-        taken = AccountError(f"the username {username!r} is taken")
         try:
             self._insert_account(account_id, username, kind, name, person_id, organisation_id, profession, plan_id)
         except Exception as error:
-            if "unique" in str(error).lower() or "duplicate" in str(error).lower():
-                raise taken from None  # two administrators at once
-            raise
+            message = str(error).lower()
+            if "unique" not in message and "duplicate" not in message:
+                raise
+            if "person" in message:  # two administrators at once: the other one's account came first
+                raise _second_professional(person_id or username, organisation_id) from None
+            raise AccountError(f"the username {username!r} is taken") from None
         account = self.account(account_id)
         assert account is not None
         return account
@@ -533,6 +545,8 @@ class AccountStore:
                 return  # this very insert, committed before its connection dropped: tried again
             if holder:
                 raise AccountError(f"the username {username!r} is taken")
+            if kind is AccountKind.PROFESSIONAL and self.professional(person_id or username, organisation_id or ""):
+                raise _second_professional(person_id or username, organisation_id)
             self._db.execute(
                 "INSERT INTO accounts (account_id, username, kind, name, person_id, organisation_id,"
                 " profession, plan_id, created_at) VALUES (%(account_id)s, %(username)s, %(kind)s,"

@@ -257,6 +257,33 @@ def test_organisations_and_accounts_are_checked(accounts: AccountStore) -> None:
     assert client.kind == "client" and client.plan_id == "p-1" and client.organisation_id == ""
 
 
+def test_a_person_has_at_most_one_professional_account_in_an_organisation(
+    store: AccountStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network member is named by person and organisation: a second account of the pair
+    would leave it to chance whose name and access a plan gets."""
+    store.add_organisation("pirha", "Pirha", "wellbeing_services_county")
+    store.add_organisation("kela", "Kela", "kela")
+    first = store.add_account("aino.virtanen", name="Aino Virtanen", organisation_id="pirha", person_id="p-aino")
+
+    with pytest.raises(AccountError, match="'p-aino' has a professional account in 'pirha' already"):
+        store.add_account("aino.v", name="Aino V", organisation_id="pirha", person_id="p-aino")
+
+    assert store.account_by_username("aino.v") is None
+    elsewhere = store.add_account("aino.kela", name="Aino Virtanen", organisation_id="kela", person_id="p-aino")
+    store.add_account("aino.admin", name="Aino Virtanen", kind="admin", organisation_id="pirha", person_id="p-aino")
+    assert store.professional("p-aino", "pirha") == first
+    assert store.professional("p-aino", "kela") == elsewhere
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):  # the table holds the rule too (two admins at once)
+        store._db.execute(
+            "INSERT INTO accounts (account_id, username, kind, name, person_id, organisation_id, created_at)"
+            " VALUES ('a-2', 'aino.w', 'professional', 'Aino W', 'p-aino', 'pirha', 0)"
+        )
+    monkeypatch.setattr(store, "professional", lambda person_id, organisation_id: None)  # another admin's came between
+    with pytest.raises(AccountError, match="'p-aino' has a professional account in 'pirha' already"):
+        store.add_account("aino.x", name="Aino X", organisation_id="pirha", person_id="p-aino")
+
+
 def test_no_password_or_link_token_is_kept_in_plain_text(tmp_path: Path, fake_clock: FakeClock) -> None:  # noqa: F811
     store = AccountStore.open(StoreSettings(data_dir=str(tmp_path)), clock=fake_clock, hasher=FAST_HASHER)
     add_account(store, "aino.virtanen", password="plain text secret one")
