@@ -69,7 +69,11 @@ The insert connection is checked the same way before each insert.
 A plan's events and snapshots are read in binary (``_ReadInBinary``): the library's text
 read has the server hex-encode the state and the client decode it.
 
-Everything else (tables, notification reads, subscriptions, tracking, the process
+The subscription (``ListeningSubscription``, what a projection runner follows) pulls once
+more as soon as its ``LISTEN`` is in place, and ends it before its connection goes back to
+the pool (see the class).
+
+Everything else (tables, notification reads, tracking, the process
 recorder) is the library's. The process recorder keeps the library's pipelined insert:
 it writes tracking in the same transaction, and Polku does not use one.
 
@@ -84,7 +88,7 @@ import re
 import select
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -318,6 +322,9 @@ class OneTripPostgresApplicationRecorder(_CreatedOneAtATime, _ReadInBinary, _lib
         ).format(function=function, id_type=id_type).as_string()
         self.insert_connection = InsertConnection(self.datastore)
 
+    def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> ListeningSubscription:
+        return ListeningSubscription(recorder=self, gt=gt, topics=topics)
+
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         if not stored_events:
@@ -333,6 +340,38 @@ class OneTripPostgresApplicationRecorder(_CreatedOneAtATime, _ReadInBinary, _lib
         with self.insert_connection.cursor() as curs:
             curs.execute(query, params, prepare=True)
             return [notification_id for (notification_id,) in curs.fetchall()]
+
+
+class ListeningSubscription(_lib.PostgresSubscription):
+    """The library's subscription, without its two gaps at the ends of a ``LISTEN``.
+
+    The library starts its first pull and its ``LISTEN`` in two threads at once, so an
+    event committed after the first pull read the table and before the ``LISTEN`` took
+    effect was never notified: the subscription (a read model's follower) stayed one
+    event behind until the next write. Here the thread that listens asks for one more
+    pull once its ``LISTEN`` is in place, as PostgreSQL's documentation of ``LISTEN`` says
+    (listen first, then read the state, then follow the notices).
+
+    The library also gave the connection back to the pool still listening, where it went on
+    collecting every notice of the channel for whoever used it next; here ``UNLISTEN`` ends that.
+    """
+
+    def _listen(self) -> None:
+        try:
+            with self._recorder.datastore.get_connection() as conn:
+                conn.execute(SQL("LISTEN {0}").format(Identifier(self._recorder.channel_name)))
+                try:
+                    self._has_been_notified.set()
+                    while not self._has_been_stopped and not self._thread_error:
+                        for _ in conn.notifies(timeout=0.1, stop_after=1):
+                            self._has_been_notified.set()
+                finally:
+                    with suppress(psycopg.Error):  # a broken connection is dropped by the pool anyway
+                        conn.execute("UNLISTEN *")
+        except BaseException as error:
+            if self._thread_error is None:
+                self._thread_error = error
+            self.stop()
 
 
 _ERRORS: tuple[tuple[type[psycopg.Error], type[persistence.PersistenceError]], ...] = (
