@@ -231,6 +231,12 @@ def account_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Account | None
     return user if isinstance(user, Account) else None
 
 
+def session_id_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The id of the session the request or websocket came with (read on arrival), or None."""
+    loaded = connection.scope.get("state", {}).get(_LOADED)
+    return loaded[0] if loaded else None
+
+
 async def still_signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     """Whether the connection's session is still alive (for long-lived websockets).
 
@@ -238,7 +244,7 @@ async def still_signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> boo
     alive by itself.
     """
     accounts = _accounts_of_app(connection.scope)
-    session_id = connection.scope.get("state", {}).get(_LOADED, (None,))[0]
+    session_id = session_id_of(connection)
     account = account_of(connection)
     if accounts is None or session_id is None or account is None:
         return False

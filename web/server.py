@@ -31,8 +31,13 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from web import log_redaction
 from web.errors import UNAVAILABLE
 from web.gc_policy import GcPolicy
+from web.live.messages import MAX_CLIENT_MESSAGE
 from web.settings import Settings
 from web.wiring import build_app, build_projector_app
+
+WS_MAX_FRAME = 4 * MAX_CLIENT_MESSAGE + 256
+"""Bytes of the largest websocket frame taken in: the longest message the hub accepts, every
+character four bytes of UTF-8, and room to spare."""
 
 __all__ = ("app_factory", "build_server", "project", "serve")
 
@@ -81,6 +86,9 @@ def build_server(
         # permessage-deflate compresses every live update once per socket: 0.2-0.4 ms per
         # 34 KB each, half the server's CPU for a plan on 200 screens (docs/performance.md).
         "ws_per_message_deflate": False,
+        # A browser sends small JSON messages: a frame over this is refused (1009) as it
+        # arrives, not after it is in memory (uvicorn's default: 16 MiB a frame).
+        "ws_max_size": WS_MAX_FRAME,
     }
     options.update(config)
     log_redaction.install()  # the filter outlives uvicorn's logging set-up in its Config

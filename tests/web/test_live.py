@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -49,7 +50,8 @@ from tests.web.identity_fixtures import sign_in as identity_sign_in
 from web import identity
 from web.accounts import AccountStore
 from web.live import LiveConnection, LiveHub, may_view, same_origin
-from web.live.hub import KEPT_VERSIONS, PROFESSIONALS
+from web.live import hub as hubmod
+from web.live.hub import KEPT_VERSIONS, PROFESSIONALS, SESSION_SWEEP_S
 from web.live.messages import VERSION_MARKER_ID, decode_client_message, Editing, Resync
 from web.live.presence import Presence, render_presence
 from web.plan_page import FINLAND, PANEL_IDS, PLAN_PANELS, RECENT_CHANGES, recent_changes, today_in_finland
@@ -1043,10 +1045,8 @@ async def test_a_member_taken_out_of_the_network_is_disconnected(
     assert f'id="member-{member.id}"' not in update
 
 
-async def test_a_signed_out_session_may_not_send_or_receive(
-    live: LiveServer, sockets: list[ClientConnection]
-) -> None:
-    plan_id = live.open_plan()
+async def carla_on(live: LiveServer, plan_id: str) -> tuple[ClientConnection, str]:
+    """Carla's socket on the plan, on a session of its own (returned), once it has joined."""
     session = sign_in(live.base_url, CARLA)
     headers = {"Cookie": f"polku_session={session}; lang=sv"}
     carla = await connect(
@@ -1055,13 +1055,41 @@ async def test_a_signed_out_session_may_not_send_or_receive(
         additional_headers=headers,
         open_timeout=5,
     )
-    sockets.append(carla)
     await joined(carla)
+    return carla, session
+
+
+class EveryoneSignedIn:
+    """A sweep that finds every session alive: only the sign-out itself may close a socket."""
+
+    def live_sessions(self, sessions: Any) -> set[str]:
+        return {session_id for session_id, _account in sessions}
+
+
+async def test_signing_out_closes_the_sessions_sockets_at_once(
+    live: LiveServer, sockets: list[ClientConnection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the sign-out's answer: not a presence nor a note more reaches the signed-out tab."""
+    plan_id = live.open_plan()
+    carla, session = await carla_on(live, plan_id)
+    sockets.append(carla)
+    monkeypatch.setattr(live.app.state.live_hub, "sessions", EveryoneSignedIn())
     with httpx.Client(base_url=live.base_url, cookies={"polku_session": session}) as http:
         token = csrf_token_in(http.get("/").text)
         assert http.post("/signout", data={"_csrf_token": token}).status_code == 303
-    await carla.send('{"type": "editing", "item": "need-1"}')
-    assert await closed_with(carla) == 1008
+    assert await closed_with(carla, timeout=0.5) == 1008  # htmx does not reconnect on 1008
+
+
+async def test_a_session_ended_elsewhere_closes_its_sockets_within_the_sweep(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    """A sign-out through another instance, a new password or a removed account end the
+    session in the store alone: the hub's sweep finds it within SESSION_SWEEP_S."""
+    plan_id = live.open_plan()
+    carla, session = await carla_on(live, plan_id)
+    sockets.append(carla)
+    live.app.state.accounts.session_delete(session)
+    assert await closed_with(carla, timeout=SESSION_SWEEP_S + 2) == 1008
 
 
 async def test_an_oversized_message_closes_the_socket(live: LiveServer, sockets: list[ClientConnection]) -> None:
@@ -1073,9 +1101,44 @@ async def test_an_oversized_message_closes_the_socket(live: LiveServer, sockets:
     assert await closed_with(bert) == 1009
 
 
+async def test_a_frame_too_big_is_refused_by_its_header_not_read_into_memory(
+    live: LiveServer, sockets: list[ClientConnection]
+) -> None:
+    """A frame that says it holds 8 MiB: closed (1009) on its header, while only a few bytes
+    of it have come (read whole, 40 such frames held a gigabyte)."""
+    plan_id = live.open_plan()
+    bert = await live.socket(plan_id, BERT, version=live.version_of(plan_id))
+    sockets.append(bert)
+    await joined(bert)
+    length, mask = 8 * 1024 * 1024, b"\x01\x02\x03\x04"
+    header = bytes([0x81, 0x80 | 127]) + length.to_bytes(8, "big") + mask  # a masked text frame, as browsers send
+    bert.transport.write(header + bytes(b ^ mask[n % 4] for n, b in enumerate(b"x" * 100)))
+    assert await closed_with(bert) == 1009
+
+
+async def test_one_account_holds_at_most_so_many_live_sockets(
+    live: LiveServer, sockets: list[ClientConnection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hubmod, "SOCKETS_PER_ACCOUNT", 3)
+    plan_id = live.open_plan()
+    version = live.version_of(plan_id)
+    tabs = [await live.socket(plan_id, BERT, version=version) for _ in range(4)]
+    sockets += tabs
+    for tab in tabs[:3]:
+        await joined(tab)
+    assert await closed_with(tabs[3]) == 1008
+    other = await live.socket(plan_id, AINO, version=version)  # another account is not counted with Bert's
+    sockets.append(other)
+    await joined(other)
+
+
+A_SOCKET = SimpleNamespace(scope={})
+"""What a connection reads of its socket when made (no session): for tests of its outbox alone."""
+
+
 def test_a_browser_that_falls_behind_is_closed_to_reconnect() -> None:
     async def scenario() -> tuple[int, str] | None:
-        connection = LiveConnection(None, "plan", None, "fi", outbox_size=2)  # type: ignore[arg-type]
+        connection = LiveConnection(A_SOCKET, "plan", None, "fi", outbox_size=2)  # type: ignore[arg-type]
         connection.send("one")
         connection.send("two")
         assert not connection.is_closing
@@ -1182,7 +1245,7 @@ def test_presence_leaves_out_the_viewer_and_escapes_names() -> None:
 
 def test_a_newer_presence_replaces_the_one_waiting_in_the_outbox() -> None:
     async def scenario() -> list[str]:
-        connection = LiveConnection(None, "plan", None, "fi", outbox_size=3)  # type: ignore[arg-type]
+        connection = LiveConnection(A_SOCKET, "plan", None, "fi", outbox_size=3)  # type: ignore[arg-type]
         connection.send("update one")
         for n in range(10):
             connection.send_presence(f"presence {n}")

@@ -1,8 +1,8 @@
 """The live hub's races and database outages, on its own: a plan and panels of a few items,
 no server (``tests/web/test_live.py`` has the hub behind a real server and browsers).
 
-The races hold a render in its worker thread, or a session check on the loop, and do
-meanwhile what a browser or an edit would.
+The races hold a render or a load in its worker thread, and do meanwhile what a browser
+or an edit would.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,17 +106,47 @@ class OpenHub(LiveHub):
 @dataclass
 class Account:
     person_id: str
+    account_id: str = "a-aino"
 
 
 ACCOUNT = Account("aino")
 
 
-def hub_of(views: Views, panels: ItemPanels | None = None) -> OpenHub:
-    return OpenHub(views, engine=None, panels=panels or ItemPanels())  # type: ignore[arg-type]
+@dataclass
+class Socket:
+    """What the hub reads of a socket: the session it came with (``web.identity``'s scope state)."""
+
+    session_id: str
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        return {"state": {"polku.session.loaded": (self.session_id, b"{}")}}
 
 
-def connection(version: int, language: str = "fi") -> LiveConnection:
-    c = LiveConnection(socket=object(), plan_id=PLAN, account=ACCOUNT, language=language, outbox_size=8)  # type: ignore[arg-type]
+class Sessions:
+    """The account store's answer to the hub's sweep: the sessions alive, or what it raises."""
+
+    def __init__(self, *alive: str) -> None:
+        self.alive = set(alive)
+        self.failure: Callable[[], Exception] | None = None
+        self.asked: list[list[tuple[str, str]]] = []
+
+    def live_sessions(self, sessions: Any) -> set[str]:
+        pairs = list(sessions)
+        self.asked.append(pairs)
+        if self.failure is not None:
+            raise self.failure()
+        return {session_id for session_id, account_id in pairs if session_id in self.alive}
+
+
+def hub_of(views: Views, panels: ItemPanels | None = None, sessions: Sessions | None = None) -> OpenHub:
+    return OpenHub(views, engine=None, panels=panels or ItemPanels(), sessions=sessions)  # type: ignore[arg-type]
+
+
+def connection(version: int, language: str = "fi", session_id: str = "s-1") -> LiveConnection:
+    c = LiveConnection(
+        socket=Socket(session_id), plan_id=PLAN, account=ACCOUNT, language=language, outbox_size=8  # type: ignore[arg-type]
+    )
     c.version = version
     return c
 
@@ -195,25 +224,17 @@ async def test_a_browser_ahead_of_the_read_model_does_not_make_every_edit_render
     assert panels.rendered == [(6, ("i-a",))]
 
 
-async def test_a_publish_whose_last_viewer_left_meanwhile_keeps_no_rendition(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The last viewer leaves while a publish waits for the session check: the publish keeps
-    no rendition (nor the whole plan in it) after the viewer's leaving cleared them."""
-    gate, entered = asyncio.Event(), asyncio.Event()
-
-    async def slow_session_check(socket: Any) -> bool:
-        entered.set()
-        await gate.wait()
-        return True
-
-    monkeypatch.setattr(hubmod, "still_signed_in", slow_session_check)
-    hub = hub_of(Views(Plan(5, {"a": "x"})))
+async def test_a_publish_whose_last_viewer_left_meanwhile_keeps_no_rendition(signed_in: None) -> None:
+    """The last viewer leaves while a publish loads and renders in its worker thread: the
+    publish keeps no rendition (nor the whole plan in it) after the viewer's leaving cleared them."""
+    panels = HeldPanels(held_version=5)
+    hub = hub_of(Views(Plan(5, {"a": "x"})), panels)
     viewer = connection(4)
-    viewer.session_checked = time.monotonic() - 3600  # its session check is due
     hub._join(viewer)
     publish = asyncio.create_task(hub._publish(PLAN))
-    await entered.wait()
+    assert await asyncio.to_thread(panels.entered.wait, 5)
     hub._leave(viewer)  # the tab closes meanwhile
-    gate.set()
+    panels.gate.set()
     await publish
     assert hub._renditions == {}
     assert hub._keys == {}
@@ -285,38 +306,69 @@ async def test_a_database_outage_on_a_message_closes_to_reconnect_not_as_refused
     assert viewer._closing == (TRY_AGAIN, "try again in a moment")
 
 
+# ---------------------------------------------------------------------------- sessions
+
+
+async def test_the_sweep_closes_the_sockets_of_ended_sessions_in_one_question() -> None:
+    """A sign-out, a new password or an expiry on any instance: the socket of that session is
+    closed as signed out (1008, after which the browser does not reconnect); the others stay."""
+    sessions = Sessions("s-live")
+    hub = hub_of(Views(Plan(7, {"a": "x"})), sessions=sessions)
+    ended, live = connection(6, session_id="s-ended"), connection(6, session_id="s-live")
+    for c in (ended, live):
+        hub._join(c)
+    await hub.check_sessions()
+    [asked] = sessions.asked
+    assert sorted(asked) == [("s-ended", "a-aino"), ("s-live", "a-aino")]
+    assert ended._closing == (POLICY, "signed out")
+    assert live._closing is None
+    await hub._publish(PLAN)
+    assert sent(ended) == [None]  # the close alone: nothing of the plan
+    [update] = sent(live)
+    assert '<li id="i-a">x</li>' in update
+
+
 @pytest.mark.parametrize("failure", OUTAGES)
-async def test_a_session_check_the_database_cannot_answer_closes_to_reconnect(
-    monkeypatch: pytest.MonkeyPatch, failure: Callable[[], Exception]
-) -> None:
-    """The session check before an update fails: nothing is sent, and the browser is told to
-    try again (1013), not that it was signed out (1008, after which it does not reconnect)."""
-
-    async def outage(socket: Any) -> bool:
-        raise failure()
-
-    monkeypatch.setattr(hubmod, "still_signed_in", outage)
-    views = Views(Plan(7, {"a": "x"}))
-    hub = hub_of(views)
-    viewer = connection(6)
-    viewer.session_checked = time.monotonic() - 3600
+async def test_a_sweep_the_database_cannot_answer_closes_nothing(failure: Callable[[], Exception]) -> None:
+    """Nobody knows whether the session ended: the socket is not told it signed out, and the
+    next sweep asks again."""
+    sessions = Sessions()
+    sessions.failure = failure
+    hub = hub_of(Views(Plan(7, {"a": "x"})), sessions=sessions)
+    viewer = connection(7)
     hub._join(viewer)
-    await hub._publish(PLAN)
-    assert viewer._closing == (TRY_AGAIN, "try again in a moment")
-    assert sent(viewer) == [None]  # the close alone
-
-
-async def test_a_session_that_ended_is_still_closed_as_signed_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def ended(socket: Any) -> bool:
-        return False
-
-    monkeypatch.setattr(hubmod, "still_signed_in", ended)
-    hub = hub_of(Views(Plan(7, {"a": "x"})))
-    viewer = connection(6)
-    viewer.session_checked = time.monotonic() - 3600
-    hub._join(viewer)
-    await hub._publish(PLAN)
+    await hub.check_sessions()
+    assert viewer._closing is None
+    sessions.failure = None
+    await hub.check_sessions()
     assert viewer._closing == (POLICY, "signed out")
+
+
+async def test_a_sign_out_here_closes_that_sessions_sockets_at_once() -> None:
+    hub = hub_of(Views(Plan(7, {"a": "x"})), sessions=Sessions("s-1", "s-2"))
+    first, second = connection(7, session_id="s-1"), connection(7, "sv", session_id="s-1")
+    other = connection(7, session_id="s-2")
+    for c in (first, second, other):
+        hub._join(c)
+    hub.session_ended("s-1")
+    assert first._closing == second._closing == (POLICY, "signed out")
+    assert other._closing is None
+
+
+async def test_the_hub_sweeps_the_sessions_while_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hubmod, "SESSION_SWEEP_S", 0.05)
+    hub = hub_of(Views(Plan(7, {"a": "x"})), sessions=Sessions())
+    viewer = connection(7)
+    hub._join(viewer)
+    await hub.start()
+    try:
+        async with asyncio.timeout(5):
+            while viewer._closing is None:
+                await asyncio.sleep(0.01)
+    finally:
+        await hub.stop(timeout=0.1)
+    assert viewer._closing == (POLICY, "signed out")
+    assert hub._sweeper is None
 
 
 @pytest.mark.parametrize("failure", OUTAGES)

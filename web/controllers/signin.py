@@ -24,7 +24,7 @@ from litestar.types import ControllerRouterHandler
 
 from web.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PasswordRejected, check_new_password
 from web.i18n import N_, language_of
-from web.identity import Account, account_of, begin_session, end_session, landing_page
+from web.identity import Account, account_of, begin_session, end_session, landing_page, session_id_of
 from web.security import safe_redirect_target
 
 __all__ = ("SIGNIN_ROUTE_HANDLERS", "SignInController", "sign_out")
@@ -128,7 +128,12 @@ class SignInController(Controller):
 
 @post("/signout", name="signout", sync_to_thread=False, status_code=HTTP_303_SEE_OTHER)
 def sign_out(request: Request[Any, Any, Any]) -> Redirect:
-    """End the session; back to the sign-in page."""
+    """End the session, and its live sockets on this instance at once; back to the sign-in page.
+    (Another instance's sockets of the session close at its next sweep, ``web.live.hub``.)"""
+    session_id = session_id_of(request)
+    hub = request.app.state.get("live_hub")
+    if session_id and hub is not None:
+        hub.session_ended(session_id)
     end_session(request)
     return Redirect(path="/signin?signed_out=1", status_code=HTTP_303_SEE_OTHER)
 

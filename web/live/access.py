@@ -5,7 +5,8 @@ Three checks, each one function, so that later issues change one place:
 - :func:`same_origin` — the handshake comes from a page of this site (the browser sends
   ``Origin``; websockets are not covered by the CSRF middleware);
 - :func:`signed_in_account` — the session's account (``web.identity.account_of``), or None,
-  and :func:`still_signed_in` — whether that session is still alive (sign-out, expiry);
+  :func:`session_of` — the id of the session the socket came with, and
+  :func:`still_signed_in` — whether that session is still alive (sign-out, expiry);
 - :func:`may_view` — whether that account may see that plan: ``domain.access``'s one table
   (:func:`relation_of` the account to the plan, then ``may(relation, VIEW_PLAN)``), the
   same question every plan page asks. It is asked on the handshake, on every message the
@@ -35,6 +36,7 @@ __all__ = (
     "may_view",
     "relation_of",
     "same_origin",
+    "session_of",
     "signed_in_account",
     "still_signed_in",
     "today_in_finland",
@@ -48,6 +50,7 @@ class Viewer(Protocol):
     """What the live hub needs of an account (``web.identity.Account`` has it)."""
 
     actor: Actor
+    account_id: str
     kind: str
     person_id: str
     organisation_id: str
@@ -59,6 +62,13 @@ def signed_in_account(connection: ASGIConnection[Any, Any, Any, Any]) -> Viewer 
     from web.identity import account_of
 
     return account_of(connection)
+
+
+def session_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The id of the session the socket was opened with, or None."""
+    from web.identity import session_id_of
+
+    return session_id_of(connection)
 
 
 async def still_signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:

@@ -67,7 +67,7 @@ import anyio.to_thread
 
 from web.errors import UNAVAILABLE
 from web.i18n import format_date
-from web.live.access import Viewer, may_view, signed_in_account, still_signed_in
+from web.live.access import Viewer, may_view, session_of, signed_in_account, still_signed_in
 from web.live.messages import (
     MAX_CLIENT_MESSAGE,
     POLICY,
@@ -154,6 +154,14 @@ class Panels(Protocol):
         ...
 
 
+class LiveSessions(Protocol):
+    """Where the hub asks whose sessions still live (``web.accounts.AccountStore``)."""
+
+    def live_sessions(self, sessions: Iterable[tuple[str, str]]) -> set[str]:
+        """Of the (session id, account id) pairs, the session ids alive for that account."""
+        ...
+
+
 class WholePlan:
     """An audience rendered whole: one panel, keyed by the plan version (every update is all of it)."""
 
@@ -175,7 +183,13 @@ SEND_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 5.0
 MESSAGES_PER_WINDOW = 30
 MESSAGE_WINDOW_S = 10.0
-SESSION_CHECK_S = 60.0
+SOCKETS_PER_ACCOUNT = 250
+"""Live sockets one account may hold on an instance: more are closed (1008) on opening, so
+that one account cannot hold the server's memory with sockets (~60 kB each). A network
+meeting may show a plan on 200 screens signed in as a few of its members."""
+SESSION_SWEEP_S = 2.0
+"""How often the sessions of every open socket are asked about (one query): a sign-out,
+a new password or an expiry on any instance closes the sockets of that session within this."""
 PRESENCE_INTERVAL_S = 0.5
 """A plan's presence is sent at most this often (the latest list)."""
 KEPT_VERSIONS = 16
@@ -299,7 +313,7 @@ class LiveConnection:
         self.version = 0
         """The plan version this browser shows (what it said on connecting, then what it was sent)."""
         self.editing: str | None = None
-        self.session_checked = time.monotonic()
+        self.session_id = session_of(socket)
         self.finished = asyncio.Event()
         self._outbox: asyncio.Queue[str | object | None] = asyncio.Queue(maxsize=outbox_size)
         self._presence: str | None = None
@@ -435,9 +449,12 @@ class LiveHub:
         *,
         panels: Panels | None = None,
         outbox_size: int = OUTBOX_SIZE,
+        sessions: LiveSessions | None = None,
     ) -> None:
         self.views = views
         self.engine = engine
+        self.sessions = sessions
+        """Asked every :data:`SESSION_SWEEP_S` which sockets' sessions still live (None: not asked)."""
         self.panels: Panels = panels or plan_panels()
         """The professionals' panels, read at every render: a test may wrap them to count renders."""
         self.audiences: dict[str, Audience] = {}
@@ -457,6 +474,7 @@ class LiveHub:
         """The panel keys of the latest versions seen, by (plan, audience)."""
         self._presence_due: dict[str, asyncio.TimerHandle] = {}
         self._presence_sent: dict[str, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -469,6 +487,8 @@ class LiveHub:
             self._listening = True
         if self._warm_up is None:
             self._warm_up = asyncio.create_task(anyio.to_thread.run_sync(self._prepare), name="live-warm-up")
+        if self.sessions is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_sessions(), name="live-session-sweep")
 
     async def warmed_up(self) -> None:
         """Wait until the templates are compiled (started in the background by :meth:`start`)."""
@@ -493,6 +513,10 @@ class LiveHub:
     async def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
         """Close every socket with 1012 (htmx reconnects) and wait for them to finish."""
         self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         connections = self.connections()
         for connection in connections:
             connection.close(RESTART, "server restarting")
@@ -512,6 +536,9 @@ class LiveHub:
         if self._warm_up is not None and not self._warm_up.done():
             await asyncio.wait({self._warm_up}, timeout=timeout)  # a worker thread: not cancellable
         self._loop = None
+
+    def _sockets_of(self, account: Viewer) -> list[LiveConnection]:
+        return [c for c in self.connections() if c.account.account_id == account.account_id and not c.is_closing]
 
     def connections(self, plan_id: str | None = None) -> list[LiveConnection]:
         if plan_id is not None:
@@ -569,10 +596,13 @@ class LiveHub:
         connection = LiveConnection(socket, plan_id, account, language, self.outbox_size, audience)
         if known_version is not None:
             connection.version = known_version
+        too_many = len(self._sockets_of(account)) >= SOCKETS_PER_ACCOUNT
         self._join(connection)  # before reading the plan: no event can fall between the two
         try:
             if not self.accepting:
                 connection.close(RESTART, "server restarting")
+            elif too_many:
+                connection.close(POLICY, "too many live connections")
             else:
                 await self._catch_up(connection)
             await connection.run(self._received)
@@ -628,7 +658,6 @@ class LiveHub:
             return
         assert plan is not None
         connection.account = account
-        connection.session_checked = time.monotonic()
         if isinstance(message, Editing):
             if connection.audience == PROFESSIONALS and message.item != connection.editing:
                 connection.editing = message.item
@@ -772,7 +801,6 @@ class LiveHub:
                 connection.close(POLICY, "not allowed")
         if plan is None or not allowed:
             return
-        allowed = await self._signed_in(allowed)
         renditions: dict[tuple[str, str], Rendition] = {}
         for connection in allowed:
             if connection.version >= plan.version or connection.is_closing or not self._joined(connection):
@@ -870,28 +898,40 @@ class LiveHub:
                     _rendered, panels, self.engine, rendition.plan, rendition.language, missing, rendition.kept
                 ))
 
-    async def _signed_in(self, connections: list[LiveConnection]) -> list[LiveConnection]:
-        """Those whose session is still alive (asked at most every SESSION_CHECK_S); closes the others."""
-        now = time.monotonic()
-        due = [c for c in connections if now - c.session_checked > SESSION_CHECK_S]
-        if not due:
-            return connections
-        answers = await asyncio.gather(*(still_signed_in(c.socket) for c in due), return_exceptions=True)
-        ended = set()
-        for connection, answer in zip(due, answers, strict=True):
-            connection.session_checked = now
-            if answer is True:
-                continue
-            ended.add(connection)
-            if isinstance(answer, UNAVAILABLE):
-                _unavailable(connection, answer)
-            elif isinstance(answer, BaseException):
-                logger.error("could not check the session of a live socket of plan %s", connection.plan_id,
-                             exc_info=answer)
-                connection.close(INTERNAL_ERROR, "internal error")
-            else:
+    # ------------------------------------------------------------------ sessions
+
+    def session_ended(self, session_id: str) -> None:
+        """A session ended on this instance (a sign-out): close its sockets now, before anything more is sent."""
+        for connection in self.connections():
+            if connection.session_id == session_id:
                 connection.close(POLICY, "signed out")
-        return [c for c in connections if c not in ended]
+
+    async def check_sessions(self) -> None:
+        """Close the sockets whose session has ended (on any instance), asking the store once.
+
+        A store that cannot answer closes nothing (the next sweep asks again); a socket is
+        not told it signed out when nobody knows.
+        """
+        open_ = [c for c in self.connections() if not c.is_closing]
+        if self.sessions is None or not open_:
+            return
+        pairs = [(c.session_id or "", c.account.account_id) for c in open_]
+        try:
+            alive = await anyio.to_thread.run_sync(self.sessions.live_sessions, pairs)
+        except UNAVAILABLE as error:
+            logger.warning("could not check the sessions of the live sockets: %s", error)
+            return
+        for connection in open_:
+            if connection.session_id not in alive:
+                connection.close(POLICY, "signed out")
+
+    async def _sweep_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(SESSION_SWEEP_S)
+            try:
+                await self.check_sessions()
+            except Exception:
+                logger.exception("could not check the sessions of the live sockets")
 
     async def _rendition(
         self, plan_id: str, language: str, plan: ClientPlan, audience: str = PROFESSIONALS

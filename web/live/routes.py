@@ -70,7 +70,7 @@ async def plan_live(socket: WebSocket, plan_id: FromPath[str]) -> None:
 @asynccontextmanager
 async def live_hub_lifespan(app: Litestar) -> AsyncIterator[LiveHub]:
     """Start the hub with the app (``app.state.live_hub``) and drain its sockets on shutdown."""
-    hub = LiveHub(app.state.views, app.template_engine)
+    hub = LiveHub(app.state.views, app.template_engine, sessions=app.state.get("accounts"))
     await hub.start()
     app.state.live_hub = hub
     try:
