@@ -198,6 +198,19 @@ def test_sessions_expire_when_idle_unless_renewed_and_at_the_absolute_limit(
     assert store.session_get("b" * 43, 1800) is None
 
 
+def test_the_live_sockets_sessions_are_asked_about_at_once(store: AccountStore, fake_clock: FakeClock) -> None:  # noqa: F811
+    """The live hub's sweep: alive, for the account the socket was opened by, not expired."""
+    store.session_set("alive", b"{}", expires_in=1800, account_id="a-1")
+    store.session_set("idle", b"{}", expires_in=60, account_id="a-1")
+    store.session_set("someone-elses", b"{}", expires_in=1800, account_id="a-2")
+    many = [(f"unknown-{n}", "a-1") for n in range(1200)]  # more than one query asks about
+    fake_clock.advance(61)
+    asked = [("alive", "a-1"), ("idle", "a-1"), ("someone-elses", "a-1"), ("signed-out", "a-1"), *many]
+    assert store.live_sessions(asked) == {"alive"}
+    assert store.session_get("alive", None) is not None  # asking renews nothing
+    assert store.live_sessions([]) == set()
+
+
 def test_session_ids_are_stored_hashed(tmp_path: Path, fake_clock: FakeClock) -> None:  # noqa: F811
     store = AccountStore.open(StoreSettings(data_dir=str(tmp_path)), clock=fake_clock, hasher=FAST_HASHER)
     session_id = "the-session-id-" + "x" * 30
