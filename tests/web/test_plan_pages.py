@@ -711,10 +711,17 @@ def test_every_form_of_the_demo_opens(plan_site: PlanSite, aino: httpx.Client) -
         f"handovers/{plan.pending_handover.id}/accept", f"handovers/{plan.pending_handover.id}/decline",
         f"handovers/{plan.pending_handover.id}/withdraw",
     ]
+    focused = {}
     for path in paths:
         form = work.open(path)
         assert 'method="post"' in form.html and 'name="command_id"' in form.html, path
+        focused[path] = re.findall(r"<(?:input|textarea|select)[^>]*\bautofocus\b[^>]*>", form.html)
+        assert len(focused[path]) <= 1, path
         assert aino.get(f"/plans/{plan_site.plans['eeva']}/{path}").status_code == 200  # and without JavaScript
+    # A form whose first field is a choice opens with the focus on it (the chosen one), not on the page.
+    for path in (f"steps/{step.id}/progress", f"goals/{next(iter(plan.goals))}/settle"):
+        [field] = focused[path]
+        assert 'type="radio"' in field and 'name="status"' in field, field
     assert aino.get(f"/plans/{plan_site.plans['eeva']}/needs/new/nonsense").status_code == 404
     assert aino.get(f"/plans/{plan_site.plans['eeva']}/spaceships/new/add").status_code == 404
 
