@@ -9,6 +9,7 @@ The server-rendered HTML is read with httpx; the behaviour in a real headless Ch
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -378,6 +379,31 @@ def test_the_clients_cancel_and_escape_give_the_focus_back_too(plan_site: PlanSi
     wait_for_focus(page, f"#{consent} form[data-edit-form] *")
     page.keyboard.press("Escape")
     wait_for_focus(page, f"#{consent} {withdraw}")
+    assert page.problems == []
+
+
+@pytest.mark.browser
+def test_the_focus_finds_the_new_comment_when_the_live_echo_comes_before_the_answer(
+    plan_site: PlanSite, pages: Any  # noqa: F811
+) -> None:
+    """The live update of the client's own comment replaces the notes, form and all, before
+    the form's answer comes (held back here): the focus goes to the new comment, not the page."""
+    own = open_own_plan(plan_site)
+    page = pages(own.username)
+    page.goto("/my-plan")
+    page.wait_for_load_state("networkidle")
+
+    def answer_late(route: Any) -> None:
+        answer = route.fetch()
+        time.sleep(1.5)  # the browser takes the live update meanwhile
+        route.fulfill(response=answer)
+
+    page.route("**/my-plan/comments", answer_late)
+    page.fill("#comment-new-text", "Kiitos, tämä sopii minulle.")
+    page.locator("#comment-new button[type=submit]").focus()
+    page.keyboard.press("Enter")
+    wait_for_focus(page, "#my-notes li.my-note--mine")
+    assert page.evaluate("() => document.activeElement.innerText").count("Kiitos, tämä sopii minulle.") == 1
     assert page.problems == []
 
 

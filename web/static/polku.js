@@ -133,6 +133,31 @@
     }
   });
 
+  // The live echo of one's own edit can replace the form's section before the form's answer
+  // comes: htmx then answers into the detached form, and its events never reach the document.
+  // The answer still names what should have the focus (data-focus): find that in the page.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.detail.elt;
+    if (!form || !form.matches || !form.matches("form")) {
+      return;
+    }
+    form.addEventListener("htmx:afterRequest", function (done) {
+      var xhr = done.detail && done.detail.xhr;
+      if (document.contains(form) || !xhr || !focusLost()) {
+        return;
+      }
+      var answer = new DOMParser().parseFromString(xhr.responseText || "", "text/html");
+      var wanted = answer.querySelector("[data-focus][id]");
+      var element = wanted && document.getElementById(wanted.id);
+      if (element) {
+        if (!element.hasAttribute("tabindex")) {
+          element.setAttribute("tabindex", "-1");
+        }
+        element.focus();
+      }
+    }, { once: true });
+  });
+
   // Escape closes an open item form, as its Cancel link does.
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Escape" || event.defaultPrevented || !event.target.closest) {
