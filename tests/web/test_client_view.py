@@ -337,6 +337,7 @@ def test_an_empty_comment_is_refused_next_to_its_field_and_records_nothing(site:
         assert site.event_count() == before
         error = Page(response).error_of("comment-new", "text")
         assert error and error != "text must not be empty."
+        assert '<div id="messages" hx-swap-oob="innerHTML"></div>' in response.text  # an earlier "sent" goes
 
 
 def test_a_comment_the_event_store_cannot_take_is_a_503_and_records_nothing(

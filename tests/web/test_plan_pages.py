@@ -204,6 +204,7 @@ def test_an_invalid_need_is_shown_next_to_its_field_in_finnish_and_records_nothi
     assert fragment.error_of("need-new", field) == message
     assert fragment.html.lstrip().startswith('<div id="need-new"')
     assert "Tähtimerkki" in fragment.html or field == "description"  # the draft is kept
+    assert '<div id="messages" hx-swap-oob="innerHTML"></div>' in fragment.html  # no "Saved" of before beside it
     assert plan_site.event_count() == events
 
 

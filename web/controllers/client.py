@@ -198,7 +198,7 @@ async def _sections(
     if status_code < 400:
         oob = dict(context, oob=True, focus="", forms={})
         parts += [engine.render(FRAGMENT_TEMPLATES[i], **oob) for i in FRAGMENT_IDS if i != main]
-        parts.append(engine.render("client/_status.html", **dict(context, message=message)))
+    parts.append(engine.render("client/_status.html", **dict(context, message=message)))  # a refusal clears it
     return Response("\n".join(parts), media_type=MediaType.HTML, status_code=status_code,
                     headers={"HX-Retarget": f"#{main}", "HX-Reswap": "outerHTML"})
 

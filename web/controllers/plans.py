@@ -793,12 +793,15 @@ def _fragment(
     state: FormState | None,
     *,
     status_code: int = 200,
+    after: str = "",
 ) -> Response[str]:
+    """The item (or its add block) with ``state``'s form open, or shown; ``after`` out-of-band parts."""
     context = _context(request, access, editing={dom_id: state} if state else None, with_timeline=False)
     context.update(item=item, state=state)
     template = _item_template(kind, item is None and kind.segment != "client")
-    return _html(request, template, context, status_code,
-                 headers={"HX-Retarget": f"#{dom_id}", "HX-Reswap": "outerHTML"})
+    content = request.app.template_engine.render(template, **context)
+    return Response(f"{content}\n{after}" if after else content, media_type=MediaType.HTML, status_code=status_code,
+                    headers={"HX-Retarget": f"#{dom_id}", "HX-Reswap": "outerHTML"})
 
 
 def _refused(
@@ -811,7 +814,9 @@ def _refused(
     status_code: int,
 ) -> Response[str]:
     if is_htmx_request(request):
-        return _fragment(request, access, kind, item, dom_id, state, status_code=status_code)
+        # An earlier save's "Saved: ..." must not stand beside this refusal in the status region.
+        cleared = request.app.template_engine.render("plans/_status.html", message="")
+        return _fragment(request, access, kind, item, dom_id, state, status_code=status_code, after=cleared)
     return _page(request, access, editing={dom_id: state}, status_code=status_code)
 
 
