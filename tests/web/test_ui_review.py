@@ -146,7 +146,8 @@ def test_the_caseload_tables_are_named_by_their_headings_not_a_repeated_caption(
     with signed_in(plan_site, "aino.virtanen") as client:
         html = client.get("/caseload").text
     assert "<caption" not in html
-    assert html.count("Suunnitelmat, joissa olen mukana") == 1  # the heading alone says it
+    assert html.count(">Suunnitelmat, joissa olen mukana<") == 1  # the heading alone says it
+    assert 'aria-label="Taulukko: Suunnitelmat, joissa olen mukana"' in html  # its scrolling frame, named apart
     assert '<table class="data-table caseload-table" aria-labelledby="mine-title">' in html
     assert '<table class="data-table caseload-table" aria-labelledby="organisation-title">' in html
 
@@ -155,8 +156,14 @@ def test_scrolling_frames_take_the_focus_and_have_names(plan_site: PlanSite) -> 
     html = plan_page(plan_site, "aino.virtanen", "matti")
     frames = re.findall(r'<div class="(?:timeline-frame|table-scroll)"[^>]*>', html)
     assert len(frames) >= 3  # the picture, its table, the measures
+    names = []
     for frame in frames:
-        assert 'tabindex="0"' in frame and 'role="region"' in frame and "aria-labelledby=" in frame, frame
+        assert 'tabindex="0"' in frame and 'role="region"' in frame, frame
+        names.append(re.search(r'aria-label(?:ledby)?="([^"]+)"', frame).group(1))  # type: ignore[union-attr]
+    # Named apart from the sections that hold them: a landmark list shows each once (axe landmark-unique).
+    sections = re.findall(r'<section [^>]*aria-labelledby="([^"]+)"', html)
+    assert len(set(names)) == len(names) and not set(names) & set(sections), (names, sections)
+    assert 'aria-label="Aikajana kuvana"' in html
     assert 'aria-describedby="panel-timeline-hint"' in html and 'id="panel-timeline-hint"' in html
 
 
