@@ -48,6 +48,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from domain.errors import StoreUnavailable
+from domain.inputs import has_forbidden_character
 from domain.storage import check_schema
 from web.identity import Account
 
@@ -512,6 +513,8 @@ class AccountStore:
         name = name.strip()
         if not name:
             raise AccountError("the account needs the person's name")
+        if has_forbidden_character(name) or has_forbidden_character(profession):
+            raise AccountError("a name or profession may not hold control or invisible characters")
         if kind is AccountKind.CLIENT:
             if not plan_id:
                 raise AccountError("a client account needs the id of the client's plan")
@@ -892,6 +895,8 @@ def _organisation(organisation_id: str, name: str, type: OrganisationType | str)
         )
     if not name.strip():
         raise AccountError("the organisation needs a name")
+    if has_forbidden_character(name):
+        raise AccountError("an organisation's name may not hold control or invisible characters")
     try:
         kind = OrganisationType(type)
     except ValueError:

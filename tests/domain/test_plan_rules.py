@@ -468,9 +468,23 @@ def test_a_financial_side_longer_than_a_long_text_is_refused(plan: ClientPlan, a
         record_need(plan, anna, financial="€" * (LONG_TEXT + 1))
 
 
-def test_a_text_with_a_nul_character_is_refused(plan: ClientPlan, anna: Actor) -> None:
+@pytest.mark.parametrize(
+    "character",
+    ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\u202e", "\u202a", "\u2067", "\u200b", "\u2060", "\ufeff", "\ud800"],
+)
+def test_a_text_with_a_control_or_invisible_character_is_refused(
+    plan: ClientPlan, anna: Actor, character: str
+) -> None:
+    """Control characters, and those that make a text show other than it reads
+    ("Matti \u202eikkremisE" shows as "Matti Esimerkki")."""
     with refused(plan, InvalidValue, "forbidden character", field="description"):
-        record_need(plan, anna, description="Back\x00pain")
+        record_need(plan, anna, description=f"Back{character}pain")
+
+
+def test_tabs_line_breaks_joiners_and_direction_marks_are_text(plan: ClientPlan, anna: Actor) -> None:
+    text = "Kipu\tselässä\nperhe 👨\u200d👩\u200d👧 \u200fשלום\u200e ja \u200cmuuta"
+    need_id = record_need(plan, anna, description=text)
+    assert plan.needs[need_id].description == text
 
 
 def test_the_financial_side_of_a_need_is_optional(plan: ClientPlan, anna: Actor) -> None:

@@ -54,6 +54,7 @@ from psycopg import sql
 
 from domain.application import Outcome, PlanService
 from domain.errors import DomainError, InvalidValue, PlanErased
+from domain.inputs import has_forbidden_character
 from domain.plan import ClientPlan, PlanRecord
 from domain.storage import StoreSettings
 from domain.values import (
@@ -228,11 +229,11 @@ revisions = mostly(st.just("current"), "stale", "future")
 
 
 def _blank(text: str) -> bool:
-    return not text.strip() or "\x00" in text
+    return not text.strip() or _bad_optional(text)
 
 
 def _bad_optional(text: str) -> bool:
-    return "\x00" in text
+    return has_forbidden_character(text.strip())  # the ends are stripped first (Python's whitespace)
 
 
 class PlanEditing(RuleBasedStateMachine):
