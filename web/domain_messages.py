@@ -43,6 +43,7 @@ ERROR_TEMPLATES = (
     N_("Only a closed plan can be erased."),
     N_("%(field)s: choose one."),
     N_("No one in %(organisation)s has the user id %(person_id)s."),
+    N_("No organisation has the id %(organisation_id)s."),
     N_("%(field)s: choose one of %(allowed)s."),
     N_("%(field)s must be a date (YYYY-MM-DD)."),
     N_("%(field)s must not be empty."),

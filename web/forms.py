@@ -203,10 +203,11 @@ class GoalSettlementForm(EditForm, kw_only=True):
 
 
 class ConsentForm(Form, kw_only=True):
+    """A consent a professional records for the client (the organisation's name comes from its register)."""
+
     organisation_id: str = ""
-    organisation_name: str = ""
     valid_from: str = ""
-    checks = {"organisation_id": as_identifier, "organisation_name": _written, "valid_from": as_date}
+    checks = {"organisation_id": as_identifier, "valid_from": as_date}
 
 
 class WithdrawConsentForm(EditForm, kw_only=True):

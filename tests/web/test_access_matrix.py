@@ -434,7 +434,7 @@ def _valid_body(plan: ClientPlan, items: dict[str, str], kind: str, form: str) -
         ("members", "edit"): {"profession": "valmentaja", "contact": "", "part": ""},
         ("members", "remove"): {},
         ("members", "counterpart"): {},
-        ("consents", "add"): {"organisation_id": "vire-ry", "organisation_name": "Vire ry", "valid_from": today.isoformat()},
+        ("consents", "add"): {"organisation_id": "vire-ry", "valid_from": today.isoformat()},
         ("consents", "withdraw"): {},
         ("handovers", "propose"): {"note": "Siirto"},
         ("handovers", "accept"): {"note": ""},

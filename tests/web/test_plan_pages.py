@@ -640,8 +640,11 @@ def test_a_whole_plan_can_be_worked_through_on_the_page(plan_site: PlanSite, ain
     work.save("client/details/edit", client_name="Venla Työnhakija-Esimerkki", segment="employed", language="sv",
               referring_party="health_centre")
     assert work.plan.client.name == "Venla Työnhakija-Esimerkki"
-    work.save("consents/new/add", organisation_id=kela.organisation_id, organisation_name=kela.organisation_name,
-              valid_from="2026-01-01")
+    refused = work.save("consents/new/add", expect=422, organisation_id="ei-ole", valid_from="2026-01-01")
+    assert "Ei ole organisaatiota, jonka tunnus on ei-ole." in refused.html
+    saved = work.save("consents/new/add", organisation_id=kela.organisation_id, organisation_name="Väärä Kela",
+                      valid_from="2026-01-01")
+    assert kela.organisation_name in saved.html and "Väärä Kela" not in saved.html  # the register's name, not a typed one
     before = work.plan.version
     for person_id, organisation_id in (("olli.olematon", kela.organisation_id),  # no such account
                                        (plan_site.actor("aino").person_id, kela.organisation_id)):  # not in Kela

@@ -333,6 +333,16 @@ def _member_from_account(accounts: AccountStore, plan: ClientPlan, form: f.Membe
     return {"name": account.name}
 
 
+def _consent_organisation(accounts: AccountStore, plan: ClientPlan, form: f.ConsentForm) -> dict[str, Any]:
+    """A consent is for an organisation of the register, under its registered name: a typed
+    name could show the client and the network a made-up "Kela" for any id."""
+    organisation = accounts.organisation(form.organisation_id)
+    if organisation is None:
+        raise InvalidValue("organisation_id", "No organisation has the id %(organisation_id)s.",
+                           organisation_id=form.organisation_id)
+    return {"organisation_name": organisation.name}
+
+
 def _counterpart_fields(plan: ClientPlan, form: f.CounterpartForm, item_id: str) -> dict[str, Any]:
     return {"member_id": item_id, "seen_revision": form.seen_revision}
 
@@ -373,7 +383,7 @@ ACTIONS = {
                revision=lambda plan, m: m.revision),
         Action("members", "counterpart", f.CounterpartForm, "name_counterpart", target="panel",
                command_fields=_counterpart_fields, revision=lambda plan, m: plan.responsibility.revision),
-        Action("consents", "add", f.ConsentForm, "give_consent", target="panel",
+        Action("consents", "add", f.ConsentForm, "give_consent", target="panel", from_accounts=_consent_organisation,
                prefill=lambda plan, item: {"valid_from": today_in_finland().isoformat()}),
         Action("consents", "withdraw", f.WithdrawConsentForm, "withdraw_consent", target="panel",
                id_field="consent_id", revision=lambda plan, c: c.revision),
