@@ -177,7 +177,8 @@ def test_a_read_that_cannot_be_recorded_is_refused_with_503_and_nothing_of_the_p
             page = aino.get(f"/plans/{plan_id}")
             history = aino.get(f"/plans/{plan_id}/history?at=1")
             fragment = aino.get(f"/plans/{plan_id}", headers={"hx-request": "true"})
-        for response in (page, history, fragment):
+            contact = aino.get(f"/plans/{plan_id}/contact", headers={"hx-request": "true"})
+        for response in (page, history, fragment, contact):
             assert response.status_code == 503, response.text[:300]
             assert name not in response.text
             assert name.split()[-1] not in response.text
@@ -206,17 +207,23 @@ def test_a_history_read_records_the_version_or_moment_read(site: Site) -> None:
     assert later.seq == entry.seq + 1
 
 
-def test_the_whole_page_with_a_form_open_is_a_page_read_but_a_fragment_is_not(site: Site) -> None:
+def test_a_fragment_of_the_plan_is_a_read_as_the_whole_page_is(site: Site) -> None:
+    """A member could otherwise read the client's contact details, or the plan item by item,
+    without ever opening the page, and the client's list of who has read their plan would
+    not name them (security review)."""
     plan_id = site.plans["matti"]
+    need_id = next(iter(site.app.state.views.plan(plan_id).needs))
     with signed_in(site, "aino.virtanen") as aino:
         before = last_seq(site)
         whole = aino.get(f"/plans/{plan_id}/needs/new/add")
         assert whole.status_code == 200
         assert last_seq(site) == before + 1
         assert site.entries("matti", 1)[0].what == "page"
-        fragment = aino.get(f"/plans/{plan_id}/needs/new/add", headers={"hx-request": "true"})
-        assert fragment.status_code == 200
-        assert last_seq(site) == before + 1  # part of a page already recorded
+        for path in ("needs/new/add", "contact", f"needs/{need_id}", f"needs/{need_id}/edit"):
+            fragment = aino.get(f"/plans/{plan_id}/{path}", headers={"hx-request": "true"})
+            assert fragment.status_code == 200, path
+        assert last_seq(site) == before + 5
+        assert {(e.what, e.person_id) for e in site.entries("matti", 4)} == {("page", AINO.person_id)}
 
 
 def test_a_refused_reader_is_not_recorded(site: Site) -> None:

@@ -491,6 +491,7 @@ class PlanController(Controller):
         access = await plan_access(request, views, plan_id)
         if not is_htmx_request(request):
             return Redirect(f"/plans/{access.plan.id}#client-details", status_code=HTTP_303_SEE_OTHER)
+        await record_plan_read(request, str(access.plan.id), "page", version=access.plan.version)
         return _html(request, "plans/_contact.html", _context(request, access))
 
     @get("/{plan_id:str}/{kind:str}/{item_id:str}", name="plan:item")
@@ -510,6 +511,7 @@ class PlanController(Controller):
         dom_id = _dom_id(item_kind, item_id)
         if not is_htmx_request(request):
             return Redirect(f"/plans/{plan.id}#{dom_id}", status_code=HTTP_303_SEE_OTHER)
+        await record_plan_read(request, str(plan.id), "page", version=plan.version)
         return await _off_loop(_fragment, request, access, item_kind, item, dom_id, None)
 
     @get("/{plan_id:str}/{kind:str}/{item_id:str}/{form:str}", name="plan:form")
@@ -535,9 +537,10 @@ class PlanController(Controller):
             seen_revision=action.revision(plan, item) if action.revision else None,
         )
         dom_id = _dom_id(item_kind, item_id)
+        # A fragment is a read too: a member could read the plan item by item and never open the page.
+        await record_plan_read(request, str(plan.id), "page", version=plan.version)
         if is_htmx_request(request):
             return await _off_loop(_fragment, request, access, item_kind, item, dom_id, state)
-        await record_plan_read(request, str(plan.id), "page", version=plan.version)  # the whole page
         return await _off_loop(_page, request, access, editing={dom_id: state})
 
     @post("/{plan_id:str}/{kind:str}/{item_id:str}/{form:str}", name="plan:submit", status_code=200)
