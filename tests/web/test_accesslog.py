@@ -36,6 +36,7 @@ from tests.web.identity_fixtures import FAST_HASHER, add_account, sign_in
 from web import cli
 from web.accesslog import ACCESSLOG_FILENAME, AccessEntry, AccessLog, AccessLogUnavailable, accesslog_schema
 from web.accounts import AccountStore
+from web.controllers.client import _access_log as client_access_lines
 from web.settings import Settings
 from web.wiring import build_app, store_settings_for
 
@@ -224,6 +225,11 @@ def test_a_fragment_of_the_plan_is_a_read_as_the_whole_page_is(site: Site) -> No
             assert fragment.status_code == 200, path
         assert last_seq(site) == before + 5
         assert {(e.what, e.person_id) for e in site.entries("matti", 4)} == {("page", AINO.person_id)}
+        assert aino.get(f"/plans/{plan_id}/history", params={"at": "1"}).status_code == 200
+    # The client sees the visit as one line (its first read), and the history read beside it.
+    lines = client_access_lines(site.app.state, plan_id)
+    assert [(line.who, line.what) for line in lines[:2]] == [(AINO.name, "history"), (AINO.name, "page")]
+    assert [(line.who, line.what) for line in lines].count((AINO.name, "page")) == 1  # her reads of this module: seconds apart
 
 
 def test_a_refused_reader_is_not_recorded(site: Site) -> None:

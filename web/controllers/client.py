@@ -136,8 +136,9 @@ def _organisations(state: Any) -> list[tuple[str, str]]:
 def _access_log(state: Any, plan_id: str) -> list[AccessLine]:
     """The latest reads of the plan, newest first, one line per visit.
 
-    A plan page read over HTTP is followed by its live socket's first load, logged as a
-    read of its own; the client sees the two as one visit.
+    A plan page read over HTTP is followed by its live socket's first load, and while a
+    professional works on the plan each form and fragment they open is logged as a read of
+    its own; the client sees each visit as one line, its first read.
     """
     log: AccessLog = state.access_log
     entries = log.entries_for_plan(plan_id, ACCESS_LOG_LIMIT)
@@ -149,10 +150,12 @@ def _access_log(state: Any, plan_id: str) -> list[AccessLine]:
 
 
 def _same_visit_as_a_page_read(entry: LoggedEntry, entries: list[LoggedEntry]) -> bool:
-    if entry.via != "websocket":
+    """Whether ``entry`` reads the page within ``SAME_VISIT`` of an earlier page read by the
+    same person (a history read stays a line of its own)."""
+    if entry.what != "page":
         return False
     return any(
-        other.via == "http"
+        other.seq < entry.seq
         and other.what == "page"
         and other.person_id == entry.person_id
         and timedelta(0) <= entry.at - other.at <= SAME_VISIT
