@@ -169,8 +169,9 @@ def _text_width(text: str, font: float = FONT) -> float:
 
 
 def format_day(day: date, locale: str) -> str:
-    """A full date in the reader's format: 23.11.2026 in Finnish."""
-    return format_date(day, format="medium", locale=locale)
+    """A full date in the reader's format: 23.11.2026 in Finnish, and in Swedish as written
+    in Finland (CLDR's Swedish ``medium`` is "23 nov. 2026")."""
+    return format_date(day, format="d.M.y" if locale.startswith("sv") else "medium", locale=locale)
 
 
 def _day_range(start: date, end: date, locale: str) -> str:

@@ -34,7 +34,7 @@ from domain.plan import ClientPlan
 from domain.values import ClientStance, GoalStatus, HandoverStatus, NoteVisibility, StepStatus
 from timeline import layout, render_svg, render_table
 from web.domain_messages import VOCABULARIES
-from web.i18n import LANGUAGES, LANGUAGE_COOKIE, N_, format_date, translations
+from web.i18n import LANGUAGES, LANGUAGE_COOKIE, N_, format_date, format_moment, translations
 from web.plan_page import FINLAND, FormState, build_timeline_input, today_in_finland
 
 __all__ = (
@@ -483,9 +483,7 @@ class ClientView:
         return f"{self.day(start)} – {self.day(end)}"
 
     def moment(self, value: datetime) -> str:
-        local = value.astimezone(FINLAND)
-        separator = "." if self.lang == "fi" else ":"
-        return f"{format_date(local.date(), self.lang)} {local:%H}{separator}{local:%M}"
+        return format_moment(value, self.lang)
 
 
 # -------------------------------------------------------------------------- the context

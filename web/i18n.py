@@ -22,6 +22,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
+from zoneinfo import ZoneInfo
 
 from babel.dates import format_date as _babel_format_date
 from babel.messages.mofile import write_mo
@@ -40,6 +41,7 @@ __all__ = (
     "N_",
     "ensure_compiled",
     "format_date",
+    "format_moment",
     "language_from_accept_language",
     "language_of",
     "translations",
@@ -58,6 +60,9 @@ LOCALE_DIR: Final = Path(__file__).resolve().parent / "locale"
 # CLDR locales for formatting: the Finnish variants of each language
 # (Swedish and English as written in Finland).
 _FORMAT_LOCALES: Final = {"fi": "fi_FI", "sv": "sv_FI", "en": "en_FI"}
+_MEDIUM: Final = {"sv": "short"}
+"""The format of an ordinary date where CLDR's ``medium`` is not how it is written in Finland."""
+_FINLAND: Final = ZoneInfo("Europe/Helsinki")
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +134,28 @@ def language_from_accept_language(header: str) -> str:
 
 
 def format_date(value: dt.date, language: str, format: str = "medium") -> str:  # noqa: A002
-    """A date as written in ``language`` in Finland: ``23.11.2026`` in Finnish.
+    """A date as written in ``language`` in Finland: ``23.11.2026`` in Finnish and in Swedish.
 
     ``format`` is babel's: ``short``, ``medium`` (default), ``long``, ``full`` or a pattern.
+    Swedish as written in Finland numbers its dates (CLDR's sv_FI ``medium`` is "23 nov. 2026").
     """
+    if format == "medium":
+        format = _MEDIUM.get(language, format)  # noqa: A001
     if type(value) is dt.date:  # not a datetime: its day depends on its time zone, which == ignores
         return _formatted_day(value, language, format)
     return _babel_format_date(value, format=format, locale=_FORMAT_LOCALES.get(language, "fi_FI"))
+
+
+def format_moment(value: dt.datetime, language: str) -> str:
+    """A moment in Finnish time as written in ``language`` in Finland: ``3.12.2026 20.34``,
+    ``3.12.2026 kl. 20.34``, ``3 Dec 2026 20:34``."""
+    local = value.astimezone(_FINLAND)
+    day = format_date(local.date(), language)
+    if language == "fi":
+        return f"{day} {local:%H.%M}"
+    if language == "sv":
+        return f"{day} kl. {local:%H.%M}"
+    return f"{day} {local:%H:%M}"
 
 
 @lru_cache(maxsize=8192)

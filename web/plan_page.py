@@ -62,7 +62,7 @@ from domain.plan import ClientPlan
 from domain.values import HandoverStatus, StepStatus
 from timeline import TimelineGoal, TimelineInput, TimelineMarker, TimelineStep, layout, render_svg, render_table
 from web.domain_messages import ITEM_KINDS, VOCABULARIES, field_label, vocabulary_label
-from web.i18n import N_, format_date, translations
+from web.i18n import N_, format_date, format_moment, translations
 from web.live.hub import PanelKey
 
 __all__ = (
@@ -537,8 +537,7 @@ class PlanView:
         return format_date(value, self.lang)
 
     def moment(self, value: datetime) -> str:
-        local = value.astimezone(FINLAND)
-        return f"{format_date(local.date(), self.lang)} {local:%H.%M}" if self.lang == "fi" else f"{format_date(local.date(), self.lang)} {local:%H:%M}"
+        return format_moment(value, self.lang)
 
 
 _ACTIONS = {

@@ -13,6 +13,7 @@ from web.i18n import (
     LOCALE_DIR,
     ensure_compiled,
     format_date,
+    format_moment,
     language_from_accept_language,
     translations,
 )
@@ -68,8 +69,16 @@ def test_dates_in_finnish_format() -> None:
     day = dt.date(2026, 11, 23)
     assert format_date(day, "fi") == "23.11.2026"
     assert format_date(day, "fi", "long") == "23. marraskuuta 2026"
-    assert format_date(day, "sv") == "23 nov. 2026"
+    assert format_date(day, "sv") == "23.11.2026"  # as Swedish is written in Finland
+    assert format_date(day, "sv", "long") == "23 november 2026"
     assert format_date(day, "en") == "23 Nov 2026"
+
+
+def test_moments_in_finnish_time_as_written_in_finland() -> None:
+    moment = dt.datetime(2026, 12, 3, 18, 34, tzinfo=dt.UTC)  # 20.34 in Finland
+    assert format_moment(moment, "fi") == "3.12.2026 20.34"
+    assert format_moment(moment, "sv") == "3.12.2026 kl. 20.34"
+    assert format_moment(moment, "en") == "3 Dec 2026 20:34"
 
 
 def test_dates_and_datetimes_give_babels_answer() -> None:
