@@ -103,6 +103,24 @@ _STEP_STATUS = {
 }
 
 
+_TIMELINE_IN_CLIENT_WORDS = {
+    "Service path timeline": N_("Your timeline"),
+    "Need category": N_("Area"),
+    "Goal set": _GOAL_STATUS[GoalStatus.SET.value],
+    "Goal revised": _GOAL_STATUS[GoalStatus.REVISED.value],
+    "Goal achieved": _GOAL_STATUS[GoalStatus.ACHIEVED.value],
+    "Goal dropped": _GOAL_STATUS[GoalStatus.DROPPED.value],
+    "Planned": _STEP_STATUS[StepStatus.PLANNED.value],
+    "Started": _STEP_STATUS[StepStatus.STARTED.value],
+}
+"""The timeline's words (``timeline.render``) that the client's page says as its cards do."""
+
+
+def _in_client_words(gettext: Callable[[str], str]) -> Callable[[str], str]:
+    """``gettext`` for the client's timeline: its picture and table in the words of the cards."""
+    return lambda message: gettext(_TIMELINE_IN_CLIENT_WORDS.get(message, message))
+
+
 def client_may_view(account: Any, plan: ClientPlan | None) -> bool:
     """Whether ``account`` is the client of ``plan`` (``domain.access``: relation CLIENT).
 
@@ -524,8 +542,8 @@ def page_context(
         "lang": lang,
         "me": view,
         "today": today,
-        "timeline_svg": render_svg(timeline, gettext, lang),
-        "timeline_table": render_table(timeline, gettext, lang),
+        "timeline_svg": render_svg(timeline, _in_client_words(gettext), lang),
+        "timeline_table": render_table(timeline, _in_client_words(gettext), lang),
         "access_log": list(access_log),
         "consent_choices": view.consent_choices(organisations),
         "forms": opened,

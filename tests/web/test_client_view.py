@@ -178,6 +178,19 @@ def test_the_client_sees_their_plan_in_finnish(site: PlanSite) -> None:
     assert re.search(r"\d{1,2}\.\d{1,2}\.20\d\d", html), "dates in Finnish format"
 
 
+def test_the_clients_timeline_speaks_as_the_cards_do(site: PlanSite) -> None:
+    """Plain words, and one word for one state: the table is what a screen reader reads."""
+    with client_of(site, "matti") as matti:
+        html = my_plan(matti).html
+    table = html[html.index('<table class="timeline-table"'):]
+    table = table[:table.index("</table>")]
+    assert "<caption>Aikajanasi." in table and '<th scope="col">Osa-alue</th>' in table
+    assert "Palvelu" not in table and "Tavoite asetettu" not in table  # no "Palvelupolun", "Palvelutarvekategoria"
+    assert "Työn alla" in table  # a goal set, as its card says it
+    svg = html[html.index("<svg"):html.index("</svg>")]
+    assert "Aikajanasi" in svg and "Palvelupolun aikajana" not in svg
+
+
 def test_the_client_sees_their_plan_in_the_plans_language_whatever_the_browser_says(site: PlanSite) -> None:
     _ = gettext("sv")
     with client_of(site, "eeva", language="en") as eeva:  # the browser asks for English
