@@ -414,6 +414,26 @@ def test_the_focus_finds_the_new_comment_when_the_live_echo_comes_before_the_ans
     assert page.problems == []
 
 
+@pytest.mark.browser
+def test_a_new_message_to_the_client_is_announced_when_it_arrives(plan_site: PlanSite, pages: Any) -> None:  # noqa: F811
+    """A screen reader does not see a message arrive: the status region says who sent it."""
+    own = open_own_plan(plan_site)
+    page = pages(own.username)
+    page.goto("/my-plan")
+    page.wait_for_load_state("networkidle")
+    assert page.inner_text("#live-status") == ""
+    aino = plan_site.actor("aino")
+    plan_site.service.add_note(own.plan_id, by=aino, command_id=str(uuid.uuid4()), text="Huomenna klo 10",
+                               visibility="client_and_professionals")
+    page.wait_for_selector("#my-notes >> text=Huomenna klo 10")
+    assert page.inner_text("#live-status") == f"Uusi viesti: {aino.name}."
+    assert page.get_attribute("#live-status", "aria-live") == "polite"
+    plan_site.service.add_note(own.plan_id, by=aino, command_id=str(uuid.uuid4()), text="Sisäinen", visibility="professionals")
+    page.wait_for_timeout(1000)
+    assert "Sisäinen" not in page.content()  # (an internal note sends nothing to the client's page)
+    assert page.problems == []
+
+
 def test_only_the_responsible_pair_is_offered_to_close_the_plan(plan_site: PlanSite) -> None:  # noqa: F811
     # Matti's plan: Pekka is the named expert, Aino the counterpart; Sanna, Pekka's colleague
     # outside the network, may view and edit it but not close it (domain.access.CLOSE_PLAN).

@@ -10,8 +10,9 @@
      when the form closes, the page asks for the current plan again ({"type":"resync"}).
      The server's conflict check (stale revision) stays the safety net;
    - tells the others what this person is editing ({"type":"editing","item":"need-ID"|null});
-   - shows and announces the connection's state in #live-status, and that a draft was kept
-     (until no form shows that notice any more).
+   - shows and announces the connection's state in #live-status, that a draft was kept
+     (until no form shows that notice any more), and what new came that is marked
+     data-announce (a new message for the client).
 
    A draft is an open item form (data-item-form, as the plan page renders them, or
    data-edit-form), or a posting form typed into or holding the focus. Its item is
@@ -51,6 +52,11 @@
   }
 
   function announce(name, kind) {
+    say(name, name ? text(name) : "", kind);
+  }
+
+  // Shows (and so announces) ``words`` in #live-status as the message ``name``; none: clears it.
+  function say(name, words, kind) {
     var region = status();
     if (!region) {
       return;
@@ -66,8 +72,15 @@
     }
     var message = document.createElement("p");
     message.className = "alert" + (kind ? " alert--" + kind : "");
-    message.textContent = text(name);
+    message.textContent = words;
     region.replaceChildren(message);
+  }
+
+  function clearLater() {
+    clearBack = window.setTimeout(function () {
+      clearBack = null;
+      announce(null);
+    }, BACK_SHOWN_MS);
   }
 
   // ---------------------------------------------------------------- reconnect with the version
@@ -405,6 +418,41 @@
     }
   });
 
+  // ---------------------------------------------------------------- new things, told
+
+  // An update that brings an element marked data-announce that the page did not have (a
+  // professional's new message, on the client's page) says so in #live-status, politely:
+  // a screen reader does not see it arrive. What the region tells of the connection or of a
+  // kept draft stays.
+  var announcedBefore = null;
+
+  function announcedIds() {
+    var ids = {};
+    document.querySelectorAll("[data-announce][id]").forEach(function (element) {
+      ids[element.id] = true;
+    });
+    return ids;
+  }
+
+  document.addEventListener("htmx:wsBeforeMessage", function () {
+    announcedBefore = announcedIds();
+  });
+
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    var before = announcedBefore;
+    announcedBefore = null;
+    if (before === null || (shown !== null && shown !== "back" && shown !== "news")) {
+      return;
+    }
+    var fresh = Array.prototype.filter.call(document.querySelectorAll("[data-announce][id]"), function (element) {
+      return !before[element.id];
+    });
+    if (fresh.length) {
+      say("news", fresh.map(function (element) { return element.getAttribute("data-announce"); }).join(" "), "");
+      clearLater();
+    }
+  });
+
   // ---------------------------------------------------------------- connection state
 
   window.addEventListener("pagehide", function () {
@@ -418,10 +466,7 @@
     if (lost) {
       lost = false;
       announce("back", "success");
-      clearBack = window.setTimeout(function () {
-        clearBack = null;
-        announce(null);
-      }, BACK_SHOWN_MS);
+      clearLater();
     }
     editingChanged();
     catchUpIfFree();
