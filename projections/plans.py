@@ -21,6 +21,7 @@ tells its listeners and waiting pages (`projections.leader`, docs/deployment.md)
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import heapq
 import itertools
@@ -279,8 +280,9 @@ class PlanViews:
         self.projection = _NotifyingProjection(self.store, _ignore if self.shared else self._advanced)
         self._position = self.store.max_tracking_id(PlanService.name) or 0
         self._moved = threading.Lock()
-        self._waiting: list[tuple[int, int, threading.Event]] = []
-        """Pages waiting in :meth:`wait_for`: a heap of (position, arrival, event), lowest position first."""
+        self._waiting: list[tuple[int, int, threading.Event | _LoopEvent]] = []
+        """Pages waiting in :meth:`wait_for` and :meth:`reached`: a heap of (position, arrival,
+        what to set), lowest position first."""
         self._arrivals = itertools.count()
         self._listeners: list[PositionListener] = []
         self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
@@ -351,11 +353,29 @@ class PlanViews:
             heapq.heappush(self._waiting, waiter)
         if waiter[2].wait(timeout):
             return True
+        return self._gave_up(waiter)
+
+    async def reached(self, position: int, timeout: float = 5.0) -> bool:
+        """:meth:`wait_for` on the event loop: waits without holding a worker thread."""
+        woken = _LoopEvent(asyncio.get_running_loop())
+        with self._moved:
+            if self._position >= position:
+                return True
+            waiter = (position, next(self._arrivals), woken)
+            heapq.heappush(self._waiting, waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await woken.event.wait()
+            return True
+        except TimeoutError:
+            return self._gave_up(waiter)
+
+    def _gave_up(self, waiter: tuple[int, int, threading.Event | _LoopEvent]) -> bool:
         with self._moved:
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
                 heapq.heapify(self._waiting)
-            return self._position >= position
+            return self._position >= waiter[0]
 
     def plan(self, plan_id: str) -> PlanRecord | None:
         """The plan as the read model has it, or None: shared with other pages, never to be changed."""
@@ -500,6 +520,20 @@ class PlanViews:
         self._runner_error = error
         if self._election is not None:
             self._election.resign()
+
+
+class _LoopEvent:
+    """An asyncio event that the follower's thread sets (:meth:`PlanViews.reached`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.event = asyncio.Event()
+
+    def set(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.event.set)
+        except RuntimeError:  # the loop has closed: nobody waits any more
+            pass
 
 
 def rebuild(settings: StoreSettings, progress: Callable[[int, int], None] | None = None) -> int:

@@ -5,6 +5,7 @@ Every test runs on a SQLite data folder and on a fresh PostgreSQL schema (see co
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import statistics
@@ -343,6 +344,36 @@ def test_each_waiting_page_returns_when_its_own_position_is_applied_and_a_timeou
             else:
                 assert index not in results and waiters[index].is_alive()
     assert views.wait_for(start + 100, timeout=0.1) is False
+    assert views._waiting == []
+
+
+def test_a_page_waits_on_the_event_loop_for_its_position_and_a_timeout_leaves_no_waiter(
+    service: PlanService, open_views: Callable[..., PlanViews]
+) -> None:
+    """``reached``: ``wait_for`` for an edit's answer that waits without a worker thread, woken
+    from the follower's thread; the loop is free meanwhile."""
+    plan_id = service.open_plan(
+        by=ACTORS["pekka.nieminen"], command_id="open-loop-waiter", client_name="Silmukka Asiakas", segment="employed",
+        language="fi", referring_party="kela", expert_profession="Kelan asiantuntija",
+    ).plan_id
+    views = open_views()
+    start = catch_up(views, service)
+
+    async def scenario() -> tuple[bool, int, bool, bool]:
+        waiting = asyncio.ensure_future(views.reached(start + 1, timeout=10))
+        ticks = 0
+        while len(views._waiting) < 1:  # the loop goes on while the page waits
+            ticks += 1
+            await asyncio.sleep(0.01)
+        saved = await asyncio.to_thread(
+            service.add_note, plan_id, by=ACTORS["pekka.nieminen"], command_id="loop-waiter", text="Kuitattu."
+        )
+        assert saved.position == start + 1
+        return await waiting, ticks, await views.reached(start + 1), await views.reached(start + 100, timeout=0.1)
+
+    woken, ticks, already, never = asyncio.run(scenario())
+    assert (woken, already, never) == (True, True, False)
+    assert ticks >= 1
     assert views._waiting == []
 
 

@@ -8,12 +8,16 @@ own or plans of their own, so that they do not depend on each other's order.
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import re
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -626,6 +630,41 @@ class Worker:
     @property
     def plan(self):  # noqa: ANN201
         return self.site.service.get_plan(self.plan_id)
+
+
+def test_edits_waiting_for_a_lagging_read_model_hold_no_worker_thread(plan_site: PlanSite) -> None:
+    """Two edits whose read model lags (the follower held here, as a writer on another
+    instance can lag) wait on the event loop: a page asked for meanwhile is answered at
+    once, not after their 5-s wait, with the app's two worker threads."""
+    views = plan_site.app.state.views
+    held, process = threading.Event(), views.projection.process_event
+
+    def held_back(*args: Any) -> Any:
+        assert held.wait(30), "the test never let the follower go"
+        return process(*args)
+
+    def edit(description: str) -> int:
+        with signed_in(plan_site, "aino.virtanen") as client:
+            work = Worker(plan_site, client, plan_site.plans["matti"])
+            return work.save("needs/new/add", category="health", description=description).response.status_code
+
+    views.projection.process_event = held_back
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            edits = [pool.submit(edit, f"Odottaa lukumallia {n}") for n in range(2)]
+            for _ in range(100):  # both recorded, both answers waiting for the read model
+                if len(views._waiting) >= 2:
+                    break
+                time.sleep(0.05)
+            assert len(views._waiting) >= 2
+            with signed_in(plan_site, "pekka.nieminen") as pekka:
+                assert pekka.get(f"/plans/{plan_site.plans['matti']}").status_code == 200
+            assert not any(e.done() for e in edits), "the page was answered only after the edits gave up waiting"
+            held.set()
+            assert [e.result(timeout=10) for e in edits] == [200, 200]
+    finally:
+        held.set()
+        del views.projection.process_event
 
 
 def test_a_whole_plan_can_be_worked_through_on_the_page(plan_site: PlanSite, aino: httpx.Client) -> None:

@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio.to_thread
 import msgspec
@@ -95,6 +95,11 @@ __all__ = ("ACTIONS", "KINDS", "PLAN_ROUTE_HANDLERS", "PlanAccess", "PlanControl
 logger = logging.getLogger(__name__)
 
 SAVED = N_("Saved: %(what)s.")
+QUICK_WAIT_S = 0.02
+"""How long an edit's worker thread waits for the read model to have the edit before it
+hands the wait to the event loop (``_once_read``)."""
+READ_MODEL_WAIT_S = 5.0
+"""How long an edit's answer waits for the read model at most, then shows what it has."""
 """The status message after a save (``what`` is the item's kind)."""
 _BAD_MOMENT = N_("Choose a version or a date and time of the plan's history.")
 _BEFORE_OPENING = N_("The plan did not exist yet at the moment you chose: shown is its first version.")
@@ -199,7 +204,7 @@ def _answer_saved(
     """In a worker thread, after a command on ``item`` (None: a new one): the plan once the
     read model has it, marked seen, and the answer (:func:`_saved`; a redirect without htmx,
     the caseload if it is out of reach)."""
-    fresh_access = _fresh_access_now(views, access, outcome.position)
+    fresh_access = _fresh_access(views, access)
     if fresh_access is None:
         return _gone(request)
     fresh = fresh_access.plan
@@ -564,9 +569,15 @@ class PlanController(Controller):
             raise NotAuthorizedException()
         plans: PlanService = request.app.state.plans
         posted = await request.form()
-        return await anyio.to_thread.run_sync(
+        answer = await anyio.to_thread.run_sync(
             functools.partial(_submit, request, account, plans, views, plan_id, kind, item_id, form, posted)
         )
+        if isinstance(answer, _ReadModelBehind):  # recorded; the answer waits here, not in a worker thread
+            if not await views.reached(answer.position, timeout=READ_MODEL_WAIT_S):
+                logger.warning("the plan views did not reach position %s in time; showing what they have",
+                               answer.position)
+            answer = await anyio.to_thread.run_sync(answer.answer)
+        return answer
 
 
 PLAN_ROUTE_HANDLERS: tuple[ControllerRouterHandler, ...] = (PlanController,)
@@ -582,11 +593,14 @@ def _submit(
     item_id: str,
     form: str,
     posted: Any,
-) -> Response[Any]:
+) -> Response[Any] | _ReadModelBehind:
     """In a worker thread: who may, the command, and the answer (saved, refused or a conflict).
 
     Everything the edit needs off the event loop happens here, in one trip: the access
     decision on the read model's plan, the command, waiting for the read model and rendering.
+    A read model that does not have the command's event within ``QUICK_WAIT_S`` is waited
+    for on the event loop instead (:class:`_ReadModelBehind`): two edits waiting for a
+    lagging read model would otherwise hold both worker threads, and every page with them.
     """
     access = _plan_access_now(account, views, plan_id)
     plan = access.plan
@@ -604,36 +618,74 @@ def _submit(
         if action.from_accounts is not None:
             fields.update(action.from_accounts(request.app.state.accounts, plan, data))
         outcome = getattr(plans, action.command)(plan_id, by=account.actor, command_id=data.command_id, **fields)
-        return _answer_saved(request, lang, views, access, outcome, item_kind, item_id, item, action, dom_id)
+        return _once_read(views, outcome.position, functools.partial(
+            _answer_saved, request, lang, views, access, outcome, item_kind, item_id, item, action, dom_id))
     except f.FormInvalid as invalid:
         state = _draft_state(action, _draft(posted, action.struct))
         for name, (template, params) in invalid.errors.items():
             _place_error(state, action, name, translate_message(template, params, _, lang))
         return _refused(request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
     except EditConflict as conflict:
-        draft = _draft(posted, action.struct)
-        fresh_access = _fresh_access_now(views, access, plans.recorder.max_notification_id() or 0)
-        if fresh_access is None:
-            return _gone(request)
-        fresh = fresh_access.plan
-        # The change may have taken away what the form shows (a non-disclosure order).
-        fresh_access.require_command(action)
-        fresh_item = item_kind.find(fresh, item_id)
-        # Fields the editor left as they were take the saved values, so that saving the draft
-        # undoes no one's change unseen; the revision is that of the values the form now holds.
-        merged = merge_with_saved(plans, plan_id=plan_id, conflict=conflict, form=(kind, form), saved=fresh_item,
-                                  values_of=functools.partial(action.prefill, fresh), draft=draft)
-        rows = _compare(action, fresh, fresh_item, merged.values, PlanView(fresh, _, lang), merged.clashes)
-        state = FormState(form=form, values=merged.values, seen_revision=action.revision(fresh, fresh_item),
-                          conflict=conflict_view(conflict, rows, _))
-        return _refused(request, fresh_access, item_kind, fresh_item, dom_id, state, HTTP_409_CONFLICT)
+        return _once_read(views, plans.recorder.max_notification_id() or 0, functools.partial(
+            _answer_conflict, request, lang, views, access, plans, action, (kind, form, item_id), conflict, posted))
     except DomainError as error:
         state = _draft_state(action, _draft(posted, action.struct))
         _place_error(state, action, error.field, translate_message(error.template, error.params, _, lang))
         return _refused(request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
 
 
+def _answer_conflict(
+    request: Request[Any, Any, Any],
+    lang: str,
+    views: PlanViews,
+    access: PlanAccess,
+    plans: PlanService,
+    action: Action,
+    edited: tuple[str, str, str],
+    conflict: EditConflict,
+    posted: Any,
+) -> Response[Any]:
+    """In a worker thread, after a stale edit (``edited``: kind, form, item id): the form again
+    with the saved values merged into the draft, and what the other person changed."""
+    kind, form, item_id = edited
+    item_kind = KINDS[kind]
+    dom_id = _dom_id(item_kind, item_id)
+    _ = translations(lang).gettext
+    draft = _draft(posted, action.struct)
+    fresh_access = _fresh_access(views, access)
+    if fresh_access is None:
+        return _gone(request)
+    fresh = fresh_access.plan
+    # The change may have taken away what the form shows (a non-disclosure order).
+    fresh_access.require_command(action)
+    fresh_item = item_kind.find(fresh, item_id)
+    # Fields the editor left as they were take the saved values, so that saving the draft
+    # undoes no one's change unseen; the revision is that of the values the form now holds.
+    merged = merge_with_saved(plans, plan_id=str(fresh.id), conflict=conflict, form=(kind, form), saved=fresh_item,
+                              values_of=functools.partial(action.prefill, fresh), draft=draft)
+    rows = _compare(action, fresh, fresh_item, merged.values, PlanView(fresh, _, lang), merged.clashes)
+    state = FormState(form=form, values=merged.values, seen_revision=action.revision(fresh, fresh_item),
+                      conflict=conflict_view(conflict, rows, _))
+    return _refused(request, fresh_access, item_kind, fresh_item, dom_id, state, HTTP_409_CONFLICT)
+
+
 # ---------------------------------------------------------------------------- helpers
+
+
+class _ReadModelBehind(NamedTuple):
+    """A recorded command whose answer waits for the read model to reach ``position``."""
+
+    position: int
+    answer: Callable[[], Response[Any]]
+    """Makes the answer (in a worker thread), once the read model is there or the wait is over."""
+
+
+def _once_read(views: PlanViews, position: int, answer: Callable[[], Response[Any]]) -> Response[Any] | _ReadModelBehind:
+    """``answer()`` now when the read model reaches ``position`` within ``QUICK_WAIT_S`` (as
+    nearly always: the follower runs in this process), else the wait for the event loop."""
+    if views.wait_for(position, timeout=QUICK_WAIT_S):
+        return answer()
+    return _ReadModelBehind(position, answer)
 
 
 def _kind(segment: str) -> Kind:
@@ -668,11 +720,9 @@ def _default_fields(action: Action) -> Callable[[ClientPlan, Any, str], dict[str
     return fields
 
 
-def _fresh_access_now(views: PlanViews, access: PlanAccess, position: int) -> PlanAccess | None:
-    """The plan once the read model has reached ``position`` (our own write), with the
-    relation to it asked again: None when the asker may no longer see it. Blocks."""
-    if not views.wait_for(position):
-        logger.warning("the plan views did not reach position %s in time; showing what they have", position)
+def _fresh_access(views: PlanViews, access: PlanAccess) -> PlanAccess | None:
+    """The plan as the read model has it now (after our own write), with the relation to it
+    asked again: None when the asker may no longer see it."""
     plan = views.plan(str(access.plan.id))
     if plan is None:
         return None
