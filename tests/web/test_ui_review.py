@@ -262,6 +262,30 @@ def test_cancel_and_escape_give_the_focus_back_to_the_button_that_opened_the_for
 
 
 @pytest.mark.browser
+def test_escape_after_a_refused_save_gives_the_focus_back_to_the_button_that_opened_the_form(
+    plan_site: PlanSite, pages: Any  # noqa: F811
+) -> None:
+    plan_id = plan_site.plans["matti"]
+    page = pages("aino.virtanen")
+    page.goto(f"/plans/{plan_id}")
+    page.wait_for_load_state("networkidle")
+    opener_form = page.locator('#panel-steps form[hx-get$="/progress"]').first
+    step = opener_form.evaluate("f => f.closest('li').id")
+    opener = f"{opener_form.locator('button').inner_text().strip()} in {opener_form.get_attribute('action')}"
+    opener_form.locator("button").focus()
+    page.keyboard.press("Enter")
+    wait_for_focus(page, f"#{step} form[data-item-form] *")
+    # No status chosen: refused by the server (a radio group has no native "required" here).
+    page.locator(f"#{step} form[data-item-form] button[type=submit]").focus()
+    page.keyboard.press("Enter")
+    wait_for_focus(page, f"#{step} fieldset[aria-invalid='true'] input")  # the refused choice
+    page.keyboard.press("Escape")
+    wait_for_focus(page, f"#{step}:not(.item--editing) button")
+    assert focused(page) == opener
+    assert [p for p in page.problems if "status of 422" not in p] == []
+
+
+@pytest.mark.browser
 def test_after_a_failed_sign_in_the_focus_is_on_the_username(browser: Any, plan_site: PlanSite) -> None:  # noqa: F811
     context = browser.new_context(base_url=plan_site.base_url, locale="fi-FI")
     try:
