@@ -646,11 +646,13 @@ class AccessLog:
 
     # -- reading -------------------------------------------------------------------------
 
-    def entries_for_plan(self, plan_id: str, limit: int = 100) -> list[LoggedEntry]:
-        """The plan's entries, newest first (at most ``limit``). Blocking: call it in a worker thread."""
+    def entries_for_plan(self, plan_id: str, limit: int = 100, before: int | None = None) -> list[LoggedEntry]:
+        """The plan's entries, newest first (at most ``limit``; only those before the entry
+        ``before``, if given). Blocking: call it in a worker thread."""
+        older = "" if before is None else " AND seq < %(before)s"
         rows = self._read(
-            f"{_SELECT} WHERE plan_id = %(plan_id)s ORDER BY seq DESC LIMIT %(limit)s",
-            {"plan_id": str(plan_id), "limit": max(int(limit), 0)},
+            f"{_SELECT} WHERE plan_id = %(plan_id)s{older} ORDER BY seq DESC LIMIT %(limit)s",
+            {"plan_id": str(plan_id), "limit": max(int(limit), 0), "before": before},
         )
         return [_logged(row) for row in rows]
 

@@ -232,6 +232,28 @@ def test_a_fragment_of_the_plan_is_a_read_as_the_whole_page_is(site: Site) -> No
     assert [(line.who, line.what) for line in lines].count((AINO.name, "page")) == 1  # her reads of this module: seconds apart
 
 
+def test_one_readers_many_reads_push_no_other_reader_out_of_the_clients_list(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A colleague at work on the plan (a form opened and closed, again and again) is one
+    visit, read page by page from the log: the reader before them stays listed."""
+    from web.controllers import client
+
+    monkeypatch.setattr(client, "ACCESS_LOG_PAGE", 7)  # several pages of the log, in a short test
+    monkeypatch.setattr(client, "ACCESS_LOG_LIMIT", 3)
+    plan_id = site.plans["matti"]
+    need_id = next(iter(site.app.state.views.plan(plan_id).needs))
+    with signed_in(site, "pekka.nieminen") as pekka:
+        assert pekka.get(f"/plans/{plan_id}").status_code == 200
+    with signed_in(site, "aino.virtanen") as aino:
+        for _ in range(25):
+            assert aino.get(f"/plans/{plan_id}/needs/{need_id}/edit", headers={"hx-request": "true"}).status_code == 200
+            assert aino.get(f"/plans/{plan_id}/needs/{need_id}", headers={"hx-request": "true"}).status_code == 200
+    lines = client_access_lines(site.app.state, plan_id)
+    assert {line.who for line in lines} >= {AINO.name, "Pekka Nieminen"}
+    assert [(line.who, line.what) for line in lines].count((AINO.name, "page")) == 1 and len(lines) <= 3
+
+
 def test_a_refused_reader_is_not_recorded(site: Site) -> None:
     before = last_seq(site)
     with signed_in(site, "outi.rantanen") as outi:  # third sector: not in Matti's network

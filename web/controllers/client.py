@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -112,6 +112,10 @@ async def _own_plan(views: PlanViews, account: Account) -> ClientPlan:
 
 
 SAME_VISIT = timedelta(minutes=2)
+ACCESS_LOG_PAGE = 500
+"""Entries of the access log read at a time for the client's list."""
+ACCESS_LOG_MOST_READ = 10_000
+"""The most entries read for the client's list (a bound on one page load's work)."""
 """A live socket's first load this soon after the page read is the same visit."""
 
 
@@ -138,29 +142,39 @@ def _access_log(state: Any, plan_id: str) -> list[AccessLine]:
 
     A plan page read over HTTP is followed by its live socket's first load, and while a
     professional works on the plan each form and fragment they open is logged as a read of
-    its own; the client sees each visit as one line, its first read.
+    its own; the client sees each visit as one line, its first read. The log is read a page
+    at a time until there are enough visits (or ``ACCESS_LOG_MOST_READ`` entries): one
+    reader's many reads must not push the others' out of the list.
     """
     log: AccessLog = state.access_log
-    entries = log.entries_for_plan(plan_id, ACCESS_LOG_LIMIT)
+    entries: list[LoggedEntry] = []
+    while True:
+        page = log.entries_for_plan(plan_id, ACCESS_LOG_PAGE, before=entries[-1].seq if entries else None)
+        entries += page
+        visits = _visits(entries)
+        if len(visits) > ACCESS_LOG_LIMIT or len(page) < ACCESS_LOG_PAGE or len(entries) >= ACCESS_LOG_MOST_READ:
+            break
     return [
         AccessLine(who=entry.person_name, organisation=entry.organisation_name, at=entry.at, what=entry.what)
-        for entry in entries
-        if not _same_visit_as_a_page_read(entry, entries)
+        for entry in visits[:ACCESS_LOG_LIMIT]
     ]
 
 
-def _same_visit_as_a_page_read(entry: LoggedEntry, entries: list[LoggedEntry]) -> bool:
-    """Whether ``entry`` reads the page within ``SAME_VISIT`` of an earlier page read by the
-    same person (a history read stays a line of its own)."""
-    if entry.what != "page":
-        return False
-    return any(
-        other.seq < entry.seq
-        and other.what == "page"
-        and other.person_id == entry.person_id
-        and timedelta(0) <= entry.at - other.at <= SAME_VISIT
-        for other in entries
-    )
+def _visits(entries: list[LoggedEntry]) -> list[LoggedEntry]:
+    """Of ``entries`` (newest first), the first read of each visit, newest first: a page read
+    within ``SAME_VISIT`` of the same person's previous page read belongs to that visit (a
+    history read is a line of its own)."""
+    previous_page_read: dict[str, datetime] = {}
+    firsts = []
+    for entry in reversed(entries):
+        if entry.what == "page":
+            previous = previous_page_read.get(entry.person_id)
+            previous_page_read[entry.person_id] = entry.at
+            if previous is not None and timedelta(0) <= entry.at - previous <= SAME_VISIT:
+                continue
+        firsts.append(entry)
+    firsts.reverse()
+    return firsts
 
 
 # ------------------------------------------------------------------------- rendering
