@@ -203,9 +203,6 @@ _SCHEMA_STATEMENTS: Final = (
         data TEXT NOT NULL,
         expires_at DOUBLE PRECISION,
         absolute_expires_at DOUBLE PRECISION)""",
-    # A person is one professional of an organisation: a network member is found by the pair.
-    "CREATE UNIQUE INDEX IF NOT EXISTS one_professional_account_per_person_and_organisation"
-    " ON accounts (person_id, organisation_id) WHERE kind = 'professional'",
     "CREATE INDEX IF NOT EXISTS sessions_by_account ON sessions (account_id)",
     "CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at)",
 )
@@ -426,6 +423,28 @@ class AccountStore:
         self._dummy_hash: str | None = None
         for statement in _SCHEMA_STATEMENTS:
             self._db.execute(statement)
+        self._one_professional_account_per_person()
+
+    def _one_professional_account_per_person(self) -> None:
+        """A person is one professional of an organisation (a network member is found by the
+        pair): a unique index holds the rule. Accounts made before it may break it; then the
+        index waits, the start-up says which, and no new such account can be added anyway
+        (:meth:`add_account` checks)."""
+        twice = self._db.execute(
+            "SELECT person_id, organisation_id FROM accounts WHERE kind = 'professional'"
+            " GROUP BY person_id, organisation_id HAVING COUNT(*) > 1 ORDER BY person_id, organisation_id"
+        )
+        if twice:
+            logger.error(
+                "accounts: %s have two professional accounts or more in one organisation; give each of them"
+                " one (docs/deployment.md, 'Accounts'). Until then a plan's member is the oldest of them.",
+                ", ".join(f"{person} in {organisation}" for person, organisation in twice),
+            )
+            return
+        self._db.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS one_professional_account_per_person_and_organisation"
+            " ON accounts (person_id, organisation_id) WHERE kind = 'professional'"
+        )
 
     # -- opening ------------------------------------------------------------------------
 
@@ -578,7 +597,7 @@ class AccountStore:
         """The professional account of ``person_id`` in ``organisation_id``, if there is one."""
         rows = self._db.execute(
             f"SELECT {_ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.person_id = %(p)s"
-            " AND a.organisation_id = %(o)s AND a.kind = 'professional'",
+            " AND a.organisation_id = %(o)s AND a.kind = 'professional' ORDER BY a.created_at, a.account_id",
             {"p": person_id, "o": organisation_id},
         )
         return _account(rows[0]) if rows else None

@@ -5,6 +5,7 @@ The core behaviour runs on SQLite and on PostgreSQL (same SQL); the rest on SQLi
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -299,6 +300,39 @@ def test_a_person_has_at_most_one_professional_account_in_an_organisation(
     monkeypatch.setattr(store, "professional", lambda person_id, organisation_id: None)  # another admin's came between
     with pytest.raises(AccountError, match="'p-aino' has a professional account in 'pirha' already"):
         store.add_account("aino.x", name="Aino X", organisation_id="pirha", person_id="p-aino")
+
+
+def test_accounts_made_before_the_one_account_rule_still_open_and_are_named_at_start(
+    tmp_path: Path, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture  # noqa: F811
+) -> None:
+    """Two professional accounts of one person in one organisation, from before the rule:
+    the store opens (the service starts), says who at start-up, and takes the oldest; once
+    one is gone, the unique index is made."""
+    settings = StoreSettings(data_dir=str(tmp_path))
+    store = AccountStore.open(settings, clock=fake_clock, hasher=FAST_HASHER)
+    store.add_organisation("pirha", "Pirha", "wellbeing_services_county")
+    first = store.add_account("aino.virtanen", name="Aino Virtanen", organisation_id="pirha", person_id="p-aino")
+    store._db.execute("DROP INDEX one_professional_account_per_person_and_organisation")  # as before the rule
+    fake_clock.advance(10)
+    store._db.execute(
+        "INSERT INTO accounts (account_id, username, kind, name, person_id, organisation_id, created_at)"
+        " VALUES ('a-2', 'aino.v', 'professional', 'Aino V', 'p-aino', 'pirha', %(now)s)", {"now": fake_clock()}
+    )
+    store.close()
+
+    with caplog.at_level(logging.ERROR, logger="web.accounts"):
+        again = AccountStore.open(settings, clock=fake_clock, hasher=FAST_HASHER)
+    assert "p-aino in pirha" in caplog.text
+    assert again.professional("p-aino", "pirha") == first
+    again._db.execute("DELETE FROM accounts WHERE account_id = 'a-2'")
+    again.close()
+    fixed = AccountStore.open(settings, clock=fake_clock, hasher=FAST_HASHER)
+    with pytest.raises(Exception, match="(?i)unique"):
+        fixed._db.execute(
+            "INSERT INTO accounts (account_id, username, kind, name, person_id, organisation_id, created_at)"
+            " VALUES ('a-3', 'aino.w', 'professional', 'Aino W', 'p-aino', 'pirha', 0)"
+        )
+    fixed.close()
 
 
 def test_no_password_or_link_token_is_kept_in_plain_text(tmp_path: Path, fake_clock: FakeClock) -> None:  # noqa: F811
