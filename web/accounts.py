@@ -48,7 +48,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from domain.errors import StoreUnavailable
-from domain.inputs import has_forbidden_character
+from domain.inputs import has_forbidden_character, plain_text
 from domain.storage import check_schema
 from web.identity import Account
 
@@ -529,11 +529,11 @@ class AccountStore:
                 f"starting with a letter or digit (got {username!r})"
             )
         kind = _kind(kind)
-        name = name.strip()
+        name, profession = plain_text(name), plain_text(profession)
         if not name:
             raise AccountError("the account needs the person's name")
-        if has_forbidden_character(name) or has_forbidden_character(profession):
-            raise AccountError("a name or profession may not hold control or invisible characters")
+        if has_forbidden_character(name + profession):
+            raise AccountError("a name or profession may not hold a NUL or a lone surrogate")
         if kind is AccountKind.CLIENT:
             if not plan_id:
                 raise AccountError("a client account needs the id of the client's plan")
@@ -912,10 +912,11 @@ def _organisation(organisation_id: str, name: str, type: OrganisationType | str)
             "an organisation id is 1-64 characters: lower-case letters a-z, digits and . _ - "
             f"(got {organisation_id!r})"
         )
-    if not name.strip():
+    name = plain_text(name)
+    if not name:
         raise AccountError("the organisation needs a name")
     if has_forbidden_character(name):
-        raise AccountError("an organisation's name may not hold control or invisible characters")
+        raise AccountError("an organisation's name may not hold a NUL or a lone surrogate")
     try:
         kind = OrganisationType(type)
     except ValueError:

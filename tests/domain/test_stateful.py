@@ -54,7 +54,7 @@ from psycopg import sql
 
 from domain.application import Outcome, PlanService
 from domain.errors import DomainError, InvalidValue, PlanErased
-from domain.inputs import has_forbidden_character
+from domain.inputs import has_forbidden_character, plain_text
 from domain.plan import ClientPlan, PlanRecord
 from domain.storage import StoreSettings
 from domain.values import (
@@ -229,11 +229,11 @@ revisions = mostly(st.just("current"), "stale", "future")
 
 
 def _blank(text: str) -> bool:
-    return not text.strip() or _bad_optional(text)
+    return not plain_text(text) or _bad_optional(text)
 
 
 def _bad_optional(text: str) -> bool:
-    return has_forbidden_character(text.strip())  # the ends are stripped first (Python's whitespace)
+    return has_forbidden_character(text)
 
 
 class PlanEditing(RuleBasedStateMachine):
@@ -392,7 +392,7 @@ class PlanEditing(RuleBasedStateMachine):
         problems = [
             plan.is_closed,
             not current,
-            _blank(name) or len(name.strip()) > 200,
+            _blank(name) or len(plain_text(name)) > 200,
             segment not in set(Segment),
             language not in set(Language),
         ]
@@ -609,7 +609,7 @@ class PlanEditing(RuleBasedStateMachine):
             not current,
             stance not in ("agrees", "questions"),
             _bad_optional(comment),
-            stance == "questions" and not comment.strip(),
+            stance == "questions" and not plain_text(comment),
         ]
         self.attempt(
             plan_id,

@@ -254,8 +254,7 @@ def test_organisations_and_accounts_are_checked(accounts: AccountStore) -> None:
         accounts.add_account("aino.virtanen", name="Aino Virtanen", organisation_id="nowhere")
     with pytest.raises(AccountError, match="type"):
         accounts.add_organisation("pirha", "Pirha", "ministry")
-    with pytest.raises(AccountError, match="invisible"):
-        accounts.add_organisation("kela", "K\u200bela", "kela")
+    assert accounts.add_organisation("kela", "K\u200bela", "kela").name == "Kela"
     accounts.add_organisation("pirha", "Pirha", "wellbeing_services_county")
     accounts.add_organisation("pirha", "Pirkanmaan hyvinvointialue", "wellbeing_services_county")  # repeatable
     assert accounts.organisation("pirha").name == "Pirkanmaan hyvinvointialue"
@@ -267,8 +266,8 @@ def test_organisations_and_accounts_are_checked(accounts: AccountStore) -> None:
         accounts.add_account("aino.virtanen", name="Another", organisation_id="pirha")
     with pytest.raises(AccountError, match="username"):
         accounts.add_account("Aino Virtanen", name="Aino Virtanen", organisation_id="pirha")
-    with pytest.raises(AccountError, match="invisible"):  # would show as "Aino Virtanen" and read otherwise
-        accounts.add_account("aino.r", name="Aino \u202enenatriV", organisation_id="pirha")
+    reversed_name = accounts.add_account("aino.r", name="Aino \u202enenatriV", organisation_id="pirha")
+    assert reversed_name.name == "Aino nenatriV"  # shown as written, not as "Aino Virtanen"
     with pytest.raises(AccountError, match="plan"):
         accounts.add_account("client.one", name="Client One", kind="client")
     client = accounts.add_account("client.one", name="Client One", kind="client", plan_id="p-1")

@@ -95,12 +95,12 @@ __all__ = ("ACTIONS", "KINDS", "PLAN_ROUTE_HANDLERS", "PlanAccess", "PlanControl
 logger = logging.getLogger(__name__)
 
 SAVED = N_("Saved: %(what)s.")
+"""The status message after a save (``what`` is the item's kind)."""
 QUICK_WAIT_S = 0.02
 """How long an edit's worker thread waits for the read model to have the edit before it
 hands the wait to the event loop (``_once_read``)."""
 READ_MODEL_WAIT_S = 5.0
 """How long an edit's answer waits for the read model at most, then shows what it has."""
-"""The status message after a save (``what`` is the item's kind)."""
 _BAD_MOMENT = N_("Choose a version or a date and time of the plan's history.")
 _BEFORE_OPENING = N_("The plan did not exist yet at the moment you chose: shown is its first version.")
 _SET_ORDER = N_("Set a non-disclosure order")
