@@ -33,6 +33,7 @@ from typing import Any
 
 from domain.application import PlanService
 from domain.errors import EditConflict
+from domain.inputs import plain_text
 from domain.items import Item
 from domain.plan import ClientPlan, PlanRecord
 
@@ -172,4 +173,4 @@ def _comparable(value: Any) -> Any:
         return frozenset(text for text in map(_comparable, value) if text)
     if value is None:
         return ""
-    return str(value).replace("\r\n", "\n").replace("\r", "\n").strip()  # as domain.inputs keeps texts
+    return plain_text(str(value))  # as domain.inputs keeps texts
