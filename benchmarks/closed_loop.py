@@ -68,7 +68,8 @@ async def measure(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
     sizes = dataclasses.replace(lt.QUICK, plans=args.plans, viewers=args.viewers)
     world = await asyncio.to_thread(lt.build_world, work, sizes)
-    env = {**os.environ, "POLKU_DATA_DIR": str(world.data_dir), "POLKU_STORE": "sqlite", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "POLKU_DATA_DIR": str(world.data_dir), "POLKU_STORE": "sqlite", "PYTHONUNBUFFERED": "1",
+           **lt.MANY_SOCKETS_PER_ACCOUNT}
     port = lt._free_port()
     command = [lt.PYTHON, str(args.app_root / "benchmarks" / "live_server.py"), "--host", lt.HOST, "--port", str(port)]
     server = lt.Server("polku", command, env, port, work / "serve.log")

@@ -273,7 +273,8 @@ def server_environ(setup: Setup, world: World, database: Database | None, data_d
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("POLKU_", "LIVE_TIMELINE_PROFILE"))}
     env.update({"PYTHONUNBUFFERED": "1", "POLKU_SECRET_KEY": secret,
-                "LIVE_TIMELINE_GC_FILE": str(data_dir.with_suffix(".gc.json"))})
+                "LIVE_TIMELINE_GC_FILE": str(data_dir.with_suffix(".gc.json")),
+                **live_timeline.MANY_SOCKETS_PER_ACCOUNT})
     if os.environ.get("LIVE_TIMELINE_APP_ROOT"):
         env["LIVE_TIMELINE_APP_ROOT"] = os.environ["LIVE_TIMELINE_APP_ROOT"]
     if setup.store == "sqlite":

@@ -73,6 +73,9 @@ from urllib.parse import urlencode
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 APP_ROOT = Path(os.environ.get("LIVE_TIMELINE_APP_ROOT") or REPO_ROOT)
+MANY_SOCKETS_PER_ACCOUNT = {"POLKU_SOCKETS_PER_ACCOUNT": "100000"}
+"""The servers' setting here: the 2,000 viewers are a dozen demo accounts, several hundred
+sockets each, where the production limit (250 an account) would refuse some."""
 """Where the application's code is imported from: this checkout, or ``--app-root`` (e.g. a clean
 ``git archive`` of one commit, when the working tree is in the middle of someone's change)."""
 for path in (str(REPO_ROOT), str(HERE)):
@@ -955,7 +958,7 @@ async def scenario_real(world: World, sizes: Sizes, work: Path, port: int, repor
     profile_dir = work / "profile"
     profile_dir.mkdir()
     env = {**os.environ, "POLKU_DATA_DIR": str(world.data_dir), "POLKU_STORE": "sqlite",
-           "LIVE_TIMELINE_PROFILE_DIR": str(profile_dir), "PYTHONUNBUFFERED": "1"}
+           "LIVE_TIMELINE_PROFILE_DIR": str(profile_dir), "PYTHONUNBUFFERED": "1", **MANY_SOCKETS_PER_ACCOUNT}
     for name in ("POLKU_PG_HOST", "POLKU_MASTER_KEY", "POLKU_SECRET_KEY", "POLKU_DEBUG"):
         env.pop(name, None)
     command = [PYTHON, str(HERE / "live_server.py"), "--host", HOST, "--port", str(port)]

@@ -7,6 +7,7 @@
 | ``POLKU_DEBUG`` | ``debug`` | false |
 | ``POLKU_SECURE_COOKIES`` | ``secure_cookies`` | false; set it to 1 whenever the service is reached over HTTPS |
 | ``POLKU_WORKER_THREADS`` | ``worker_threads`` | 2: the threads that run blocking work (the store, renders) |
+| ``POLKU_SOCKETS_PER_ACCOUNT`` | ``sockets_per_account`` | 250: live sockets one account may hold on an instance |
 
 The secret key signs the CSRF tokens (and later the sessions): every purpose gets its own
 key derived from it with :meth:`Settings.derive_key`, so the key itself is never used twice.
@@ -36,6 +37,11 @@ other; with anyio's default of 40 the server spent about a third more CPU an edi
 the interpreter lock back and forth (docs/performance.md). More help only when the calls
 wait on a slow network (PostgreSQL far away)."""
 MAX_WORKER_THREADS = 256
+DEFAULT_SOCKETS_PER_ACCOUNT = 250
+"""Live sockets one account may hold on an instance; more are closed (1008) on opening, so that
+one account cannot hold the server's memory with sockets (~60 kB each). A network meeting may
+show a plan on 200 screens signed in as a few of its members. (The benchmarks, whose 2,000
+viewers are a dozen demo accounts, raise it.)"""
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -52,6 +58,7 @@ class Settings:
     debug: bool = False
     secure_cookies: bool = False
     worker_threads: int = DEFAULT_WORKER_THREADS
+    sockets_per_account: int = DEFAULT_SOCKETS_PER_ACCOUNT
 
     def __post_init__(self) -> None:
         if len(self.secret_key) < 32:
@@ -59,6 +66,8 @@ class Settings:
         if not 1 <= self.worker_threads <= MAX_WORKER_THREADS:
             raise ValueError(f"POLKU_WORKER_THREADS must be a whole number from 1 to {MAX_WORKER_THREADS}; "
                              f"got {self.worker_threads}")
+        if self.sockets_per_account < 1:
+            raise ValueError(f"POLKU_SOCKETS_PER_ACCOUNT must be a whole number of 1 or more; got {self.sockets_per_account}")
 
     def __repr__(self) -> str:  # keep the secret out of logs and tracebacks
         return (
@@ -82,6 +91,7 @@ class Settings:
             debug=_flag(env, "POLKU_DEBUG"),
             secure_cookies=_flag(env, "POLKU_SECURE_COOKIES"),
             worker_threads=_whole_number(env, "POLKU_WORKER_THREADS", DEFAULT_WORKER_THREADS),
+            sockets_per_account=_whole_number(env, "POLKU_SOCKETS_PER_ACCOUNT", DEFAULT_SOCKETS_PER_ACCOUNT),
         )
 
     def derive_key(self, purpose: str) -> str:

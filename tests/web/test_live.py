@@ -50,7 +50,6 @@ from tests.web.identity_fixtures import sign_in as identity_sign_in
 from web import identity
 from web.accounts import AccountStore
 from web.live import LiveConnection, LiveHub, may_view, same_origin
-from web.live import hub as hubmod
 from web.live.hub import KEPT_VERSIONS, PROFESSIONALS, SESSION_SWEEP_S
 from web.live.messages import VERSION_MARKER_ID, decode_client_message, Editing, Resync
 from web.live.presence import Presence, render_presence
@@ -1119,7 +1118,7 @@ async def test_a_frame_too_big_is_refused_by_its_header_not_read_into_memory(
 async def test_one_account_holds_at_most_so_many_live_sockets(
     live: LiveServer, sockets: list[ClientConnection], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hubmod, "SOCKETS_PER_ACCOUNT", 3)
+    monkeypatch.setattr(live.app.state.live_hub, "sockets_per_account", 3)
     plan_id = live.open_plan()
     version = live.version_of(plan_id)
     tabs = [await live.socket(plan_id, BERT, version=version) for _ in range(4)]

@@ -16,7 +16,7 @@ from litestar import get
 
 from tests.web.conftest import REPO_ROOT, running
 from web.app import create_app
-from web.settings import DEFAULT_WORKER_THREADS, SECRET_KEY_FILENAME, Settings
+from web.settings import DEFAULT_SOCKETS_PER_ACCOUNT, DEFAULT_WORKER_THREADS, SECRET_KEY_FILENAME, Settings
 
 
 def test_secret_key_is_generated_into_the_data_dir_with_mode_0600(tmp_path: Path) -> None:
@@ -72,6 +72,15 @@ def test_worker_threads_are_read_and_checked(tmp_path: Path) -> None:
     for wrong in ("0", "-1", "2.5", "many", "257"):
         with pytest.raises(ValueError, match="POLKU_WORKER_THREADS must be a whole number"):
             Settings.from_env({**env, "POLKU_WORKER_THREADS": wrong})
+
+
+def test_sockets_per_account_are_read_and_checked(tmp_path: Path) -> None:
+    env = {"POLKU_DATA_DIR": str(tmp_path), "POLKU_SECRET_KEY": "k" * 40}
+    assert Settings.from_env(env).sockets_per_account == DEFAULT_SOCKETS_PER_ACCOUNT == 250
+    assert Settings.from_env({**env, "POLKU_SOCKETS_PER_ACCOUNT": "1000"}).sockets_per_account == 1000
+    for wrong in ("0", "-3", "many"):
+        with pytest.raises(ValueError, match="POLKU_SOCKETS_PER_ACCOUNT must be a whole number"):
+            Settings.from_env({**env, "POLKU_SOCKETS_PER_ACCOUNT": wrong})
 
 
 @pytest.mark.parametrize("threads", [1, 3])

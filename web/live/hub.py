@@ -81,6 +81,7 @@ from web.live.messages import (
     version_marker,
 )
 from web.live.presence import Presence, PresenceList
+from web.settings import DEFAULT_SOCKETS_PER_ACCOUNT
 
 if TYPE_CHECKING:
     from litestar import WebSocket
@@ -183,10 +184,6 @@ SEND_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 5.0
 MESSAGES_PER_WINDOW = 30
 MESSAGE_WINDOW_S = 10.0
-SOCKETS_PER_ACCOUNT = 250
-"""Live sockets one account may hold on an instance: more are closed (1008) on opening, so
-that one account cannot hold the server's memory with sockets (~60 kB each). A network
-meeting may show a plan on 200 screens signed in as a few of its members."""
 SESSION_SWEEP_S = 2.0
 """How often the sessions of every open socket are asked about (one query): a sign-out,
 a new password or an expiry on any instance closes the sockets of that session within this."""
@@ -450,6 +447,7 @@ class LiveHub:
         panels: Panels | None = None,
         outbox_size: int = OUTBOX_SIZE,
         sessions: LiveSessions | None = None,
+        sockets_per_account: int = DEFAULT_SOCKETS_PER_ACCOUNT,
     ) -> None:
         self.views = views
         self.engine = engine
@@ -460,6 +458,8 @@ class LiveHub:
         self.audiences: dict[str, Audience] = {}
         """The other audiences (:meth:`add_audience`), by name."""
         self.outbox_size = outbox_size
+        self.sockets_per_account = sockets_per_account
+        """Live sockets one account may hold here (``web.settings.DEFAULT_SOCKETS_PER_ACCOUNT``)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._listening = False
@@ -596,7 +596,7 @@ class LiveHub:
         connection = LiveConnection(socket, plan_id, account, language, self.outbox_size, audience)
         if known_version is not None:
             connection.version = known_version
-        too_many = len(self._sockets_of(account)) >= SOCKETS_PER_ACCOUNT
+        too_many = len(self._sockets_of(account)) >= self.sockets_per_account
         self._join(connection)  # before reading the plan: no event can fall between the two
         try:
             if not self.accepting:

@@ -70,7 +70,8 @@ async def plan_live(socket: WebSocket, plan_id: FromPath[str]) -> None:
 @asynccontextmanager
 async def live_hub_lifespan(app: Litestar) -> AsyncIterator[LiveHub]:
     """Start the hub with the app (``app.state.live_hub``) and drain its sockets on shutdown."""
-    hub = LiveHub(app.state.views, app.template_engine, sessions=app.state.get("accounts"))
+    hub = LiveHub(app.state.views, app.template_engine, sessions=app.state.get("accounts"),
+                  sockets_per_account=app.state.settings.sockets_per_account)
     await hub.start()
     app.state.live_hub = hub
     try:
