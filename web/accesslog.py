@@ -195,16 +195,29 @@ def entry_hash(entry: LoggedEntry | _Canonical) -> str:
     return hashlib.sha256(_ENCODER.encode(_Canonical(**fields))).hexdigest()
 
 
+def _not_a_formula(value: Any) -> Any:
+    """A CSV cell that a spreadsheet would run as a formula (an organisation named
+    ``=HYPERLINK(...)``) with an apostrophe before it, as OWASP advises; JSONL keeps the values exact."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def day_start(text: str, *, next_day: bool = False) -> datetime | None:
     """The start of the day ``YYYY-MM-DD`` in Finland (of the day after it with ``next_day``,
     so that an "until" day is included); None for an empty text; ValueError for a bad one."""
     text = text.strip()
     if not text:
         return None
-    day = date.fromisoformat(text)
-    if next_day:
-        day += timedelta(days=1)
-    return datetime.combine(day, dt_time(0), tzinfo=FINLAND)
+    try:
+        day = date.fromisoformat(text)
+        if next_day:
+            day += timedelta(days=1)
+        start = datetime.combine(day, dt_time(0), tzinfo=FINLAND)
+        start.astimezone(UTC)  # a day at the calendar's ends has no moment in UTC to read the log from
+    except OverflowError as error:
+        raise ValueError(f"no day to read the log from: {text}") from error
+    return start
 
 
 def format_time(moment: datetime) -> str:
@@ -697,7 +710,7 @@ class AccessLog:
         def line(values: Sequence[Any]) -> str:
             buffer.seek(0)
             buffer.truncate()
-            writer.writerow(values)
+            writer.writerow([_not_a_formula(value) for value in values])
             return buffer.getvalue()
 
         yield line(_COLUMNS)

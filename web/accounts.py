@@ -168,6 +168,9 @@ def check_new_password(password: str) -> None:
 
 # --------------------------------------------------------------------------- the store
 
+NAME_LIMIT: Final = 200
+"""The most characters of a person's or an organisation's name, and of a profession."""
+
 _SCHEMA_STATEMENTS: Final = (
     """CREATE TABLE IF NOT EXISTS organisations (
         organisation_id TEXT PRIMARY KEY,
@@ -532,6 +535,8 @@ class AccountStore:
         name, profession = plain_text(name), plain_text(profession)
         if not name:
             raise AccountError("the account needs the person's name")
+        if len(name) > NAME_LIMIT or len(profession) > NAME_LIMIT:
+            raise AccountError(f"a name or a profession is at most {NAME_LIMIT} characters")
         if has_forbidden_character(name + profession):
             raise AccountError("a name or profession may not hold a NUL or a lone surrogate")
         if kind is AccountKind.CLIENT:
@@ -915,6 +920,8 @@ def _organisation(organisation_id: str, name: str, type: OrganisationType | str)
     name = plain_text(name)
     if not name:
         raise AccountError("the organisation needs a name")
+    if len(name) > NAME_LIMIT:
+        raise AccountError(f"an organisation's name is at most {NAME_LIMIT} characters")
     if has_forbidden_character(name):
         raise AccountError("an organisation's name may not hold a NUL or a lone surrogate")
     try:

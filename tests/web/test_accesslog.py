@@ -460,9 +460,10 @@ def test_the_admin_export_holds_the_entries(site: Site) -> None:
         as_csv = admin.get("/admin/access-log/export", params={"format": "csv"})
         as_jsonl = admin.get("/admin/access-log/export", params={"format": "jsonl"})
         tomorrow = admin.get("/admin/access-log/export", params={"since": "2999-01-01"})
-        bad_day = admin.get("/admin/access-log/export", params={"since": "eilen"})
+        bad_days = [admin.get("/admin/access-log/export", params=params) for params in (
+            {"since": "eilen"}, {"until": "9999-12-31"}, {"since": "0001-01-01"})]  # the calendar's ends: no UTC
     assert as_csv.status_code == 200
-    assert as_csv.headers["content-type"].startswith("text/csv")
+    assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
     assert as_csv.headers["content-disposition"].startswith("attachment;")
     assert as_csv.headers["cache-control"] == "no-store"
     rows = list(csv.DictReader(io.StringIO(as_csv.text)))
@@ -474,7 +475,15 @@ def test_the_admin_export_holds_the_entries(site: Site) -> None:
     lines = [json.loads(line) for line in as_jsonl.text.splitlines()]
     assert lines[read.seq - 1]["hash"] == read.hash and lines[read.seq - 1]["person_id"] == AINO.person_id
     assert tomorrow.text.splitlines() == [tomorrow.text.splitlines()[0]]  # the header only
-    assert bad_day.status_code == 422
+    assert [response.status_code for response in bad_days] == [422, 422, 422]
+    assert all("Valitse päivät kalenterista" in response.text for response in bad_days)  # said, not a 500
+
+
+def test_a_name_a_spreadsheet_would_run_as_a_formula_is_exported_as_text() -> None:
+    from web.accesslog import _not_a_formula
+
+    assert [_not_a_formula(v) for v in ("=HYPERLINK(\"x\")", "+1", "-1", "@A1", "\tx", "Kela", 7, None)] == [
+        "'=HYPERLINK(\"x\")", "'+1", "'-1", "'@A1", "'\tx", "Kela", 7, None]
 
 
 def test_the_admin_page_shows_the_chain_checked(site: Site) -> None:
@@ -497,6 +506,14 @@ def test_the_admin_adds_an_organisation_and_a_professional_with_a_sign_in_link(s
             "_csrf_token": token, "organisation_id": "Ei Kelpaa!", "name": "", "type": "other"})
         assert refused.status_code == 422
         assert 'aria-invalid="true"' in refused.text
+        again = admin.post("/admin/organisations", data={  # adding is not renaming
+            "_csrf_token": token, "organisation_id": "sastamala-sote", "name": "Toinen nimi", "type": "kela"})
+        assert again.status_code == 422 and "Organisaatiolla on jo tämä tunnus." in again.text
+        too_long = admin.post("/admin/organisations", data={
+            "_csrf_token": token, "organisation_id": "pitka", "name": "x" * 201, "type": "other"})
+        assert too_long.status_code == 422 and "Enintään 200 merkkiä." in too_long.text
+        assert site.app.state.accounts.organisation("pitka") is None
+        assert site.app.state.accounts.organisation("sastamala-sote").name == "Sastamalan sote"
         person = admin.post("/admin/people", data={
             "_csrf_token": token, "username": "sini.salonen", "name": "Sini Salonen",
             "organisation_id": "sastamala-sote", "profession": "sosiaaliohjaaja", "kind": "professional"})

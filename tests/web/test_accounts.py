@@ -255,6 +255,10 @@ def test_organisations_and_accounts_are_checked(accounts: AccountStore) -> None:
     with pytest.raises(AccountError, match="type"):
         accounts.add_organisation("pirha", "Pirha", "ministry")
     assert accounts.add_organisation("kela", "K\u200bela", "kela").name == "Kela"
+    with pytest.raises(AccountError, match="at most 200"):
+        accounts.add_organisation("pitka", "x" * 201, "other")
+    with pytest.raises(AccountError, match="at most 200"):
+        accounts.add_account("pitka.nimi", name="x" * 201, organisation_id="kela")
     accounts.add_organisation("pirha", "Pirha", "wellbeing_services_county")
     accounts.add_organisation("pirha", "Pirkanmaan hyvinvointialue", "wellbeing_services_county")  # repeatable
     assert accounts.organisation("pirha").name == "Pirkanmaan hyvinvointialue"

@@ -58,9 +58,18 @@ from litestar.response import Stream
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
 
+from domain.inputs import plain_text
 from projections.plans import PlanViews
 from web.accesslog import AccessEntry, AccessLog, AccessLogUnavailable, What, day_start
-from web.accounts import LINK_LIFETIME, AccountError, AccountKind, AccountStore, OrganisationType, normalise_username
+from web.accounts import (
+    LINK_LIFETIME,
+    NAME_LIMIT,
+    AccountError,
+    AccountKind,
+    AccountStore,
+    OrganisationType,
+    normalise_username,
+)
 from web.domain_messages import VOCABULARIES
 from web.errors import MESSAGES_TARGET, is_api_request, is_htmx_request
 from web.i18n import N_, language_of, translations
@@ -110,6 +119,8 @@ BAD_IDENTIFIER: Final = N_(
     "The id may have 1–64 characters: lower-case letters a–z, digits and . _ - (for example kela-pirkanmaa)."
 )
 NAME_MISSING: Final = N_("Enter the name.")
+NAME_TOO_LONG: Final = N_("At most 200 characters.")  # web.accounts.NAME_LIMIT
+ORGANISATION_EXISTS: Final = N_("An organisation has this id already.")
 BAD_TYPE: Final = N_("Choose the type of organisation.")
 BAD_USERNAME: Final = N_(
     "The username may have 2–64 characters: lower-case letters a–z, digits and . _ @ -, "
@@ -320,13 +331,16 @@ class AdminController(Controller):
         views: NamedDependency[PlanViews],
     ) -> Response[str]:
         accounts: AccountStore = request.app.state.accounts
-        form = {"organisation_id": data.organisation_id.strip(), "name": data.name.strip()[:200],
-                "type": data.type}
+        form = {"organisation_id": data.organisation_id.strip(), "name": plain_text(data.name), "type": data.type}
         errors: dict[str, str] = {}
         if not _IDENTIFIER.match(form["organisation_id"]):
             errors["organisation_id"] = BAD_IDENTIFIER
+        elif await anyio.to_thread.run_sync(accounts.organisation, form["organisation_id"]) is not None:
+            errors["organisation_id"] = ORGANISATION_EXISTS  # adding is not renaming (the CLI renames)
         if not form["name"]:
             errors["name"] = NAME_MISSING
+        elif len(form["name"]) > NAME_LIMIT:
+            errors["name"] = NAME_TOO_LONG
         if form["type"] not in {t.value for t in OrganisationType}:
             errors["type"] = BAD_TYPE
         if not errors:
@@ -350,8 +364,8 @@ class AdminController(Controller):
         views: NamedDependency[PlanViews],
     ) -> Response[str]:
         accounts: AccountStore = request.app.state.accounts
-        form = {"username": normalise_username(data.username)[:100], "name": data.name.strip()[:200],
-                "organisation_id": data.organisation_id.strip(), "profession": data.profession.strip()[:200],
+        form = {"username": normalise_username(data.username)[:100], "name": plain_text(data.name),
+                "organisation_id": data.organisation_id.strip(), "profession": plain_text(data.profession),
                 "kind": data.kind}
         errors: dict[str, str] = {}
         if not _USERNAME.match(form["username"]):
@@ -360,6 +374,9 @@ class AdminController(Controller):
             errors["username"] = USERNAME_TAKEN
         if not form["name"]:
             errors["name"] = NAME_MISSING
+        for field in ("name", "profession"):
+            if len(form[field]) > NAME_LIMIT:
+                errors[field] = NAME_TOO_LONG
         if await anyio.to_thread.run_sync(accounts.organisation, form["organisation_id"]) is None:
             errors["organisation_id"] = NO_SUCH_ORGANISATION
         if form["kind"] not in KINDS:
@@ -409,7 +426,7 @@ class AdminController(Controller):
         try:
             start = day_start(since)
             end = day_start(until, next_day=True)
-        except ValueError:
+        except ValueError:  # (a day at the calendar's ends too: it has no moment in UTC)
             report = await anyio.to_thread.run_sync(access_log.verify)
             count = await anyio.to_thread.run_sync(access_log.count)
             context = {"request": request, "report": report, "count": count, "problem": "",
@@ -420,7 +437,7 @@ class AdminController(Controller):
         stamp = datetime.now(FINLAND).strftime("%Y%m%d-%H%M%S")
         return Stream(
             _lines(access_log, start, end, kind),
-            media_type="application/x-ndjson" if kind == "jsonl" else "text/csv; charset=utf-8",
+            media_type="application/x-ndjson" if kind == "jsonl" else "text/csv",  # Litestar adds the charset
             headers={
                 "content-disposition": f'attachment; filename="polku-access-log-{stamp}.{kind}"',
                 "cache-control": "no-store",
