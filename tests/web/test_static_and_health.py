@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anyio.to_thread
 import httpx
+import pytest
 from litestar import Litestar
 
 from domain.storage import StoreSettings
@@ -90,3 +91,16 @@ def test_readiness_answers_while_every_worker_thread_is_busy(tmp_path: Path) -> 
             assert (ready.status_code, ready.json()["status"]) == (200, "ready")
         finally:
             release.set()  # before the server stops: it waits for its worker thread
+
+
+def test_the_allowed_read_model_lag_is_a_whole_number_or_the_start_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    from web.controllers.health import DEFAULT_MAX_LAG, max_lag
+
+    monkeypatch.delenv("POLKU_READY_MAX_LAG", raising=False)
+    assert max_lag() == DEFAULT_MAX_LAG == 100
+    monkeypatch.setenv("POLKU_READY_MAX_LAG", " 250 ")
+    assert max_lag() == 250
+    for wrong in ("-1", "many", "2.5"):
+        monkeypatch.setenv("POLKU_READY_MAX_LAG", wrong)
+        with pytest.raises(ValueError, match="POLKU_READY_MAX_LAG must be a whole number"):
+            max_lag()

@@ -51,10 +51,14 @@ def health_check() -> dict[str, str]:
 
 
 def max_lag() -> int:
-    try:
-        return max(int(os.environ.get("POLKU_READY_MAX_LAG", DEFAULT_MAX_LAG)), 0)
-    except ValueError:
+    """``POLKU_READY_MAX_LAG`` (default 100); a value that is no whole number of 0 or more is
+    refused at start (:func:`readiness_hook`), as every other setting is."""
+    text = os.environ.get("POLKU_READY_MAX_LAG", "").strip()
+    if not text:
         return DEFAULT_MAX_LAG
+    if not text.isdigit():
+        raise ValueError(f"POLKU_READY_MAX_LAG must be a whole number of 0 or more; got {text!r}")
+    return int(text)
 
 
 def readiness(
@@ -144,6 +148,7 @@ async def readiness_hook(app: Litestar) -> AsyncIterator[None]:
     Enter it after the sign-in wall is installed (its lifespan hook), so the probe is
     answered before the wall asks for a session.
     """
+    max_lag()  # a bad value stops the start, not every answer of /readyz
     inner = app.asgi_handler
 
     async def probe(scope: Any, receive: Any, send: Any) -> None:
