@@ -225,17 +225,27 @@ def wait_for_focus(page: Any, selector: str) -> None:
     raise AssertionError(f"the focus is on {focused(page)}, not {selector}")
 
 
+def plan_page_of(pages: Any, site: PlanSite, username: str = "aino.virtanen", client: str = "matti") -> Any:
+    """The client's plan page, loaded, in a browser signed in as ``username``."""
+    page = pages(username)
+    page.goto(f"/plans/{site.plans[client]}")
+    page.wait_for_load_state("networkidle")
+    return page
+
+
+def described(button: Any) -> str:
+    """A button as :func:`focused` describes it: its text and its form's action."""
+    return f"{button.inner_text().strip()} in {button.evaluate('b => b.form.getAttribute(`action`)')}"
+
+
 @pytest.mark.browser
 def test_cancel_and_escape_give_the_focus_back_to_the_button_that_opened_the_form(
     plan_site: PlanSite, pages: Any  # noqa: F811
 ) -> None:
-    plan_id = plan_site.plans["matti"]
-    page = pages("aino.virtanen")
-    page.goto(f"/plans/{plan_id}")
-    page.wait_for_load_state("networkidle")
+    page = plan_page_of(pages, plan_site)
     need = page.get_attribute("#panel-needs li.item", "id")
     edit = page.locator(f"#{need} .item__actions button").first
-    opener = f"{edit.inner_text().strip()} in {edit.evaluate('b => b.form.getAttribute(`action`)')}"
+    opener = described(edit)
 
     # A style the page set through the CSSOM (allowed), as a browser or a tool may: htmx's
     # settling must not copy it as an attribute (refused by the CSP, an error every swap).
@@ -265,13 +275,10 @@ def test_cancel_and_escape_give_the_focus_back_to_the_button_that_opened_the_for
 def test_escape_after_a_refused_save_gives_the_focus_back_to_the_button_that_opened_the_form(
     plan_site: PlanSite, pages: Any  # noqa: F811
 ) -> None:
-    plan_id = plan_site.plans["matti"]
-    page = pages("aino.virtanen")
-    page.goto(f"/plans/{plan_id}")
-    page.wait_for_load_state("networkidle")
+    page = plan_page_of(pages, plan_site)
     opener_form = page.locator('#panel-steps form[hx-get$="/progress"]').first
     step = opener_form.evaluate("f => f.closest('li').id")
-    opener = f"{opener_form.locator('button').inner_text().strip()} in {opener_form.get_attribute('action')}"
+    opener = described(opener_form.locator("button"))
     opener_form.locator("button").focus()
     page.keyboard.press("Enter")
     wait_for_focus(page, f"#{step} form[data-item-form] *")
