@@ -462,6 +462,7 @@ def test_the_admin_export_holds_the_entries(site: Site) -> None:
         tomorrow = admin.get("/admin/access-log/export", params={"since": "2999-01-01"})
         bad_days = [admin.get("/admin/access-log/export", params=params) for params in (
             {"since": "eilen"}, {"until": "9999-12-31"}, {"since": "0001-01-01"})]  # the calendar's ends: no UTC
+        bad_format = admin.get("/admin/access-log/export", params={"format": "xlsx"})
     assert as_csv.status_code == 200
     assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
     assert as_csv.headers["content-disposition"].startswith("attachment;")
@@ -477,6 +478,7 @@ def test_the_admin_export_holds_the_entries(site: Site) -> None:
     assert tomorrow.text.splitlines() == [tomorrow.text.splitlines()[0]]  # the header only
     assert [response.status_code for response in bad_days] == [422, 422, 422]
     assert all("Valitse päivät kalenterista" in response.text for response in bad_days)  # said, not a 500
+    assert bad_format.status_code == 422 and "Valitse vientimuodoksi CSV tai JSONL." in bad_format.text
 
 
 def test_a_name_a_spreadsheet_would_run_as_a_formula_is_exported_as_text() -> None:

@@ -131,6 +131,7 @@ NO_SUCH_ORGANISATION: Final = N_("Choose an organisation from the list.")
 BAD_KIND: Final = N_("Choose professional or administrator.")
 NOT_SAVED: Final = N_("This could not be saved. Check the information and try again.")
 BAD_DAY: Final = N_("Write the days as on the calendar, or leave them empty.")
+BAD_FORMAT: Final = N_("Choose CSV or JSONL for the export.")
 PROBLEMS: Final = {
     "missing": N_("Entry %(seq)s is missing: it has been removed."),
     "link": N_("Entry %(seq)s does not follow the entry before it: an entry before it has been changed, removed or moved."),
@@ -423,14 +424,17 @@ class AdminController(Controller):
     ) -> Response[Any]:
         """The entries as a file (every field, hashes too). A GET: it changes nothing."""
         kind: Literal["csv", "jsonl"] = "jsonl" if format == "jsonl" else "csv"
+        error = "" if format in ("csv", "jsonl") else BAD_FORMAT
         try:
             start = day_start(since)
             end = day_start(until, next_day=True)
         except ValueError:  # (a day at the calendar's ends too: it has no moment in UTC)
+            error = BAD_DAY
+        if error:
             report = await anyio.to_thread.run_sync(access_log.verify)
             count = await anyio.to_thread.run_sync(access_log.count)
             context = {"request": request, "report": report, "count": count, "problem": "",
-                       "since": since[:10], "until": until[:10], "error": BAD_DAY}
+                       "since": since[:10], "until": until[:10], "error": error}
             return _render(request, "admin/access_log.html", context, HTTP_422_UNPROCESSABLE_ENTITY)
         account = account_of(request)
         logger.info("access log exported by %s (%s to %s)", account.person_id if account else "?", since, until)
