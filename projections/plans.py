@@ -346,29 +346,35 @@ class PlanViews:
         every event notified, each waiting page woke at every event before its own
         (with 40 worker threads, 5 % of the process's samples in ``notify_all``).
         """
-        with self._moved:
-            if self._position >= position:
-                return True
-            waiter = (position, next(self._arrivals), threading.Event())
-            heapq.heappush(self._waiting, waiter)
-        if waiter[2].wait(timeout):
+        event = threading.Event()
+        waiter = self._wait_in_line(position, event)
+        if waiter is None or event.wait(timeout):
             return True
         return self._gave_up(waiter)
 
     async def reached(self, position: int, timeout: float = 5.0) -> bool:
         """:meth:`wait_for` on the event loop: waits without holding a worker thread."""
         woken = _LoopEvent(asyncio.get_running_loop())
-        with self._moved:
-            if self._position >= position:
-                return True
-            waiter = (position, next(self._arrivals), woken)
-            heapq.heappush(self._waiting, waiter)
+        waiter = self._wait_in_line(position, woken)
+        if waiter is None:
+            return True
         try:
             async with asyncio.timeout(timeout):
                 await woken.event.wait()
             return True
         except TimeoutError:
             return self._gave_up(waiter)
+
+    def _wait_in_line(
+        self, position: int, wake: threading.Event | _LoopEvent
+    ) -> tuple[int, int, threading.Event | _LoopEvent] | None:
+        """Queue ``wake`` to be set when the read model reaches ``position``; None if it has."""
+        with self._moved:
+            if self._position >= position:
+                return None
+            waiter = (position, next(self._arrivals), wake)
+            heapq.heappush(self._waiting, waiter)
+            return waiter
 
     def _gave_up(self, waiter: tuple[int, int, threading.Event | _LoopEvent]) -> bool:
         with self._moved:

@@ -30,8 +30,8 @@ from domain.errors import EditConflict
 from domain.items import Item
 from domain.plan import EXPERT_PART
 from domain.storage import StoreSettings
-from tests.web.identity_fixtures import TEST_PASSWORD
 from tests.web.plan_fixtures import Page, PlanSite, htmx_headers, plan_site, signed_in  # noqa: F401
+from tests.web.test_plan_pages import browser_page
 from web.conflicts import MERGED_FORMS, Merge, item_at_revision, merge, merge_with_saved
 from web.controllers.plans import ACTIONS
 
@@ -461,7 +461,7 @@ def test_in_two_browsers_saving_my_version_keeps_the_other_persons_field(plan_si
                                             description="Polven kuluma", financial="Sairauspäiväraha").item_id
     plan_site.wait_for_views()
     need = f"#need-{need_id}"
-    aino, pekka = (browser_tab(browser, plan_site, who) for who in ("aino.virtanen", "pekka.nieminen"))
+    aino, pekka = (browser_page(browser, plan_site, who) for who in ("aino.virtanen", "pekka.nieminen"))
     try:
         for tab in (aino, pekka):  # 1) Aino opens the form (Pekka too)
             tab.goto(f"{plan_site.base_url}/plans/{plan_id}")
@@ -479,6 +479,7 @@ def test_in_two_browsers_saving_my_version_keeps_the_other_persons_field(plan_si
         aino.click(f"{need} button[type=submit] >> text=Tallenna oma versioni")
         aino.wait_for_selector(f"{need} form[data-item-form]", state="detached")
         assert "kuntoutusraha haettu" in aino.inner_text(need)
+        assert aino.problems == pekka.problems == []  # (the refused save's 409 aside)
     finally:
         for tab in (aino, pekka):
             tab.context.close()
@@ -489,17 +490,6 @@ def test_in_two_browsers_saving_my_version_keeps_the_other_persons_field(plan_si
     *_, by_pekka, by_aino = plan_site.service.history(plan_id)
     assert (by_pekka.by_name, by_pekka.values["fields"]) == ("Pekka Nieminen", "financial")
     assert (by_aino.by_name, by_aino.values["fields"]) == ("Aino Virtanen", "description")
-
-
-def browser_tab(browser: Any, site: PlanSite, username: str) -> Any:
-    """A page of a browser context of its own (its own cookies), signed in as ``username``."""
-    page = browser.new_context(locale="fi-FI").new_page()
-    page.goto(f"{site.base_url}/signin")
-    page.fill("#username", username)
-    page.fill("#password", TEST_PASSWORD)
-    page.click("form button[type=submit] >> text=Kirjaudu")
-    page.wait_for_url(f"{site.base_url}/caseload")
-    return page
 
 
 def open_new_need(client: httpx.Client, plan_id: str, description: str, financial: str) -> tuple[str, FilledForm]:
