@@ -30,6 +30,11 @@ WEEK_MAX_DAYS = 123
 #: Longest axis (in days) that still gets month ticks: about three years.
 MONTH_MAX_DAYS = 3 * 365 + 1
 
+#: How far the axis reaches at most before the earliest and after the latest of the plan's
+#: opening, closing and today (25 years). The plan's rules keep new dates within ten years
+#: (``domain.plan.PLAN_REACH``); this keeps any plan drawable, whatever dates it holds.
+AXIS_REACH_DAYS = 25 * 366
+
 #: Label every n-th tick, choosing n from these so that labels fall on natural
 #: boundaries (every quarter, every half year, every fifth year ...).
 _LABEL_STRIDES: dict[str, tuple[int, ...]] = {
@@ -64,12 +69,16 @@ class Axis(msgspec.Struct, frozen=True, kw_only=True):
         return (self.end - self.start).days + 1
 
     def x(self, day: date) -> float:
-        """Fraction of the axis at the beginning of `day`."""
-        return (day - self.start).days / self.days
+        """Fraction of the axis at the beginning of `day` (0 or 1 for a day off the axis)."""
+        return _within_axis((day - self.start).days / self.days)
 
     def centre(self, day: date) -> float:
-        """Fraction of the axis at the middle of `day`."""
-        return ((day - self.start).days + 0.5) / self.days
+        """Fraction of the axis at the middle of `day` (0 or 1 for a day off the axis)."""
+        return _within_axis(((day - self.start).days + 0.5) / self.days)
+
+
+def _within_axis(fraction: float) -> float:
+    return min(max(fraction, 0.0), 1.0)
 
 
 class PlacedStep(msgspec.Struct, frozen=True, kw_only=True):
@@ -191,14 +200,23 @@ def layout(
 
 
 def _covered_days(timeline_input: TimelineInput) -> list[date]:
-    days = [timeline_input.opened_on, timeline_input.today]
+    """Every day the axis must show, those further than :data:`AXIS_REACH_DAYS` from the
+    plan's own days taken as that far (their items then sit at the axis's end)."""
+    anchors = [timeline_input.opened_on, timeline_input.today]
     if timeline_input.closed_on is not None:
-        days.append(timeline_input.closed_on)
+        anchors.append(timeline_input.closed_on)
+    days = list(anchors)
     for step in timeline_input.steps:
         days += (step.start, step.end)
     days += (goal.target for goal in timeline_input.goals)
     days += (marker.on for marker in timeline_input.markers)
-    return days
+    earliest, latest = _shifted(min(anchors), -AXIS_REACH_DAYS), _shifted(max(anchors), AXIS_REACH_DAYS)
+    return [min(max(day, earliest), latest) for day in days]
+
+
+def _shifted(day: date, days: int) -> date:
+    """``day`` moved by ``days``, held within the calendar instead of overflowing it."""
+    return date.fromordinal(min(max(day.toordinal() + days, 1), date.max.toordinal()))
 
 
 def _axis(
@@ -211,8 +229,8 @@ def _axis(
     days = _covered_days(timeline_input)
     first, last = min(days), max(days)
     span = (last - first).days + 1
-    pad = timedelta(days=max(min_padding_days, math.ceil(span * padding)))
-    start, end = first - pad, last + pad
+    pad = max(min_padding_days, math.ceil(span * padding))
+    start, end = _shifted(first, -pad), _shifted(last, pad)
     chosen = granularity or choose_granularity(span)
     bare = Axis(start=start, end=end, granularity=chosen, ticks=())
     boundaries = list(_boundaries(start, end, chosen))
@@ -282,7 +300,7 @@ def _lane(
     own = sorted((s for s in steps if s.category == category), key=lambda s: (s.start, s.id))
     rows = assign_rows((s.start, s.end) for s in own)
     placed = tuple(
-        PlacedStep(step=s, row=row, x0=axis.x(s.start), x1=axis.x(s.end + timedelta(days=1)))
+        PlacedStep(step=s, row=row, x0=axis.x(s.start), x1=axis.x(_shifted(s.end, 1)))
         for s, row in zip(own, rows)
     )
     own_goals = sorted(

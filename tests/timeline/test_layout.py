@@ -223,3 +223,21 @@ def test_a_plan_of_several_years_lays_out():
     assert lay.axis.granularity == "year"
     assert sum(len(lane.steps) for lane in lay.lanes) == 24
     assert all(lane.rows == 1 for lane in lay.lanes)  # each lane's steps are a year apart
+
+
+# --- dates at the calendar's ends ---------------------------------------------------
+
+
+def test_dates_at_the_ends_of_the_calendar_keep_the_plan_drawable():
+    """A plan recorded before the ten-year rule (``domain.plan.PLAN_REACH``) may hold a goal in
+    9999 and a step begun in year 1: the axis reaches 25 years past the plan's own days, and
+    what lies further sits at the axis's end instead of stretching it over millennia."""
+    steps = [step("ancient", date.min, D + days(5)), step("endless", D, date.max)]
+    lay = layout(plan(steps, [goal("far", date.max, "health")], today=D, opened_on=D))
+    assert D.replace(year=D.year - 28) <= lay.axis.start < D.replace(year=D.year - 25)  # 3 % padding
+    assert D.replace(year=D.year + 25) < lay.axis.end <= D.replace(year=D.year + 28)
+    assert len(lay.axis.ticks) <= 53
+    placed = {p.step.id: p for p in lay.lanes[0].steps}
+    assert placed["ancient"].x0 == 0.0 and 0.0 < placed["ancient"].x1 < 1.0
+    assert 0.0 < placed["endless"].x0 < 1.0 and placed["endless"].x1 == 1.0
+    assert lay.lanes[0].goals[0].x == 1.0
