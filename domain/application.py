@@ -41,7 +41,7 @@ from eventsourcing.utils import get_topic
 
 from domain.crypto import PlanKeyMapper
 from domain.erasure import ErasureRecord
-from domain.errors import DomainError, EditConflict, PlanErased, PlanNotFound, StoreBusy, StoreUnavailable
+from domain.errors import DomainError, EditConflict, PlanErased, PlanNotFound, Repeated, StoreBusy, StoreUnavailable
 from domain.history import HistoryEntry, describe
 from domain.plan import ClientPlan, PlanRecord
 from domain.postgres import InsertConnectionBusy
@@ -410,18 +410,19 @@ class PlanService(Application):
             fresh = False
             for _attempt in range(SAVE_ATTEMPTS):
                 plan, borrowed = self._plan_for_command(identifier, fresh)
-                receipt = plan.receipt_for(command_id)
-                if receipt is not None:
-                    return Outcome(
-                        plan_id=str(plan.id),
-                        item_id=receipt.item_id,
-                        version=receipt.version,
-                        position=self._position_covering_everything(),
-                        repeated=True,
-                    )
                 try:
                     item_id = command(plan, by=by, command_id=command_id, at=self.clock(), **fields)
                     recordings = self.save(plan)
+                except Repeated as repeat:
+                    if borrowed:
+                        self._cache_saved(plan)
+                    return Outcome(
+                        plan_id=str(plan.id),
+                        item_id=repeat.receipt.item_id,
+                        version=repeat.receipt.version,
+                        position=self._position_covering_everything(),
+                        repeated=True,
+                    )
                 except DomainError as refusal:
                     if borrowed and not plan._pending_events:  # refused before anything changed
                         self._cache_saved(plan)

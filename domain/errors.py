@@ -116,6 +116,15 @@ class StoreBusy(DomainError):
         super().__init__("The plan is busy with other edits; please try again.")
 
 
+class Repeated(Exception):
+    """A command recorded already, given again (a double click, a retry): it is answered
+    like the first time, from its receipt, and records nothing. Not a refusal."""
+
+    def __init__(self, receipt: Any):
+        super().__init__("repeated command")
+        self.receipt = receipt
+
+
 class StoreUnavailable(RuntimeError):
     """A store could not be reached: no connection to the database (refused, none free in
     time, too many clients), or the connection dropped again when tried once more; or the

@@ -170,3 +170,8 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
 
     item_id: str | None
     version: int
+    event: str = ""
+    """The event's class name: a repeat records the same kind of event ("" in a receipt kept
+    before receipts named it: any command with its id counts as its repeat)."""
+    person_id: str = ""
+    """Who gave the command ("" as for ``event``)."""

@@ -5,7 +5,8 @@ Every command method checks the plan's rules first and refuses with a
 event's `apply` is the only place state changes, so replaying the events
 rebuilds the same plan. Each event records who gave the command (`actor`)
 and the command's id, so a repeated command is recognised
-(`receipt_for`) and answered like the first time.
+(`receipt_for`, `Repeated`) and answered like the first time; an id
+used by another command is refused.
 
 A command that edits an existing item names the item's revision that the
 editor saw; if the item has changed since, the command is refused with an
@@ -21,14 +22,14 @@ import functools
 import typing
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 import msgspec
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
-from domain.errors import EditConflict, InvalidValue, NotFound, NotYours, PlanClosed, RuleViolation
+from domain.errors import EditConflict, InvalidValue, NotFound, NotYours, PlanClosed, Repeated, RuleViolation
 from domain.inputs import (
     LONG_TEXT,
     as_date,
@@ -74,6 +75,10 @@ from domain.values import (
     StepStatus,
     parse,
 )
+
+PLAN_REACH = timedelta(days=3653)
+"""Ten years: a plan's dates lie no earlier than this before it was opened and no later
+than this after the day they are given (a goal, a step, a measure, a consent)."""
 
 REMEMBERED_COMMANDS = 500
 """How many of the latest command ids a plan remembers to answer repeats.
@@ -728,8 +733,6 @@ class ClientPlan(Aggregate):
             return self.handovers[-1]
         return None
 
-    def receipt_for(self, command_id: str) -> Receipt | None:
-        return self.receipts.get(command_id)
 
     def valid_consent_for(self, organisation_id: str, day: date) -> Consent | None:
         for consent in self.consents.values():
@@ -763,7 +766,7 @@ class ClientPlan(Aggregate):
         language: str,
         referring_party: str,
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.ClientDetailsChanged)
         self._require_revision(self.client, "client", seen_revision)
         self._trigger(
             self.ClientDetailsChanged,
@@ -780,7 +783,7 @@ class ClientPlan(Aggregate):
     def record_client_contact(
         self, *, by: Actor, command_id: str, at: datetime, seen_revision: int, contact: str
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.ClientContactRecorded)
         self._require_revision(self.client, "client", seen_revision)
         self._trigger(
             self.ClientContactRecorded, by, command_id, at, contact=optional_text(contact, "contact", 300)
@@ -791,7 +794,7 @@ class ClientPlan(Aggregate):
         self, *, by: Actor, command_id: str, at: datetime, seen_revision: int, active: bool
     ) -> str:
         """Only the named expert or the counterpart sets or lifts a non-disclosure order."""
-        self._start(by, command_id)
+        self._start(by, command_id, self.NonDisclosureChanged)
         self._require_revision(self.client, "client", seen_revision)
         if not isinstance(active, bool):
             raise InvalidValue("active", "%(field)s must be yes or no.")
@@ -809,9 +812,9 @@ class ClientPlan(Aggregate):
         organisation_name: str,
         valid_from: date | str,
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.ConsentGiven)
         organisation_id = as_identifier(organisation_id, "organisation_id")
-        valid_from = as_date(valid_from, "valid_from")
+        valid_from = self._plan_day(valid_from, "valid_from", at)
         if any(
             c.organisation_id == organisation_id and c.withdrawn_on is None for c in self.consents.values()
         ):
@@ -842,7 +845,7 @@ class ClientPlan(Aggregate):
         consent_id: str,
         seen_revision: int,
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.ConsentWithdrawn)
         consent = self._find(self.consents, consent_id, "consent", "consent_id")
         self._require_revision(consent, "consent", seen_revision)
         if consent.withdrawn_on is not None:
@@ -867,7 +870,7 @@ class ClientPlan(Aggregate):
         description: str,
         financial: str = "",
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.NeedRecorded)
         need_id = self._new_id(command_id)
         self._trigger(
             self.NeedRecorded,
@@ -894,7 +897,7 @@ class ClientPlan(Aggregate):
         financial: str,
         status: str,
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.NeedUpdated)
         need = self._find(self.needs, need_id, "need", "need_id")
         self._require_revision(need, "need", seen_revision)
         self._trigger(
@@ -920,7 +923,7 @@ class ClientPlan(Aggregate):
         need_ids: Iterable[str],
         target_date: date | str,
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.GoalSet)
         goal_id = self._new_id(command_id)
         self._trigger(
             self.GoalSet,
@@ -930,7 +933,7 @@ class ClientPlan(Aggregate):
             goal_id=goal_id,
             title=required_text(title, "title", LONG_TEXT),
             need_ids=self._known_needs(need_ids),
-            target_date=self._target_date(target_date),
+            target_date=self._target_date(target_date, at),
         )
         return goal_id
 
@@ -946,7 +949,7 @@ class ClientPlan(Aggregate):
         need_ids: Iterable[str],
         target_date: date | str,
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.GoalRevised)
         goal = self._unsettled_goal(goal_id, seen_revision)
         self._trigger(
             self.GoalRevised,
@@ -956,7 +959,7 @@ class ClientPlan(Aggregate):
             goal_id=goal.id,
             title=required_text(title, "title", LONG_TEXT),
             need_ids=self._known_needs(need_ids),
-            target_date=self._target_date(target_date),
+            target_date=self._target_date(target_date, at),
         )
         return goal_id
 
@@ -972,7 +975,7 @@ class ClientPlan(Aggregate):
         note: str = "",
     ) -> str:
         """Mark a goal achieved or dropped."""
-        self._start(by, command_id)
+        self._start(by, command_id, self.GoalSettled)
         goal = self._unsettled_goal(goal_id, seen_revision)
         settled = parse(GoalStatus, status, "status")
         if settled not in (GoalStatus.ACHIEVED, GoalStatus.DROPPED):
@@ -1001,7 +1004,7 @@ class ClientPlan(Aggregate):
         comment: str = "",
     ) -> str:
         """The client agrees with a goal or questions it; a question needs the client's words."""
-        self._start(by, command_id)
+        self._start(by, command_id, self.GoalClientViewRecorded)
         goal = self._find(self.goals, goal_id, "goal", "goal_id")
         self._require_revision(goal, "goal", seen_revision)
         client_stance = parse(ClientStance, stance, "stance")
@@ -1033,7 +1036,7 @@ class ClientPlan(Aggregate):
         contact: str = "",
         part: str = "",
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.MemberAdded)
         person_id = as_identifier(person_id, "person_id")
         organisation_id = as_identifier(organisation_id, "organisation_id")
         organisation_name = required_text(organisation_name, "organisation_name")
@@ -1074,7 +1077,7 @@ class ClientPlan(Aggregate):
         contact: str,
         part: str,
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.MemberUpdated)
         member = self._find(self.members, member_id, "network member", "member_id")
         self._require_revision(member, "network member", seen_revision)
         self._trigger(
@@ -1098,7 +1101,7 @@ class ClientPlan(Aggregate):
         member_id: str,
         seen_revision: int,
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.MemberRemoved)
         member = self._find(self.members, member_id, "network member", "member_id")
         self._require_revision(member, "network member", seen_revision)
         if member_id in (self.responsibility.expert_id, self.responsibility.counterpart_id):
@@ -1128,7 +1131,7 @@ class ClientPlan(Aggregate):
         seen_revision: int,
     ) -> str:
         """The named expert names a counterpart from another organisation."""
-        self._start(by, command_id)
+        self._start(by, command_id, self.CounterpartNamed)
         self._require_revision(self.responsibility, "responsibility", seen_revision)
         self._require_expert(by, "Only the named expert can name the counterpart.")
         if self.pending_handover:
@@ -1147,7 +1150,7 @@ class ClientPlan(Aggregate):
 
     def propose_handover(self, *, by: Actor, command_id: str, at: datetime, note: str = "") -> str:
         """The named expert proposes to hand responsibility to the counterpart."""
-        self._start(by, command_id)
+        self._start(by, command_id, self.HandoverProposed)
         self._require_expert(by, "Only the named expert can propose a handover.")
         counterpart = self.counterpart
         if counterpart is None:
@@ -1189,10 +1192,10 @@ class ClientPlan(Aggregate):
         planned_end: date | str,
         service: str = "",
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.StepPlanned)
         self._find(self.needs, need_id, "need", "need_id")
         self._find(self.members, responsible_member_id, "network member", "responsible_member_id")
-        start, end = self._period(planned_start, planned_end)
+        start, end = self._period(planned_start, planned_end, at)
         step_id = self._new_id(command_id)
         self._trigger(
             self.StepPlanned,
@@ -1222,7 +1225,7 @@ class ClientPlan(Aggregate):
         responsible_member_id: str,
         service: str = "",
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.StepUpdated)
         step = self._open_step(step_id, seen_revision)
         self._find(self.needs, need_id, "need", "need_id")
         self._find(self.members, responsible_member_id, "network member", "responsible_member_id")
@@ -1251,9 +1254,9 @@ class ClientPlan(Aggregate):
         planned_end: date | str,
         reason: str = "",
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.StepRescheduled)
         step = self._open_step(step_id, seen_revision)
-        start, end = self._period(planned_start, planned_end)
+        start, end = self._period(planned_start, planned_end, at)
         self._trigger(
             self.StepRescheduled,
             by,
@@ -1279,10 +1282,10 @@ class ClientPlan(Aggregate):
         outcome: str = "",
     ) -> str:
         """Start, finish or cancel a step, on a day no later than today."""
-        self._start(by, command_id)
+        self._start(by, command_id, self.StepProgressed)
         step = self._open_step(step_id, seen_revision)
         new_status = parse(StepStatus, status, "status")
-        day = as_date(on, "on")
+        day = self._plan_day(on, "on", at)
         allowed = {
             StepStatus.PLANNED: {StepStatus.STARTED, StepStatus.DONE, StepStatus.CANCELLED},
             StepStatus.STARTED: {StepStatus.DONE, StepStatus.CANCELLED},
@@ -1320,7 +1323,7 @@ class ClientPlan(Aggregate):
         seen_revision: int,
         outcome: str,
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.StepOutcomeRecorded)
         step = self._find(self.steps, step_id, "step", "step_id")
         self._require_revision(step, "step", seen_revision)
         self._trigger(
@@ -1346,10 +1349,10 @@ class ClientPlan(Aggregate):
         scale_min: float | None = None,
         scale_max: float | None = None,
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.MeasureRecorded)
         measure_kind = parse(MeasureKind, kind, "kind")
         number = as_number(value, "value")
-        day = as_date(measured_on, "measured_on")
+        day = self._plan_day(measured_on, "measured_on", at)
         if day > at.date():
             raise InvalidValue("measured_on", "%(field)s cannot be in the future.")
         if measure_kind == MeasureKind.OTHER:
@@ -1395,7 +1398,7 @@ class ClientPlan(Aggregate):
         visibility: str = NoteVisibility.PROFESSIONALS.value,
     ) -> str:
         """Write a note; by default only the professionals of the network read it."""
-        self._start(by, command_id)
+        self._start(by, command_id, self.NoteAdded)
         note_id = self._new_id(command_id)
         self._trigger(
             self.NoteAdded,
@@ -1415,7 +1418,7 @@ class ClientPlan(Aggregate):
         client's route onwards (seeds/000, seeds/001); a step still planned or started
         would be shown to the client as going on in a plan that has ended.
         """
-        self._start(by, command_id)
+        self._start(by, command_id, self.Closed)
         self._require_responsible(by, "Only the named expert or the counterpart can close the plan.")
         closing_outcome = parse(ClosingOutcome, outcome, "outcome")
         if self.pending_handover:
@@ -1440,16 +1443,25 @@ class ClientPlan(Aggregate):
     def reopen(self, *, by: Actor, command_id: str, at: datetime, reason: str) -> None:
         """The named expert or the counterpart reopens a closed plan, saying why."""
         _check_sender(by, command_id)
+        self._check_repeat(by, command_id, self.Reopened)
         if not self.is_closed:
             raise RuleViolation("The plan is open already.")
         self._require_responsible(by, "Only the named expert or the counterpart can reopen the plan.")
         self._trigger(self.Reopened, by, command_id, at, reason=required_text(reason, "reason", LONG_TEXT))
 
+    def receipt_for(self, command_id: str) -> Receipt | None:
+        return self.receipts.get(command_id)
+
     # ------------------------------------------------------- used by the events
 
     def remember(self, event: ClientPlan.Event) -> None:
         """Keep the receipt of the command an event answered."""
-        self.receipts[event.command_id] = Receipt(item_id=event.item_id, version=event.originator_version)
+        self.receipts[event.command_id] = Receipt(
+            item_id=event.item_id,
+            version=event.originator_version,
+            event=type(event).__name__,
+            person_id=event.actor.person_id,
+        )
         if len(self.receipts) > REMEMBERED_COMMANDS:
             del self.receipts[next(iter(self.receipts))]
 
@@ -1509,11 +1521,24 @@ class ClientPlan(Aggregate):
         """Item ids follow from the command id, so a retried command names the same item."""
         return str(uuid.uuid5(self.id, command_id))
 
-    def _start(self, by: Actor, command_id: str) -> None:
-        """Check the sender and the command id, then that the plan is open."""
+    def _start(self, by: Actor, command_id: str, records: type[ClientPlan.Event]) -> None:
+        """Check the sender and the command id, then that the plan is open. ``records`` is
+        the event the command records: a repeat of it is answered (:meth:`_check_repeat`)."""
         _check_sender(by, command_id)
+        self._check_repeat(by, command_id, records)
         if self.is_closed:
             raise PlanClosed()
+
+    def _check_repeat(self, by: Actor, command_id: str, records: type[ClientPlan.Event]) -> None:
+        """Raise :class:`Repeated` if this command (the same kind, from the same person) was
+        recorded already; refuse an id that some other command used, so that a client
+        reusing ids is told instead of answered "saved" for a change that was never made."""
+        receipt = self.receipts.get(command_id)
+        if receipt is None:
+            return
+        if receipt.event in ("", records.__name__) and receipt.person_id in ("", by.person_id):
+            raise Repeated(receipt)
+        raise RuleViolation("This form was already used for another change. Send it again to save this one.", field="command_id")
 
     @staticmethod
     def _require_revision(item: Item, kind: str, seen_revision: int) -> None:
@@ -1554,8 +1579,22 @@ class ClientPlan(Aggregate):
             self._find(self.needs, need_id, "need", "need_ids")
         return ids
 
-    def _target_date(self, target_date: date | str) -> date:
-        target = as_date(target_date, "target_date")
+    def _plan_day(self, value: date | str, field: str, at: datetime) -> date:
+        """A date given to the plan, no further from it than :data:`PLAN_REACH`: a typo of the
+        year (20266, 0202) is refused instead of stretching the timeline over millennia."""
+        day = as_date(value, field)
+        earliest, latest = self.opened_on - PLAN_REACH, at.date() + PLAN_REACH
+        if not earliest <= day <= latest:
+            raise InvalidValue(
+                field,
+                "%(field)s must be between %(earliest)s and %(latest)s.",
+                earliest=earliest.isoformat(),
+                latest=latest.isoformat(),
+            )
+        return day
+
+    def _target_date(self, target_date: date | str, at: datetime) -> date:
+        target = self._plan_day(target_date, "target_date", at)
         if target < self.opened_on:
             raise InvalidValue(
                 "target_date",
@@ -1571,7 +1610,7 @@ class ClientPlan(Aggregate):
             raise RuleViolation("The goal is %(status)s already; set a new goal instead.", status=goal.status)
         return goal
 
-    def _period(self, start: date | str, end: date | str) -> tuple[date, date]:
+    def _period(self, start: date | str, end: date | str, at: datetime) -> tuple[date, date]:
         """A step's planned dates: it may have begun before the plan, not ended before it.
 
         A service already going on when the client came (a rehabilitation period, an
@@ -1579,8 +1618,8 @@ class ClientPlan(Aggregate):
         through the client's earlier history and builds on it (seeds/001). A step planned
         to be over before the plan was opened is no part of the plan, like a goal.
         """
-        first = as_date(start, "planned_start")
-        last = as_date(end, "planned_end")
+        first = self._plan_day(start, "planned_start", at)
+        last = self._plan_day(end, "planned_end", at)
         if last < first:
             raise InvalidValue("planned_end", "The end date cannot be before the start date.")
         if last < self.opened_on:
@@ -1604,7 +1643,7 @@ class ClientPlan(Aggregate):
     def _decide_handover(
         self, by: Actor, command_id: str, at: datetime, handover_id: str, decision: HandoverStatus, note: str
     ) -> str:
-        self._start(by, command_id)
+        self._start(by, command_id, self.HandoverDecided)
         handover = self.handover(handover_id)
         if handover.status != HandoverStatus.PROPOSED:
             raise RuleViolation("This handover was %(status)s already.", status=handover.status)

@@ -93,6 +93,8 @@ ERROR_TEMPLATES = (
     N_("There is no revision %(seen)s of this item yet."),
     N_("There is no %(kind)s %(id)s on this plan."),
     N_("The target date cannot be before the plan was opened (%(opened)s)."),
+    N_("%(field)s must be between %(earliest)s and %(latest)s."),
+    N_("This form was already used for another change. Send it again to save this one."),
     N_("The goal is %(status)s already; set a new goal instead."),
     N_("The step is %(status)s: it can no longer be changed."),
     N_("This handover was %(status)s already."),
@@ -351,7 +353,7 @@ _VALUE_VOCABULARIES = {
 }
 _STATUS_VOCABULARIES = ("step_status", "goal_status", "handover_status", "need_status")
 _FIELD_LIST_VALUES = ("fields",)
-_DATE_VALUES = ("date", "start", "end", "started", "opened")
+_DATE_VALUES = ("date", "start", "end", "started", "opened", "earliest", "latest")
 #: What the history says when an update changed no field.
 NO_CHANGE = N_("no change")
 

@@ -27,10 +27,19 @@ from typing import Any
 
 import pytest
 
-from domain.errors import DomainError, EditConflict, InvalidValue, NotFound, NotYours, PlanClosed, RuleViolation
+from domain.errors import (
+    DomainError,
+    EditConflict,
+    InvalidValue,
+    NotFound,
+    NotYours,
+    PlanClosed,
+    Repeated,
+    RuleViolation,
+)
 from domain.inputs import LONG_TEXT, SHORT_TEXT
 from domain.items import CONFLICT_CHANGES, KEPT_CHANGES, Receipt
-from domain.plan import EXPERT_PART, REMEMBERED_COMMANDS, ClientPlan, PlanRecord
+from domain.plan import EXPERT_PART, PLAN_REACH, REMEMBERED_COMMANDS, ClientPlan, PlanRecord
 from domain.values import (
     Actor,
     ClosingOutcome,
@@ -2306,12 +2315,52 @@ def test_a_command_leaves_a_receipt_with_its_item_and_version(s: Scene) -> None:
     command_id = cid()
     need_id = s.plan.record_need(by=s.anna, command_id=command_id, at=NOW, category="health", description="Sleep")
 
-    assert s.plan.receipt_for(command_id) == Receipt(item_id=need_id, version=s.plan.version)
+    assert s.plan.receipt_for(command_id) == Receipt(
+        item_id=need_id, version=s.plan.version, event="NeedRecorded", person_id=s.anna.person_id
+    )
+
+
+def test_a_repeated_command_is_answered_from_its_receipt_and_records_nothing(s: Scene) -> None:
+    need_id = s.plan.record_need(by=s.anna, command_id="need-once", at=NOW, category="health", description="Sleep")
+    version = s.plan.version
+
+    with pytest.raises(Repeated) as repeat:
+        s.plan.record_need(by=s.anna, command_id="need-once", at=NOW, category="health", description="Sleep")
+
+    assert (repeat.value.receipt.item_id, repeat.value.receipt.version) == (need_id, version)
+    assert s.plan.version == version
+
+
+def test_a_closed_plan_still_answers_the_repeat_of_its_closing(s: Scene) -> None:
+    s.settle_steps()
+    s.plan.close(by=s.anna, command_id="close-once", at=NOW, outcome="work")
+    with pytest.raises(Repeated):
+        s.plan.close(by=s.anna, command_id="close-once", at=NOW, outcome="work")
+
+
+@pytest.mark.parametrize("by", ["anna", "carla"])
+def test_a_command_id_used_by_another_command_is_refused(s: Scene, by: str) -> None:
+    s.plan.add_note(by=s.anna, command_id="used-once", at=NOW, text="Called the client")
+    with refused(s.plan, RuleViolation, "already used", field="command_id"):
+        if by == "anna":  # another kind of command
+            s.plan.record_need(by=s.anna, command_id="used-once", at=NOW, category="health", description="Sleep")
+        else:  # the same kind, by someone else
+            s.plan.add_note(by=s.carla, command_id="used-once", at=NOW, text="Called the client")
+
+
+def test_a_receipt_kept_before_receipts_named_their_command_counts_any_command_as_its_repeat(s: Scene) -> None:
+    """Snapshots made before receipts named the event and the person hold receipts without
+    them: a repeat is recognised as before, by the id alone."""
+    s.plan.receipts["old-1"] = Receipt(item_id=None, version=3)
+    with pytest.raises(Repeated):
+        s.plan.add_note(by=s.carla, command_id="old-1", at=NOW, text="Called the client")
 
 
 def test_the_opening_leaves_a_receipt_for_version_one(anna: Actor) -> None:
     opened = open_plan(anna, command_id="open-receipt")
-    assert opened.receipt_for("open-receipt") == Receipt(item_id=None, version=1)
+    assert opened.receipt_for("open-receipt") == Receipt(
+        item_id=None, version=1, event="Opened", person_id=anna.person_id
+    )
 
 
 def test_an_unknown_command_has_no_receipt(s: Scene) -> None:
@@ -2428,3 +2477,65 @@ def test_a_copy_of_a_plan_can_be_changed_without_touching_the_original(s: Scene,
 
     assert twin.version == s.plan.version + 1
     assert state_of(s.plan) == before
+
+
+# --- how far a plan's dates may lie --------------------------------------------------
+
+EARLIEST = OPENING_DAY - PLAN_REACH
+LATEST = TODAY + PLAN_REACH
+
+
+def _dated_commands(s: Scene) -> dict[str, Callable[[date], Any]]:
+    """Every command that takes a date from the user, given that date."""
+    return {
+        "goal target_date": lambda day: do(s.plan, "set_goal", s.anna, title="Work trial", need_ids=[s.need_id],
+                                           target_date=day),
+        "goal revised target_date": lambda day: do(s.plan, "revise_goal", s.anna, goal_id=s.goal_id, seen_revision=1,
+                                                   title="Work trial", need_ids=[s.need_id], target_date=day),
+        "step planned_start": lambda day: plan_step(s.plan, s.anna, s.need_id, s.carla_id, start=day,
+                                                  end=max(day, TODAY)),
+        "step planned_end": lambda day: plan_step(s.plan, s.anna, s.need_id, s.carla_id, start=TODAY, end=day),
+        "step rescheduled planned_end": lambda day: do(s.plan, "reschedule_step", s.aino, step_id=s.step_id,
+                                                       seen_revision=1, planned_start=TODAY, planned_end=day),
+        "step progress on": lambda day: do(s.plan, "progress_step", s.aino, step_id=s.step_id, seen_revision=1,
+                                           status="started", on=day),
+        "measure measured_on": lambda day: do(s.plan, "record_measure", s.anna, kind="work_ability_score", value=5,
+                                              measured_on=day),
+        "consent valid_from": lambda day: do(s.plan, "give_consent", s.anna, organisation_id="pension-fund",
+                                             organisation_name="Eläkekassa", valid_from=day),
+    }
+
+
+TOO_EARLY = {"goal target_date", "goal revised target_date", "step planned_start", "step progress on",
+             "measure measured_on", "consent valid_from"}
+TOO_LATE = {"goal target_date", "goal revised target_date", "step planned_start", "step planned_end",
+            "step rescheduled planned_end", "consent valid_from"}
+
+
+@pytest.mark.parametrize("command", sorted(TOO_LATE))
+@pytest.mark.parametrize("day", [LATEST + timedelta(days=1), date(9999, 12, 31)])
+def test_a_date_more_than_ten_years_ahead_is_refused(s: Scene, command: str, day: date) -> None:
+    """A mistyped year (9999, 20266) would stretch the plan's timeline over millennia."""
+    field = command.rsplit(" ", 1)[1]
+    with refused(s.plan, InvalidValue, EARLIEST.isoformat(), LATEST.isoformat(), field=field):
+        _dated_commands(s)[command](day)
+
+
+@pytest.mark.parametrize("command", sorted(TOO_EARLY))
+@pytest.mark.parametrize("day", [EARLIEST - timedelta(days=1), date(1, 1, 1)])
+def test_a_date_more_than_ten_years_before_the_opening_is_refused(s: Scene, command: str, day: date) -> None:
+    field = command.rsplit(" ", 1)[1]
+    with refused(s.plan, InvalidValue, EARLIEST.isoformat(), LATEST.isoformat(), field=field):
+        _dated_commands(s)[command](day)
+
+
+@pytest.mark.parametrize("command", sorted(TOO_LATE))
+def test_a_date_ten_years_ahead_is_taken(s: Scene, command: str) -> None:
+    _dated_commands(s)[command](LATEST)
+
+
+@pytest.mark.parametrize("command", sorted(TOO_EARLY - {"goal target_date", "goal revised target_date"}))
+def test_a_date_ten_years_before_the_opening_is_taken(s: Scene, command: str) -> None:
+    """A goal is never before the opening; a step begun, a measure taken or a consent given
+    years before the plan belongs to the client's history the plan builds on."""
+    _dated_commands(s)[command](EARLIEST)

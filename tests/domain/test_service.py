@@ -221,6 +221,26 @@ def test_a_command_repeated_after_other_commands_still_returns_the_first_answer(
     assert [n.description for n in service.get_plan(team.plan_id).needs.values()].count("Debts") == 1
 
 
+@pytest.mark.parametrize("second", ["another kind of command", "the same command by someone else"])
+def test_a_command_id_used_already_by_another_command_is_refused_and_records_nothing(
+    service: PlanService, team: TeamPlan, bert: Actor, carla: Actor, second: str
+) -> None:
+    """A client that reuses ids (a bug, or on purpose) is told, never answered "saved" for a
+    change that was not made."""
+    service.add_note(team.plan_id, by=bert, command_id="used-once", text="Called the client")
+    events = event_count(service, team.plan_id)
+
+    with pytest.raises(RuleViolation, match="already used") as refusal:
+        if second == "another kind of command":
+            record_need(service, team.plan_id, bert, "Debts", category="everyday_life", command_id="used-once")
+        else:
+            service.add_note(team.plan_id, by=carla, command_id="used-once", text="Called the client")
+
+    assert refusal.value.field == "command_id"
+    assert event_count(service, team.plan_id) == events
+    assert "Debts" not in [n.description for n in service.get_plan(team.plan_id).needs.values()]
+
+
 def test_a_repeated_edit_returns_the_first_answer_even_though_its_revision_is_stale_now(
     service: PlanService, team: TeamPlan, bert: Actor
 ) -> None:

@@ -53,7 +53,7 @@ from hypothesis.stateful import (
 from psycopg import sql
 
 from domain.application import Outcome, PlanService
-from domain.errors import DomainError, InvalidValue, PlanErased
+from domain.errors import DomainError, InvalidValue, PlanErased, RuleViolation
 from domain.inputs import has_forbidden_character, plain_text
 from domain.plan import ClientPlan, PlanRecord
 from domain.storage import StoreSettings
@@ -285,7 +285,7 @@ class PlanEditing(RuleBasedStateMachine):
         assert not outcome.repeated
         record.version += 1
         assert outcome.version == record.version == self.stored_version(plan_id)
-        record.answers[command_id] = (command, outcome)
+        record.answers[command_id] = (command, outcome, by, fields)
         return outcome
 
     def pick_plan(self, data: st.DataObject) -> tuple[str, ClientPlan]:
@@ -1006,15 +1006,24 @@ class PlanEditing(RuleBasedStateMachine):
     @precondition(lambda self: any(record.answers for record in self.plans.values()))
     @rule(data=st.data(), by=st.sampled_from(PEOPLE))
     def repeat_command(self, data: st.DataObject, by: Actor) -> None:
-        """A command id sent again (double click, retry) is answered like the first time.
-
-        It is sent as a note, whatever the first command was: the id alone decides.
-        """
+        """A command id sent again (double click, retry) is answered like the first time, when
+        it is the same command from the same person; sent as a note by anyone, it is answered
+        only if it was that person's note, and refused otherwise."""
         plan_id = data.draw(st.sampled_from([p for p, r in self.plans.items() if r.answers]), label="plan")
         record = self.plans[plan_id]
         command_id = data.draw(st.sampled_from(list(record.answers)), label="repeated command")
-        command, first = record.answers[command_id]
-        again = self.service.add_note(plan_id, by=by, command_id=command_id, text="Tuplaklikkaus")
+        command, first, first_by, fields = record.answers[command_id]
+        if data.draw(st.booleans(), label="the same command again"):
+            again = getattr(self.service, command)(plan_id, by=first_by, command_id=command_id, **fields)
+        else:
+            try:
+                again = self.service.add_note(plan_id, by=by, command_id=command_id, text="Tuplaklikkaus")
+            except RuleViolation as refusal:
+                assert (command, by.person_id) != ("add_note", first_by.person_id)
+                assert refusal.field == "command_id"
+                assert self.stored_version(plan_id) == record.version
+                return
+            assert (command, by.person_id) == ("add_note", first_by.person_id)
         assert again.repeated
         assert again.version == first.version
         assert again.item_id == first.item_id
@@ -1091,7 +1100,8 @@ class KnownPlan:
     def __init__(self, opening: tuple[str, dict[str, Any], Actor]):
         self.opening = opening
         self.version = 1
-        self.answers: dict[str, tuple[str, Outcome]] = {}
+        self.answers: dict[str, tuple[str, Outcome, Actor, dict[str, Any]]] = {}
+        """Per command id: the command, its answer, who gave it and its fields."""
 
 
 def _machine_on(make: Callable[[], tuple[StoreSettings, Callable[[], None]]]) -> type[PlanEditing]:

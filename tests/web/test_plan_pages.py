@@ -229,6 +229,48 @@ def test_a_step_that_ends_before_it_starts_is_refused_next_to_the_end_date(plan_
     assert plan_site.event_count() == events
 
 
+def test_a_goal_date_years_away_is_refused_next_to_its_field_and_the_plan_stays_readable(
+    plan_site: PlanSite, aino: httpx.Client
+) -> None:
+    """A mistyped year (9999) is refused: recorded, it stretched the timeline past the calendar."""
+    plan_id = plan_site.plans["matti"]
+    plan = plan_site.service.get_plan(plan_id)
+    page = open_page(aino, plan_id)
+    events = plan_site.event_count()
+    response = aino.post(
+        f"/plans/{plan_id}/goals/new/add",
+        headers=htmx_headers(page),
+        data={"command_id": str(uuid.uuid4()), "title": "Työkokeilu", "need_ids": next(iter(plan.needs)),
+              "target_date": "9999-12-31"},
+    )
+    assert response.status_code == 422
+    error = Page(response).error_of("goal-new", "target_date")
+    assert error.startswith("Tavoitepäivä: anna päivä väliltä ") and re.search(r"\d{1,2}\.\d{1,2}\.20\d\d", error), error
+    assert plan_site.event_count() == events
+    assert open_page(aino, plan_id).html
+
+
+def test_a_form_sent_with_an_id_another_change_used_is_refused_with_a_new_id(
+    plan_site: PlanSite, aino: httpx.Client
+) -> None:
+    """Only a faulty or crafted client reuses an id: it is told, not answered "saved" for a
+    change that was never made, and the form comes back ready to be sent again."""
+    plan_id = plan_site.plans["matti"]
+    page = open_page(aino, plan_id)
+    used = str(uuid.uuid4())
+    noted = aino.post(f"/plans/{plan_id}/notes/new/add", headers=htmx_headers(page),
+                      data={"command_id": used, "text": "Soitin asiakkaalle", "visibility": "professionals"})
+    assert noted.status_code == 200, noted.text[:500]
+    events = plan_site.event_count()
+    response = aino.post(f"/plans/{plan_id}/needs/new/add", headers=htmx_headers(page),
+                         data={"command_id": used, "category": "everyday_life", "description": "Velat"})
+    assert response.status_code == 422
+    fragment = Page(response)
+    assert "Tällä lomakkeella on jo tallennettu toinen muutos." in fragment.html
+    assert fragment.value("command_id") not in ("", used)
+    assert plan_site.event_count() == events
+
+
 def test_a_value_that_is_not_a_number_is_refused_in_swedish_too(plan_site: PlanSite) -> None:
     plan_id = plan_site.plans["matti"]
     with signed_in(plan_site, "aino.virtanen", language="sv") as aino_sv:

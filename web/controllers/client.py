@@ -370,7 +370,10 @@ async def _submit(
     shown = {n for n in struct.__struct_fields__ if n not in ("command_id", "seen_revision")}
 
     def refused(field: str | None, text: str, seen_revision: int | None = None) -> FormState:
-        state = FormState(form="refused", values=draft, command_id=str(draft.get("command_id") or uuid.uuid4()),
+        # An id that another command used already is replaced, so that the form can be sent again.
+        used = field == "command_id"
+        state = FormState(form="refused", values=draft,
+                          command_id=str(uuid.uuid4() if used else draft.get("command_id") or uuid.uuid4()),
                           seen_revision=seen_revision if seen_revision is not None else _int_or_none(draft.get("seen_revision")))
         if field in shown:
             state.errors[field] = text

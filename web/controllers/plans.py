@@ -630,6 +630,8 @@ def _submit(
             _answer_conflict, request, lang, views, access, plans, action, (kind, form, item_id), conflict, posted))
     except DomainError as error:
         state = _draft_state(action, _draft(posted, action.struct))
+        if error.field == "command_id":  # used by another command: a new id lets the form be sent again
+            state.command_id = str(uuid.uuid4())
         _place_error(state, action, error.field, translate_message(error.template, error.params, _, lang))
         return _refused(request, access, item_kind, item, dom_id, state, HTTP_422_UNPROCESSABLE_ENTITY)
 
