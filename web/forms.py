@@ -333,6 +333,14 @@ class FieldShape(NamedTuple):
 
 
 @functools.cache
+def whole_number(text: str, max_digits: int = 12) -> int | None:
+    """The number ``text`` writes in at most ``max_digits`` ASCII digits, else None (``str.isdigit``
+    also takes "²", which ``int`` refuses, and ``int`` refuses more than 4,300 digits)."""
+    if text.isascii() and text.isdigit() and len(text) <= max_digits:
+        return int(text)
+    return None
+
+
 def form_fields(struct_type: type[msgspec.Struct]) -> tuple[FieldShape, ...]:
     """The fields of a form Struct (worked out once per Struct: ``msgspec.inspect`` is slow)."""
     return tuple(

@@ -208,7 +208,7 @@ class LiveServer:
         assert self.app.state.views.wait_for(position, timeout=5), "the read model did not catch up"
 
     async def socket(
-        self, plan_id: str, person: Person | None, *, version: int | None = None, origin: str | None = None
+        self, plan_id: str, person: Person | None, *, version: int | str | None = None, origin: str | None = None
     ) -> ClientConnection:
         query = "" if version is None else f"?version={version}"
         headers = {}
@@ -453,6 +453,18 @@ async def test_a_browser_without_a_version_gets_the_current_plan(
 ) -> None:
     plan_id = live.open_plan()
     bert = await live.socket(plan_id, BERT)
+    sockets.append(bert)
+    messages = await joined(bert)
+    assert is_plan_update(messages[0]) and version_in(messages[0]) == live.version_of(plan_id)
+
+
+@pytest.mark.parametrize("version", ["%C2%B2", "9" * 5000])
+async def test_a_version_that_only_looks_like_a_number_counts_as_none(
+    live: LiveServer, sockets: list[ClientConnection], version: str
+) -> None:
+    """"²" passes ``str.isdigit`` but not ``int``, nor do 5,000 digits: no 500, the current plan."""
+    plan_id = live.open_plan()
+    bert = await live.socket(plan_id, BERT, version=version)
     sockets.append(bert)
     messages = await joined(bert)
     assert is_plan_update(messages[0]) and version_in(messages[0]) == live.version_of(plan_id)

@@ -400,6 +400,13 @@ def test_cancel_gives_the_item_back(plan_site: PlanSite, aino: httpx.Client) -> 
     assert aino.get(f"/plans/{plan_id}/needs/{need_id}").status_code == 303
 
 
+def test_a_new_block_of_a_kind_that_has_none_is_not_found(plan_site: PlanSite, aino: httpx.Client) -> None:
+    plan_id = plan_site.plans["matti"]
+    page = open_page(aino, plan_id)
+    assert aino.get(f"/plans/{plan_id}/client/new", headers=htmx_headers(page)).status_code == 404
+    assert aino.get(f"/plans/{plan_id}/needs/new", headers=htmx_headers(page)).status_code == 200
+
+
 def test_a_rule_of_the_plan_is_shown_above_the_form(plan_site: PlanSite) -> None:
     plan_id = plan_site.plans["eeva"]  # Timo proposed a handover to Aino; only Aino decides
     with signed_in(plan_site, "timo.lehtonen") as timo:
@@ -477,6 +484,15 @@ def test_history_before_the_opening_says_the_plan_did_not_exist_yet(plan_site: P
     assert "Suunnitelmaa ei ollut vielä olemassa valitsemanasi hetkenä" in page.text
     at_opening = aino.get(f"/plans/{plan_id}/history", params={"at": opened.isoformat(timespec="seconds")})
     assert "Suunnitelmaa ei ollut vielä" not in at_opening.text
+
+
+@pytest.mark.parametrize("at", ["²", "9" * 5000, "abc"])
+def test_history_at_something_that_is_no_version_or_moment_asks_for_one(
+    plan_site: PlanSite, aino: httpx.Client, at: str
+) -> None:
+    page = aino.get(f"/plans/{plan_site.plans['ahmed']}/history", params={"at": at})
+    assert page.status_code == 200
+    assert "Valitse suunnitelman historiasta versio tai päivämäärä ja kellonaika." in page.text
 
 
 def panels_of(history_page: str) -> str:

@@ -88,7 +88,6 @@ CHOOSE_ORGANISATION = N_("Choose an organisation.")
 # Close codes and the hub's refusal, as the plan's socket uses them.
 _POLICY = 1008
 _TRY_AGAIN = 1013
-_MAX_VERSION_DIGITS = 12
 
 
 # ---------------------------------------------------------------------- the client's plan
@@ -476,10 +475,7 @@ async def _refuse(socket: WebSocket, code: int, why: str) -> None:
 
 
 def _version_of(socket: WebSocket) -> int | None:
-    value = socket.query_params.get("version", "")
-    if value.isdigit() and len(value) <= _MAX_VERSION_DIGITS:
-        return int(value)
-    return None
+    return f.whole_number(socket.query_params.get("version", ""))
 
 
 @asynccontextmanager

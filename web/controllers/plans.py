@@ -512,7 +512,7 @@ class PlanController(Controller):
         access = await plan_access(request, views, plan_id)
         plan = access.plan
         item_kind = _kind(kind)
-        item = None if item_id == "new" else item_kind.find(plan, item_id)
+        item = None if item_id == "new" and _has_new_block(kind) else item_kind.find(plan, item_id)
         dom_id = _dom_id(item_kind, item_id)
         if not is_htmx_request(request):
             return Redirect(f"/plans/{plan.id}#{dom_id}", status_code=HTTP_303_SEE_OTHER)
@@ -695,6 +695,11 @@ def _kind(segment: str) -> Kind:
     if kind is None:
         raise NotFoundException()
     return kind
+
+
+def _has_new_block(segment: str) -> bool:
+    """Whether the page has a block for a new item of this kind (``<kind>/new``: its "add")."""
+    return any(kind == segment and form in ("add", "propose") for kind, form in ACTIONS)
 
 
 def _action(segment: str, item_id: str, form: str) -> Action:
@@ -926,8 +931,9 @@ def _chosen_version(at: str, entries: list[Any], last_version: int) -> tuple[int
     text = at.strip()
     if not text:
         return last_version, ""
-    if text.isdigit():
-        return min(max(int(text), 1), last_version), ""
+    version = f.whole_number(text)
+    if version is not None:
+        return min(max(version, 1), last_version), ""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

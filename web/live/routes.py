@@ -18,6 +18,7 @@ from litestar import Litestar, WebSocket, websocket
 from litestar.params import FromPath
 
 from web.errors import UNAVAILABLE, refuse_websocket_unavailable
+from web.forms import whole_number
 from web.i18n import language_of
 from web.live.access import may_view, same_origin, signed_in_account
 from web.live.hub import LiveHub
@@ -26,7 +27,6 @@ from web.live.messages import POLICY, TRY_AGAIN
 __all__ = ("LIVE_PATH", "live_hub_lifespan", "live_path", "plan_live")
 
 LIVE_PATH = "/plans/{plan_id:str}/live"
-_MAX_VERSION_DIGITS = 12
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,4 @@ async def _refuse(socket: WebSocket, code: int, why: str) -> None:
 
 
 def _version_of(socket: WebSocket) -> int | None:
-    value = socket.query_params.get("version", "")
-    if value.isdigit() and len(value) <= _MAX_VERSION_DIGITS:
-        return int(value)
-    return None
+    return whole_number(socket.query_params.get("version", ""))
