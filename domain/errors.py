@@ -121,7 +121,7 @@ class Repeated(Exception):
     like the first time, from its receipt, and records nothing. Not a refusal."""
 
     def __init__(self, receipt: Any):
-        super().__init__("repeated command")
+        super().__init__(receipt)
         self.receipt = receipt
 
 

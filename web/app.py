@@ -28,6 +28,7 @@ from litestar.types import ControllerRouterHandler
 
 from web.controllers import BASE_ROUTE_HANDLERS
 from web.errors import EXCEPTION_HANDLERS
+from web.forms import refuse_malformed_form
 from web.i18n import ensure_compiled
 from web.security import add_security_headers, csrf_config
 from web.settings import Settings
@@ -64,6 +65,7 @@ def create_app(
         template_config=TemplateConfig(instance=engine),
         csrf_config=csrf_config(settings),
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=refuse_malformed_form,
         before_send=[add_security_headers],
         # web.errors logs unexpected errors itself, once, with their traceback.
         logging_config=LoggingConfig(log_exceptions="never"),

@@ -24,8 +24,12 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple, TypeVar
+from urllib.parse import unquote_to_bytes
 
 import msgspec
+from litestar import Request
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import ValidationException
 
 from domain.errors import InvalidValue
 from domain.inputs import LONG_TEXT, as_date, as_identifier, chosen, required_text
@@ -332,7 +336,24 @@ class FieldShape(NamedTuple):
     is_text: bool
 
 
-@functools.cache
+async def refuse_malformed_form(request: Request[Any, Any, Any]) -> None:
+    """Refuse (400, in the user's language) a URL-encoded form that is not UTF-8.
+
+    Litestar decodes such a body leniently: ``%FF`` and a lone surrogate (``%ED%A0%80``)
+    become U+FFFD and a raw byte 0xFF becomes "ÿ", so a text would be saved altered. Run
+    before every handler (``before_request``); the body read here is the one the handler
+    reads. Percent-decoding the whole body at once checks every field: the separators are
+    ASCII, which never splits a UTF-8 sequence.
+    """
+    if request.method in ("GET", "HEAD") or request.content_type[0] != RequestEncodingType.URL_ENCODED:
+        return
+    body = await request.body()
+    try:
+        unquote_to_bytes(body.decode("ascii")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationException("the form is not UTF-8") from None
+
+
 def whole_number(text: str, max_digits: int = 12) -> int | None:
     """The number ``text`` writes in at most ``max_digits`` ASCII digits, else None (``str.isdigit``
     also takes "²", which ``int`` refuses, and ``int`` refuses more than 4,300 digits)."""
@@ -341,6 +362,7 @@ def whole_number(text: str, max_digits: int = 12) -> int | None:
     return None
 
 
+@functools.cache
 def form_fields(struct_type: type[msgspec.Struct]) -> tuple[FieldShape, ...]:
     """The fields of a form Struct (worked out once per Struct: ``msgspec.inspect`` is slow)."""
     return tuple(

@@ -229,6 +229,27 @@ def test_a_step_that_ends_before_it_starts_is_refused_next_to_the_end_date(plan_
     assert plan_site.event_count() == events
 
 
+@pytest.mark.parametrize("description", [b"a%FFb", b"a%ED%A0%80b", b"a\xffb"],
+                         ids=["percent-encoded byte", "lone surrogate", "raw byte"])
+def test_a_form_that_is_not_utf8_is_refused_not_saved_altered(
+    plan_site: PlanSite, aino: httpx.Client, description: bytes
+) -> None:
+    """Read leniently, these would be saved as U+FFFD or "ÿ": a text other than the one sent."""
+    plan_id = plan_site.plans["matti"]
+    page = open_page(aino, plan_id)
+    events = plan_site.event_count()
+    body = b"command_id=" + str(uuid.uuid4()).encode() + b"&category=health&description=" + description
+    response = aino.post(f"/plans/{plan_id}/needs/new/add", content=body,
+                         headers={**htmx_headers(page), "content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400
+    assert "Osaa lähettämistäsi tiedoista ei voitu hyväksyä." in response.text
+    assert plan_site.event_count() == events
+    accepted = aino.post(f"/plans/{plan_id}/needs/new/add", content=body.replace(description, b"%C3%A4b"),
+                         headers={**htmx_headers(page), "content-type": "application/x-www-form-urlencoded"})
+    assert accepted.status_code == 200
+    assert "äb" in {need.description for need in plan_site.service.get_plan(plan_id).needs.values()}
+
+
 def test_a_goal_date_years_away_is_refused_next_to_its_field_and_the_plan_stays_readable(
     plan_site: PlanSite, aino: httpx.Client
 ) -> None:
