@@ -116,6 +116,11 @@ class StoreBusy(DomainError):
         super().__init__("The plan is busy with other edits; please try again.")
 
 
+class ConfigurationError(ValueError):
+    """A setting (an environment variable) has a value the service cannot use; the message
+    names the setting. The command line says it in one line instead of a traceback."""
+
+
 class Repeated(Exception):
     """A command recorded already, given again (a double click, a retry): it is answered
     like the first time, from its receipt, and records nothing. Not a refusal."""

@@ -22,7 +22,10 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from domain.errors import PlanErased
+from domain.errors import ConfigurationError, PlanErased
+
+MASTER_KEY_BYTES = 32
+"""A master key is an AES-256 key."""
 
 KEY_CACHE_SIZE = 10_000
 KEY_CACHE_SECONDS = 60.0
@@ -37,8 +40,8 @@ class Keyring(ABC):
     """Creates, looks up and erases plan keys; caches unwrapped keys briefly."""
 
     def __init__(self, master_key: bytes):
-        if len(master_key) != 32:
-            raise ValueError("The master key must be 32 bytes (256 bits).")
+        if len(master_key) != MASTER_KEY_BYTES:
+            raise ConfigurationError("The master key must be 32 bytes (256 bits).")
         self._master = AESGCM(master_key)
         self._cache: OrderedDict[str, tuple[AESGCM, float]] = OrderedDict()
         self._erased: set[str] = set()

@@ -21,6 +21,7 @@ without it, because its keys must not depend on one machine's disk.
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import re
 import secrets
@@ -29,7 +30,8 @@ from typing import Literal
 
 import msgspec
 
-from domain.keys import Keyring, PostgresKeyring, SQLiteKeyring
+from domain.errors import ConfigurationError
+from domain.keys import MASTER_KEY_BYTES, Keyring, PostgresKeyring, SQLiteKeyring
 
 PG_NAME_MAX = 63
 """PostgreSQL's longest name (NAMEDATALEN - 1). It cuts a longer one to this length with only
@@ -60,7 +62,7 @@ def check_schema(name: str, setting: str, *, longest: int = PG_NAME_MAX) -> str:
             f"Invalid {setting} {name!r}: use only lowercase letters, digits and _, "
             f"not starting with a digit, at most {longest} characters."
         )
-        raise ValueError(msg)
+        raise ConfigurationError(msg)
     return name
 
 
@@ -102,7 +104,9 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
                 f"POLKU_PG_POOL_SIZE {self.pg_pool_size} and POLKU_PG_POOL_MAX {self.pg_pool_max}: "
                 "need 0 <= POLKU_PG_POOL_SIZE <= POLKU_PG_POOL_MAX and POLKU_PG_POOL_MAX >= 2."
             )
-            raise ValueError(msg)
+            raise ConfigurationError(msg)
+        if self.master_key_b64:
+            _decoded_master_key(self.master_key_b64)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> StoreSettings:
@@ -126,7 +130,7 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
         try:
             return msgspec.convert(given, cls, strict=False)
         except msgspec.ValidationError as error:
-            raise ValueError(f"Invalid store configuration: {error}") from None
+            raise ConfigurationError(f"Invalid store configuration: {error}") from None
 
     def as_environ(self) -> dict[str, str]:
         """These settings as the POLKU_* variables that `from_environ` reads."""
@@ -215,12 +219,23 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     def _master_key(self) -> bytes:
         if self.master_key_b64:
-            return base64.b64decode(self.master_key_b64)
+            return _decoded_master_key(self.master_key_b64)
         if self.kind == "postgres":
-            raise ValueError("POLKU_MASTER_KEY must be set when the store is PostgreSQL.")
+            raise ConfigurationError("POLKU_MASTER_KEY must be set when the store is PostgreSQL.")
         path = Path(self.data_dir) / "master.key"
         if not path.exists():
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "w") as file:
                 file.write(base64.b64encode(secrets.token_bytes(32)).decode())
         return base64.b64decode(path.read_text().strip())
+
+
+def _decoded_master_key(text: str) -> bytes:
+    """The master key that ``POLKU_MASTER_KEY`` holds, or a :class:`ConfigurationError`."""
+    try:
+        key = base64.b64decode(text)
+    except binascii.Error:
+        raise ConfigurationError("POLKU_MASTER_KEY must be base64 (e.g. from `openssl rand -base64 32`).") from None
+    if len(key) != MASTER_KEY_BYTES:
+        raise ConfigurationError(f"POLKU_MASTER_KEY must be the base64 of {MASTER_KEY_BYTES} bytes; it holds {len(key)}.")
+    return key

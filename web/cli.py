@@ -42,7 +42,7 @@ from typing import Any
 
 from domain.application import PlanService
 from domain.demo import load_demo
-from domain.errors import DomainError
+from domain.errors import ConfigurationError, DomainError
 from domain.plan import ClientPlan
 
 
@@ -51,12 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="start the web application")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_port, default=8000)
     project = commands.add_parser(
         "project", help="write the read model for the web instances (PostgreSQL); serves /healthz and /readyz only"
     )
     project.add_argument("--host", default="127.0.0.1")
-    project.add_argument("--port", type=int, default=8100, help="of the health checks (default 8100)")
+    project.add_argument("--port", type=_port, default=8100, help="of the health checks (default 8100)")
     demo = commands.add_parser("demo", help="load the demo plans (safe to run again)")
     demo.add_argument("--if-empty", action="store_true", help="only when the store has no plans yet")
     commands.add_parser("plans", help="list the plans")
@@ -75,6 +75,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = next(iter(str(error).strip().splitlines()), type(error).__name__)
         print(f"polku: could not reach the database ({reason}); try again in a moment.", file=sys.stderr)
         return os.EX_TEMPFAIL
+    except ConfigurationError as error:
+        print(f"polku: {error}", file=sys.stderr)
+        return os.EX_CONFIG
+    except OSError as error:  # a data folder or file that cannot be made, read or written
+        print(f"polku: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return 1
+
+
+def _port(text: str) -> int:
+    """A TCP port for ``--port`` (0: any free one)."""
+    if text.isascii() and text.isdigit() and int(text) <= 65535:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is no port: give a number from 0 to 65535")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from web.errors import UNAVAILABLE
 from web.gc_policy import GcPolicy
 from web.live.messages import MAX_CLIENT_MESSAGE
 from web.settings import Settings
-from web.wiring import build_app, build_projector_app
+from web.wiring import build_app, build_projector_app, store_settings_for
 
 WS_MAX_FRAME = 4 * MAX_CLIENT_MESSAGE + 256
 """Bytes of the largest websocket frame taken in: the longest message the hub accepts, every
@@ -43,7 +43,12 @@ __all__ = ("app_factory", "build_server", "project", "serve")
 
 
 def serve(host: str, port: int, settings: Settings | None = None) -> None:
-    """Serve Polku on ``host:port`` until interrupted (Ctrl-C or SIGTERM)."""
+    """Serve Polku on ``host:port`` until interrupted (Ctrl-C or SIGTERM).
+
+    The settings are read first: a bad one stops the command with its message
+    (:class:`~domain.errors.ConfigurationError`) instead of a failed start-up's traceback."""
+    settings = settings or Settings.from_env()
+    store_settings_for(settings)
     build_server(host, port, settings).run()
 
 

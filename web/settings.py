@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from domain.errors import ConfigurationError
+
 __all__ = ("Settings", "load_or_create_secret_key", "SECRET_KEY_FILENAME")
 
 SECRET_KEY_FILENAME = "secret.key"
@@ -62,12 +64,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         if len(self.secret_key) < 32:
-            raise ValueError("the secret key must be at least 32 characters long")
+            raise ConfigurationError("the secret key must be at least 32 characters long")
         if not 1 <= self.worker_threads <= MAX_WORKER_THREADS:
-            raise ValueError(f"POLKU_WORKER_THREADS must be a whole number from 1 to {MAX_WORKER_THREADS}; "
+            raise ConfigurationError(f"POLKU_WORKER_THREADS must be a whole number from 1 to {MAX_WORKER_THREADS}; "
                              f"got {self.worker_threads}")
         if self.sockets_per_account < 1:
-            raise ValueError(f"POLKU_SOCKETS_PER_ACCOUNT must be a whole number of 1 or more; got {self.sockets_per_account}")
+            raise ConfigurationError(f"POLKU_SOCKETS_PER_ACCOUNT must be a whole number of 1 or more; got {self.sockets_per_account}")
 
     def __repr__(self) -> str:  # keep the secret out of logs and tracebacks
         return (
@@ -129,7 +131,7 @@ def _read_key(path: Path) -> str:
         path.chmod(0o600)
     key = path.read_text(encoding="ascii").strip()
     if not key:
-        raise ValueError(f"{path} is empty: delete it to have a new key generated")
+        raise ConfigurationError(f"{path} is empty: delete it to have a new key generated")
     return key
 
 
@@ -139,7 +141,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ValueError(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {value!r}")
+    raise ConfigurationError(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {value!r}")
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
@@ -147,5 +149,5 @@ def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
     if not value:
         return default
     if not value.isdigit():
-        raise ValueError(f"{name} must be a whole number; got {value!r}")
+        raise ConfigurationError(f"{name} must be a whole number; got {value!r}")
     return int(value)

@@ -6,6 +6,7 @@ The core behaviour runs on SQLite and on PostgreSQL (same SQL); the rest on SQLi
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -474,3 +475,36 @@ def test_ended_sessions_are_purged(accounts: AccountStore, fake_clock: FakeClock
     fake_clock.advance(120)
     assert accounts.purge_expired_sessions() == 1
     assert accounts.session_count() == 1
+
+
+@pytest.mark.parametrize(("setting", "value", "said"), [
+    ("POLKU_STORE", "bogus", "Invalid enum value 'bogus'"),
+    ("POLKU_MASTER_KEY", "notbase64", "POLKU_MASTER_KEY must be base64"),
+    ("POLKU_MASTER_KEY", "c2hvcnQ=", "POLKU_MASTER_KEY must be the base64 of 32 bytes; it holds 5"),
+    ("POLKU_WORKER_THREADS", "many", "POLKU_WORKER_THREADS"),
+])
+def test_a_bad_setting_is_said_in_one_line(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, setting: str, value: str,
+    said: str,
+) -> None:
+    """Not a traceback: the operator is told which setting to mend (exit status 78, EX_CONFIG)."""
+    monkeypatch.setenv(setting, value)
+    command = ["serve", "--port", "0"] if setting == "POLKU_WORKER_THREADS" else ["plans"]
+    assert main(command) == os.EX_CONFIG
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("polku: ") and said in line
+
+
+def test_a_file_or_folder_that_cannot_be_written_is_said_in_one_line(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["accesslog", "export", "--output", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"polku: {tmp_path}: Is a directory"]
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_port_outside_the_tcp_range_is_refused(cli_env: Path, capsys: pytest.CaptureFixture[str], port: str) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(["serve", "--port", port])
+    assert refused.value.code == 2
+    assert "give a number from 0 to 65535" in capsys.readouterr().err
