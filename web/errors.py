@@ -28,7 +28,7 @@ from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
 from domain.errors import StoreUnavailable
@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 #: The element of ``base.html`` that error fragments of htmx requests go into.
 MESSAGES_TARGET: Final = "#messages"
 _CSRF_FAILURE_DETAIL: Final = "CSRF token verification failed"
+_CLIENT_GONE: Final = "client disconnected prematurely"
+"""How Litestar says that a request's body ended with the connection: no fault of the
+service (a closed tab, a lost network), nor anyone to answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,9 @@ def handle_store_unavailable(request: Request[Any, Any, Any], exc: Exception) ->
 
 
 def handle_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, HTTPException) and exc.detail == _CLIENT_GONE:
+        logger.info("%s %s: the client went away before its request had arrived", request.method, request.url.path)
+        return _error_response(request, HTTP_400_BAD_REQUEST, _TEXTS[400])
     logger.error("unhandled error for %s %s", request.method, request.url.path, exc_info=exc)
     return _error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, _TEXTS[500])
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.web.conftest import csrf_token_in
+from tests.web.conftest import LiveServer, csrf_token_in
 from web.errors import refuse_websocket_unavailable
 
 SECRET_DETAIL = "/srv/polku/very-private.py"
@@ -108,6 +110,28 @@ def test_unexpected_error_shows_a_generic_page_and_is_logged(
     logged = [record for record in caplog.records if record.name == "web.errors"]
     assert logged and logged[0].exc_info is not None
     assert SECRET_DETAIL in str(logged[0].exc_info[1])
+
+
+def test_a_client_gone_before_its_body_arrived_is_no_server_error(
+    client: httpx.Client, live_server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A closed tab or a lost network mid-upload: logged as such, not as a 500 with a traceback."""
+    token = csrf_token_in(client.get("/").text)
+    url = httpx.URL(live_server.base_url)
+    cookies = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    with caplog.at_level(logging.INFO, logger="web.errors"):
+        with socket.create_connection((url.host, url.port)) as raw:
+            raw.sendall(
+                f"POST /api/test/echo HTTP/1.1\r\nHost: {url.host}\r\nCookie: {cookies}\r\n"
+                f"X-CSRFToken: {token}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                "Content-Length: 1000\r\n\r\nscore=1".encode()
+            )
+        deadline = time.monotonic() + 5
+        while not [r for r in caplog.records if r.name == "web.errors"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    logged = [record for record in caplog.records if record.name == "web.errors"]
+    assert [record.levelno for record in logged] == [logging.INFO]
+    assert "went away" in logged[0].getMessage() and logged[0].exc_info is None
 
 
 def test_unexpected_api_error_is_generic_json(client: httpx.Client) -> None:
