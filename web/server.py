@@ -104,7 +104,7 @@ def build_server(
     def factory() -> ASGIApp:
         built = build() if build is not None else build_app(settings or Settings.from_env())
         policy.install(built)
-        return _reporting_unavailable_at_startup(built, server)
+        return _reporting_unavailable_at_startup(_head_as_get(built), server)
 
     server = _Server(uvicorn.Config(factory, factory=True, **options))
     return server
@@ -124,6 +124,19 @@ class _Server(uvicorn.Server):
             if self.unavailable is None:
                 raise
             raise self.unavailable from None
+
+
+def _head_as_get(app: ASGIApp) -> ASGIApp:
+    """``app``, answering a HEAD request as its GET: HTTP asks a server to take HEAD wherever
+    it takes GET (monitors and link checkers use it), and Litestar routes only the methods a
+    handler names. uvicorn, which knows the request was a HEAD, sends the headers alone."""
+
+    async def answering_head(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await app(scope, receive, send)
+
+    return answering_head
 
 
 def _reporting_unavailable_at_startup(app: ASGIApp, server: _Server) -> ASGIApp:

@@ -27,6 +27,10 @@ def test_build_server_serves_the_app(tmp_path: Path) -> None:
         assert "server" not in response.headers
         page = httpx.get(f"{base_url}/", headers={"accept-language": "sv"}, timeout=10)
         assert '<html lang="sv">' in page.text
+        head = httpx.head(f"{base_url}/", headers={"accept-language": "sv"}, timeout=10)
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-type"] == page.headers["content-type"]
+        assert httpx.head(f"{base_url}/signin", timeout=10).status_code == 200
 
 
 def free_port() -> int:
