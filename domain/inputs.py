@@ -85,8 +85,10 @@ def as_identifier(value: object, field: str) -> str:
 
 
 def as_command_id(value: object) -> str:
-    """A sender's command id, taken exactly as given: it is how a repeat is recognised."""
-    if not isinstance(value, str) or not value or len(value) > SHORT_TEXT or value != value.strip():
+    """A sender's command id, taken exactly as given: it is how a repeat is recognised. It
+    is printable (a form sends a UUID): no control character, NUL or lone surrogate."""
+    if (not isinstance(value, str) or not value or len(value) > SHORT_TEXT or value != value.strip()
+            or not value.isprintable()):
         raise InvalidValue(
             "command_id", "%(field)s must be a non-empty identifier without surrounding spaces."
         )

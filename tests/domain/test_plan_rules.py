@@ -2399,6 +2399,12 @@ def test_a_plan_remembers_the_latest_commands_only(plan: ClientPlan, anna: Actor
     assert plan.receipt_for(f"note-{REMEMBERED_COMMANDS - 1}").version == plan.version
 
 
+@pytest.mark.parametrize("command_id", ["need\x009", "need\n9", "need\ud8009"])
+def test_a_command_id_with_a_control_character_or_a_lone_surrogate_is_refused(s: Scene, command_id: str) -> None:
+    with refused(s.plan, InvalidValue, "identifier", field="command_id"):
+        s.plan.record_need(by=s.anna, command_id=command_id, at=NOW, category="health", description="x")
+
+
 def test_a_command_id_with_surrounding_spaces_is_refused_so_repeats_match_exactly(s: Scene) -> None:
     with refused(s.plan, InvalidValue, "surrounding spaces", field="command_id"):
         s.plan.record_need(by=s.anna, command_id=" need-9 ", at=NOW, category="health", description="x")
