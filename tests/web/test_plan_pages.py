@@ -212,17 +212,20 @@ def test_an_invalid_need_is_shown_next_to_its_field_in_finnish_and_records_nothi
     assert plan_site.event_count() == events
 
 
+def add_through_page(client: httpx.Client, plan_id: str, kind: str, fields: dict[str, str]) -> httpx.Response:
+    """Send the plan page's "add" form of ``kind`` (htmx, a fresh command id) with ``fields``."""
+    page = open_page(client, plan_id)
+    return client.post(f"/plans/{plan_id}/{kind}/new/add", headers=htmx_headers(page),
+                       data={"command_id": str(uuid.uuid4()), **fields})
+
+
 def test_a_step_that_ends_before_it_starts_is_refused_next_to_the_end_date(plan_site: PlanSite, aino: httpx.Client) -> None:
     plan_id = plan_site.plans["matti"]
     plan = plan_site.service.get_plan(plan_id)
-    page = open_page(aino, plan_id)
     events = plan_site.event_count()
-    response = aino.post(
-        f"/plans/{plan_id}/steps/new/add",
-        headers=htmx_headers(page),
-        data={"command_id": str(uuid.uuid4()), "title": "Kuntosaliohjaus", "need_id": next(iter(plan.needs)),
-              "responsible_member_id": plan.expert.id, "planned_start": "2026-12-10", "planned_end": "2026-12-01"},
-    )
+    response = add_through_page(aino, plan_id, "steps", {
+        "title": "Kuntosaliohjaus", "need_id": next(iter(plan.needs)), "responsible_member_id": plan.expert.id,
+        "planned_start": "2026-12-10", "planned_end": "2026-12-01"})
     assert response.status_code == 422
     assert Page(response).error_of("step-new", "planned_end") == "Päättymispäivä ei voi olla ennen alkamispäivää."
     assert 'value="2026-12-10"' in response.text and "Kuntosaliohjaus" in response.text
@@ -256,14 +259,9 @@ def test_a_goal_date_years_away_is_refused_next_to_its_field_and_the_plan_stays_
     """A mistyped year (9999) is refused: recorded, it stretched the timeline past the calendar."""
     plan_id = plan_site.plans["matti"]
     plan = plan_site.service.get_plan(plan_id)
-    page = open_page(aino, plan_id)
     events = plan_site.event_count()
-    response = aino.post(
-        f"/plans/{plan_id}/goals/new/add",
-        headers=htmx_headers(page),
-        data={"command_id": str(uuid.uuid4()), "title": "Työkokeilu", "need_ids": next(iter(plan.needs)),
-              "target_date": "9999-12-31"},
-    )
+    response = add_through_page(aino, plan_id, "goals", {
+        "title": "Työkokeilu", "need_ids": next(iter(plan.needs)), "target_date": "9999-12-31"})
     assert response.status_code == 422
     error = Page(response).error_of("goal-new", "target_date")
     assert error.startswith("Tavoitepäivä: anna päivä väliltä ") and re.search(r"\d{1,2}\.\d{1,2}\.20\d\d", error), error
