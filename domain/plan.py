@@ -1579,11 +1579,12 @@ class ClientPlan(Aggregate):
             self._find(self.needs, need_id, "need", "need_ids")
         return ids
 
-    def _plan_day(self, value: date | str, field: str, at: datetime) -> date:
-        """A date given to the plan, no further from it than :data:`PLAN_REACH`: a typo of the
-        year (20266, 0202) is refused instead of stretching the timeline over millennia."""
+    def _plan_day(self, value: date | str, field: str, at: datetime, *, earliest: date | None = None) -> date:
+        """A date given to the plan, no further from it than :data:`PLAN_REACH` (nor before
+        ``earliest``, if given): a typo of the year (20266, 0202) is refused instead of
+        stretching the timeline over millennia."""
         day = as_date(value, field)
-        earliest, latest = self.opened_on - PLAN_REACH, at.date() + PLAN_REACH
+        earliest, latest = earliest or self.opened_on - PLAN_REACH, at.date() + PLAN_REACH
         if not earliest <= day <= latest:
             raise InvalidValue(
                 field,
@@ -1594,14 +1595,14 @@ class ClientPlan(Aggregate):
         return day
 
     def _target_date(self, target_date: date | str, at: datetime) -> date:
-        target = self._plan_day(target_date, "target_date", at)
+        target = as_date(target_date, "target_date")
         if target < self.opened_on:
             raise InvalidValue(
                 "target_date",
                 "The target date cannot be before the plan was opened (%(opened)s).",
                 opened=self.opened_on.isoformat(),
             )
-        return target
+        return self._plan_day(target, "target_date", at, earliest=self.opened_on)
 
     def _unsettled_goal(self, goal_id: str, seen_revision: int) -> Goal:
         goal = self._find(self.goals, goal_id, "goal", "goal_id")
@@ -1619,7 +1620,7 @@ class ClientPlan(Aggregate):
         to be over before the plan was opened is no part of the plan, like a goal.
         """
         first = self._plan_day(start, "planned_start", at)
-        last = self._plan_day(end, "planned_end", at)
+        last = as_date(end, "planned_end")
         if last < first:
             raise InvalidValue("planned_end", "The end date cannot be before the start date.")
         if last < self.opened_on:
@@ -1628,7 +1629,7 @@ class ClientPlan(Aggregate):
                 "The planned end cannot be before the plan was opened (%(opened)s).",
                 opened=self.opened_on.isoformat(),
             )
-        return first, last
+        return first, self._plan_day(last, "planned_end", at, earliest=self.opened_on)
 
     def _open_steps(self) -> list[Step]:
         return [s for s in self.steps.values() if s.status in (StepStatus.PLANNED, StepStatus.STARTED)]
