@@ -79,7 +79,8 @@ def as_revision(value: object, field: str = "revision") -> int:
 
 
 def as_identifier(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > SHORT_TEXT:
+    """An id (of a person, an organisation, an item): printable, as a form sends it."""
+    if not isinstance(value, str) or not value.strip() or len(value) > SHORT_TEXT or not value.isprintable():
         raise InvalidValue(field, "%(field)s must be a non-empty identifier.")
     return value.strip()
 

@@ -867,8 +867,11 @@ SEARCH_WORDS = 8
 
 def _name_matches(search: str) -> tuple[str, dict[str, str]]:
     """SQL conditions, and their parameters, for names that contain every word of ``search``
-    in any order ("esimerkki matti" finds Matti Esimerkki), case-folded, wildcards taken literally."""
-    words = search.casefold().split()[:SEARCH_WORDS]
+    in any order ("esimerkki matti" finds Matti Esimerkki), case-folded, wildcards taken literally.
+    A character that cannot be typed (NUL, which PostgreSQL's text cannot hold; a control
+    character) separates words."""
+    typed = "".join(character if character.isprintable() else " " for character in search)
+    words = typed.casefold().split()[:SEARCH_WORDS]
     sql = "".join(f" AND v.search_name LIKE %(word_{n})s ESCAPE '\\'" for n in range(len(words)))
     return sql, {f"word_{n}": f"%{_escape_like(word)}%" for n, word in enumerate(words)}
 

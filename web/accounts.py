@@ -91,6 +91,9 @@ MAX_PASSWORD_LENGTH: Final = 256
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
 _IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_NO_USERNAME = "(not a username)"
+"""What a sign-in with a name no account can have counts as: refused and locked like any other
+unknown name. No NUL in it (PostgreSQL text holds none), nor a name ``_USERNAME`` matches."""
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 #: What the store's PostgreSQL connections show in ``pg_stat_activity`` (docs/deployment.md).
 _APPLICATION_NAME: Final = "polku accounts"
@@ -501,6 +504,8 @@ class AccountStore:
         return organisation
 
     def organisation(self, organisation_id: str) -> Organisation | None:
+        if not _IDENTIFIER.match(organisation_id):  # none is stored (and PostgreSQL's text holds no NUL)
+            return None
         rows = self._db.execute(
             "SELECT organisation_id, name, type FROM organisations WHERE organisation_id = %(id)s",
             {"id": organisation_id},
@@ -600,6 +605,8 @@ class AccountStore:
 
     def professional(self, person_id: str, organisation_id: str) -> Account | None:
         """The professional account of ``person_id`` in ``organisation_id``, if there is one."""
+        if not (person_id.isprintable() and _IDENTIFIER.match(organisation_id)):  # none is stored
+            return None
         rows = self._db.execute(
             f"SELECT {_ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.person_id = %(p)s"
             " AND a.organisation_id = %(o)s AND a.kind = 'professional' ORDER BY a.created_at, a.account_id",
@@ -723,7 +730,7 @@ class AccountStore:
         now = self.clock()
         username = normalise_username(username)
         if not _USERNAME.match(username):
-            username = "\x00invalid"  # counted and locked like any other unknown name
+            username = _NO_USERNAME
         rows = self._db.execute(
             "SELECT account_id, password_hash, locked_until FROM accounts WHERE username = %(u)s",
             {"u": username},

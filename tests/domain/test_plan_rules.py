@@ -2399,6 +2399,11 @@ def test_a_plan_remembers_the_latest_commands_only(plan: ClientPlan, anna: Actor
     assert plan.receipt_for(f"note-{REMEMBERED_COMMANDS - 1}").version == plan.version
 
 
+def test_an_id_with_a_nul_is_refused(s: Scene) -> None:
+    with refused(s.plan, InvalidValue, "identifier", field="organisation_id"):
+        do(s.plan, "give_consent", s.anna, organisation_id="te\x00toimisto", organisation_name="TE", valid_from=TODAY)
+
+
 @pytest.mark.parametrize("command_id", ["need\x009", "need\n9", "need\ud8009"])
 def test_a_command_id_with_a_control_character_or_a_lone_surrogate_is_refused(s: Scene, command_id: str) -> None:
     with refused(s.plan, InvalidValue, "identifier", field="command_id"):

@@ -164,6 +164,7 @@ SEARCHES = {
     "äijälä väinö": ["Väinö Äijälä"],  # the words of a name in any order
     "  berg   maria ": ["Anna_Maria Berg", "AnnaXMaria Berg"],
     "salo jussi": ["Jussi\\Pekka Salo"],
+    "berg\x00maria\x07": ["Anna_Maria Berg", "AnnaXMaria Berg"],  # PostgreSQL's text holds no NUL
     "berg zzz": [],
     "   ": SEARCHABLE,
 }

@@ -99,6 +99,29 @@ def test_unknown_usernames_are_locked_exactly_like_known_ones(store: AccountStor
     assert store.verify_password("no.such.person", "wrong").locked_until is None
 
 
+@pytest.mark.parametrize("username", ["aino virtanen", "a", "aïno", "a" * 65, "aino\x00virtanen"])
+def test_a_name_no_account_can_have_is_refused_and_locked_like_an_unknown_one(
+    store: AccountStore, username: str
+) -> None:
+    """A typo with a space or a letter outside the pattern (and a NUL, which PostgreSQL's text
+    cannot hold) is an unknown name on both stores, not an error."""
+    results = [store.verify_password(username, "wrong") for _ in range(MAX_FAILED_ATTEMPTS)]
+    assert results[0] == store.verify_password("no.such.person", "wrong")
+    assert results[-1].account is None and results[-1].locked_until is not None
+
+
+def test_an_id_no_organisation_or_person_can_have_finds_nothing(store: AccountStore) -> None:
+    """Looked up before the plan's rules see them (a new member, a consent, a new person):
+    a NUL, which PostgreSQL's text cannot hold, finds no one on either store."""
+    created = add_account(store, "aino.virtanen")
+    assert store.organisation(created.organisation_id) is not None
+    assert store.organisation(f"{created.organisation_id}\x00") is None
+    assert store.organisation("Not An Id") is None
+    assert store.professional(created.person_id, created.organisation_id) == created
+    assert store.professional(f"{created.person_id}\x00", created.organisation_id) is None
+    assert store.professional(created.person_id, f"{created.organisation_id}\x00") is None
+
+
 def test_failures_are_forgotten_after_a_day(store: AccountStore, fake_clock: FakeClock) -> None:  # noqa: F811
     add_account(store, "aino.virtanen")
     for _ in range(MAX_FAILED_ATTEMPTS - 1):
