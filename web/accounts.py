@@ -503,6 +503,19 @@ class AccountStore:
         )
         return organisation
 
+    def create_organisation(self, organisation_id: str, name: str, type: OrganisationType | str) -> Organisation | None:  # noqa: A002
+        """Add a new organisation; None (and nothing changed) if its id exists: two people adding
+        the same id at once do not rename each other's (:meth:`add_organisation` renames)."""
+        organisation = _organisation(organisation_id, name, type)
+        rows = self._db.execute(
+            "INSERT INTO organisations (organisation_id, name, type, created_at)"
+            " VALUES (%(id)s, %(name)s, %(type)s, %(now)s)"
+            " ON CONFLICT (organisation_id) DO NOTHING RETURNING organisation_id",
+            {"id": organisation.organisation_id, "name": organisation.name, "type": organisation.type.value,
+             "now": self.clock()},
+        )
+        return organisation if rows else None
+
     def organisation(self, organisation_id: str) -> Organisation | None:
         if not _IDENTIFIER.match(organisation_id):  # none is stored (and PostgreSQL's text holds no NUL)
             return None

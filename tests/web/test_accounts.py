@@ -122,6 +122,15 @@ def test_an_id_no_organisation_or_person_can_have_finds_nothing(store: AccountSt
     assert store.professional(created.person_id, f"{created.organisation_id}\x00") is None
 
 
+def test_creating_an_organisation_whose_id_exists_changes_nothing(store: AccountStore) -> None:
+    """The admin page's "add": of two people adding the same id at once, the second is told,
+    instead of renaming the first one's organisation (``add_organisation``, the CLI's, renames)."""
+    created = store.create_organisation("kela-lappi", "Kela, Lapin vakuutuspiiri", "kela")
+    assert created is not None and created.name == "Kela, Lapin vakuutuspiiri"
+    assert store.create_organisation("kela-lappi", "Something else", "employment_services") is None
+    assert store.organisation("kela-lappi") == created
+
+
 def test_failures_are_forgotten_after_a_day(store: AccountStore, fake_clock: FakeClock) -> None:  # noqa: F811
     add_account(store, "aino.virtanen")
     for _ in range(MAX_FAILED_ATTEMPTS - 1):

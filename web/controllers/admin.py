@@ -347,13 +347,15 @@ class AdminController(Controller):
         if not errors:
             try:
                 organisation = await anyio.to_thread.run_sync(
-                    accounts.add_organisation, form["organisation_id"], form["name"], form["type"]
+                    accounts.create_organisation, form["organisation_id"], form["name"], form["type"]
                 )
             except AccountError as error:
                 logger.info("organisation not added: %s", error)
                 errors["form"] = NOT_SAVED
             else:
-                return await _admin_page(request, views, notice=(ORGANISATION_ADDED, {"name": organisation.name}))
+                if organisation is not None:
+                    return await _admin_page(request, views, notice=(ORGANISATION_ADDED, {"name": organisation.name}))
+                errors["organisation_id"] = ORGANISATION_EXISTS  # added by someone else a moment ago
         return await _admin_page(request, views, organisation_form=form, organisation_errors=errors,
                                  status_code=HTTP_422_UNPROCESSABLE_ENTITY)
 
