@@ -45,6 +45,8 @@ schema (the plan keys in the event store's backups), and deployments whose names
 their first 57 characters shared one read model and one key schema."""
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+LOCK_TIMEOUT_MAX_S = 2_147_483
+"""PostgreSQL's ``lock_timeout`` is at most 2**31 - 1 milliseconds: a longer one fails every connection."""
 
 
 def check_schema(name: str, setting: str, *, longest: int = PG_NAME_MAX) -> str:
@@ -57,13 +59,31 @@ def check_schema(name: str, setting: str, *, longest: int = PG_NAME_MAX) -> str:
     and access log into a connection's ``search_path`` option, where an unquoted name is
     folded to lowercase: only plain lowercase names mean the same schema everywhere.
     """
-    if len(name) > longest or not _SCHEMA_NAME.fullmatch(name):
+    if len(name) > longest or not _SCHEMA_NAME.fullmatch(name) or name.startswith("pg_"):
         msg = (
             f"Invalid {setting} {name!r}: use only lowercase letters, digits and _, "
-            f"not starting with a digit, at most {longest} characters."
+            f"not starting with a digit or pg_ (PostgreSQL's own), at most {longest} characters."
         )
         raise ConfigurationError(msg)
     return name
+
+
+_VARIABLES = {
+    "kind": "POLKU_STORE",
+    "data_dir": "POLKU_DATA_DIR",
+    "pg_host": "POLKU_PG_HOST",
+    "pg_port": "POLKU_PG_PORT",
+    "pg_db": "POLKU_PG_DB",
+    "pg_user": "POLKU_PG_USER",
+    "pg_password": "POLKU_PG_PASSWORD",
+    "pg_schema": "POLKU_PG_SCHEMA",
+    "lock_timeout_s": "POLKU_PG_LOCK_TIMEOUT",
+    "pg_pool_size": "POLKU_PG_POOL_SIZE",
+    "pg_pool_max": "POLKU_PG_POOL_MAX",
+    "master_key_b64": "POLKU_MASTER_KEY",
+    "aggregate_cache_size": "POLKU_AGGREGATE_CACHE_SIZE",
+}
+"""Each setting of :class:`StoreSettings` and the environment variable that holds it."""
 
 
 class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,6 +119,10 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
         and pool sizes that a pool cannot have or the follower cannot work with."""
         if self.kind == "postgres" and self.pg_schema:
             check_schema(self.pg_schema, "POLKU_PG_SCHEMA", longest=PG_SCHEMA_MAX)
+        if not 0 <= self.lock_timeout_s <= LOCK_TIMEOUT_MAX_S:
+            raise ConfigurationError(
+                f"POLKU_PG_LOCK_TIMEOUT {self.lock_timeout_s}: a whole number of seconds from 0 to {LOCK_TIMEOUT_MAX_S}."
+            )
         if not 0 <= self.pg_pool_size <= self.pg_pool_max or self.pg_pool_max < 2:
             msg = (
                 f"POLKU_PG_POOL_SIZE {self.pg_pool_size} and POLKU_PG_POOL_MAX {self.pg_pool_max}: "
@@ -111,22 +135,11 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> StoreSettings:
         env = os.environ if environ is None else environ
-        fields = {
-            "kind": env.get("POLKU_STORE"),
-            "data_dir": env.get("POLKU_DATA_DIR"),
-            "pg_host": env.get("POLKU_PG_HOST"),
-            "pg_port": env.get("POLKU_PG_PORT"),
-            "pg_db": env.get("POLKU_PG_DB"),
-            "pg_user": env.get("POLKU_PG_USER"),
-            "pg_password": env.get("POLKU_PG_PASSWORD"),
-            "pg_schema": env.get("POLKU_PG_SCHEMA"),
-            "lock_timeout_s": env.get("POLKU_PG_LOCK_TIMEOUT"),
-            "pg_pool_size": env.get("POLKU_PG_POOL_SIZE"),
-            "pg_pool_max": env.get("POLKU_PG_POOL_MAX"),
-            "master_key_b64": env.get("POLKU_MASTER_KEY"),
-            "aggregate_cache_size": env.get("POLKU_AGGREGATE_CACHE_SIZE"),
-        }
+        fields = {field: env.get(variable) for field, variable in _VARIABLES.items()}
         given = {name: value for name, value in fields.items() if value}
+        for name, value in given.items():
+            if not value.isprintable():  # bytes that are not UTF-8 come as lone surrogates
+                raise ConfigurationError(f"{_VARIABLES[name]} must be printable UTF-8 text.")
         try:
             return msgspec.convert(given, cls, strict=False)
         except msgspec.ValidationError as error:
@@ -134,22 +147,7 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     def as_environ(self) -> dict[str, str]:
         """These settings as the POLKU_* variables that `from_environ` reads."""
-        names = {
-            "kind": "POLKU_STORE",
-            "data_dir": "POLKU_DATA_DIR",
-            "pg_host": "POLKU_PG_HOST",
-            "pg_port": "POLKU_PG_PORT",
-            "pg_db": "POLKU_PG_DB",
-            "pg_user": "POLKU_PG_USER",
-            "pg_password": "POLKU_PG_PASSWORD",
-            "pg_schema": "POLKU_PG_SCHEMA",
-            "lock_timeout_s": "POLKU_PG_LOCK_TIMEOUT",
-            "pg_pool_size": "POLKU_PG_POOL_SIZE",
-            "pg_pool_max": "POLKU_PG_POOL_MAX",
-            "master_key_b64": "POLKU_MASTER_KEY",
-            "aggregate_cache_size": "POLKU_AGGREGATE_CACHE_SIZE",
-        }
-        return {variable: str(getattr(self, field)) for field, variable in names.items()}
+        return {variable: str(getattr(self, field)) for field, variable in _VARIABLES.items()}
 
     @property
     def view_store_path(self) -> str:

@@ -43,6 +43,7 @@ from typing import Any
 from domain.application import PlanService
 from domain.demo import load_demo
 from domain.errors import ConfigurationError, DomainError
+from domain.inputs import has_forbidden_character
 from domain.plan import ClientPlan
 
 
@@ -66,7 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     projections.add_argument("action", choices=["rebuild"])
     _add_admin_commands(commands)
     _add_accesslog_commands(commands)
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    if any(has_forbidden_character(arg) for arg in given):  # bytes that are not UTF-8 come as lone surrogates
+        print("polku: the command line must be UTF-8 text", file=sys.stderr)
+        return 2
+    args = parser.parse_args(given)
     from web.errors import UNAVAILABLE
 
     try:

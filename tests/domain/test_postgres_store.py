@@ -32,7 +32,7 @@ from psycopg_pool import PoolTimeout
 from domain.application import LIBRARY_ATTEMPTS, PlanService
 from domain.crypto import ENCRYPTED, ErasedPlanEvent
 from domain.erasure import ErasureRecord
-from domain.errors import DomainError, PlanErased, StoreBusy
+from domain.errors import ConfigurationError, DomainError, PlanErased, StoreBusy
 from domain.postgres import (
     BinaryPostgresAggregateRecorder,
     InsertConnectionBusy,
@@ -42,7 +42,7 @@ from domain.postgres import (
 )
 from domain.keys import SQLiteKeyring
 from domain.sqlite import DurableSQLiteConnectionPool
-from domain.storage import PG_SCHEMA_MAX, StoreSettings
+from domain.storage import LOCK_TIMEOUT_MAX_S, PG_SCHEMA_MAX, StoreSettings
 from domain.values import Actor
 from web.accesslog import accesslog_schema
 from web.accounts import accounts_schema
@@ -864,9 +864,24 @@ def test_a_schema_name_some_store_cannot_use_whole_is_refused_at_start(
     ]
     as_stored = [db.execute("SELECT %s::name::text", (name,)).fetchone()[0] for name in derived]  # type: ignore[index]
     assert as_stored == derived
-    for refused in (longest + "x", "x" * 55, "Polku"):
-        with pytest.raises(ValueError, match="POLKU_PG_SCHEMA"):
+    for refused in (longest + "x", "x" * 55, "Polku", "pg_polku"):  # pg_: PostgreSQL's own
+        with pytest.raises(ConfigurationError, match="POLKU_PG_SCHEMA"):
             StoreSettings.from_environ({**environ, "POLKU_PG_SCHEMA": refused})
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("POLKU_PG_LOCK_TIMEOUT", str(LOCK_TIMEOUT_MAX_S + 1)),  # every connection would fail
+    ("POLKU_PG_LOCK_TIMEOUT", "-1"),
+    ("POLKU_PG_HOST", "db\udcff.example"),  # a byte that is not UTF-8, as os.environ gives it
+    ("POLKU_PG_DB", "polku\x07"),
+])
+def test_a_setting_no_connection_could_use_is_refused_at_start(
+    environ: dict[str, str], variable: str, value: str
+) -> None:
+    """Refused with the setting's name, not taken and found out as "cannot reach the database"."""
+    with pytest.raises(ConfigurationError, match=variable):
+        StoreSettings.from_environ({**environ, variable: value})
+    assert StoreSettings.from_environ({**environ, "POLKU_PG_LOCK_TIMEOUT": str(LOCK_TIMEOUT_MAX_S)})
 
 
 def test_instances_starting_together_on_an_empty_schema_all_start(

@@ -534,6 +534,12 @@ def test_a_file_or_folder_that_cannot_be_written_is_said_in_one_line(
     assert capsys.readouterr().err.splitlines() == [f"polku: {tmp_path}: Is a directory"]
 
 
+def test_a_command_line_that_is_not_utf8_is_said_in_one_line(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A byte that is not UTF-8 reaches Python as a lone surrogate, which no output can print."""
+    assert main(["admin", "person", "link", "a\udcff"]) == 2
+    assert capsys.readouterr().err == "polku: the command line must be UTF-8 text\n"
+
+
 @pytest.mark.parametrize("port", ["99999", "-1", "http"])
 def test_a_port_outside_the_tcp_range_is_refused(cli_env: Path, capsys: pytest.CaptureFixture[str], port: str) -> None:
     with pytest.raises(SystemExit) as refused:
