@@ -119,9 +119,9 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
         and pool sizes that a pool cannot have or the follower cannot work with."""
         if self.kind == "postgres" and self.pg_schema:
             check_schema(self.pg_schema, "POLKU_PG_SCHEMA", longest=PG_SCHEMA_MAX)
-        if not 0 <= self.lock_timeout_s <= LOCK_TIMEOUT_MAX_S:
+        if self.lock_timeout_s > LOCK_TIMEOUT_MAX_S:  # 0 or less is taken as 1 (never for ever)
             raise ConfigurationError(
-                f"POLKU_PG_LOCK_TIMEOUT {self.lock_timeout_s}: a whole number of seconds from 0 to {LOCK_TIMEOUT_MAX_S}."
+                f"POLKU_PG_LOCK_TIMEOUT {self.lock_timeout_s}: a whole number of seconds up to {LOCK_TIMEOUT_MAX_S}."
             )
         if not 0 <= self.pg_pool_size <= self.pg_pool_max or self.pg_pool_max < 2:
             msg = (
