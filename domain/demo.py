@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 
 from domain.application import PlanService
-from domain.values import Actor
+from domain.values import Actor, today_in_finland
 
 HVA = ("pirha-toike", "Pirkanmaan hyvinvointialue, työkyvyn tuki")
 KELA = ("kela-pirkanmaa", "Kela, Pirkanmaan vakuutuspiiri")
@@ -48,7 +48,7 @@ PEOPLE = {
 
 def load_demo(service: PlanService, today: date | None = None) -> list[str]:
     """Load the demo plans; returns their ids. Safe to run again."""
-    story = _Story(service, today or datetime.now(UTC).date())
+    story = _Story(service, today or today_in_finland())
     return [
         story.matti(),
         story.liisa(),

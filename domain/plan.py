@@ -73,6 +73,7 @@ from domain.values import (
     ReferringParty,
     Segment,
     StepStatus,
+    day_in_finland,
     parse,
 )
 
@@ -857,7 +858,9 @@ class ClientPlan(Aggregate):
                 field="consent_id",
                 organisation=consent.organisation_name,
             )
-        self._trigger(self.ConsentWithdrawn, by, command_id, at, consent_id=consent_id, withdrawn_on=at.date())
+        self._trigger(
+            self.ConsentWithdrawn, by, command_id, at, consent_id=consent_id, withdrawn_on=day_in_finland(at)
+        )
         return consent_id
 
     def record_need(
@@ -987,7 +990,7 @@ class ClientPlan(Aggregate):
             at,
             goal_id=goal.id,
             status=settled.value,
-            settled_on=at.date(),
+            settled_on=day_in_finland(at),
             note=optional_text(note, "note"),
         )
         return goal_id
@@ -1042,7 +1045,7 @@ class ClientPlan(Aggregate):
         organisation_name = required_text(organisation_name, "organisation_name")
         if self.member_of_person(person_id):
             raise RuleViolation("%(name)s is already in the network.", field="person_id", name=name)
-        if not self.valid_consent_for(organisation_id, at.date()):
+        if not self.valid_consent_for(organisation_id, day_in_finland(at)):
             raise RuleViolation(
                 "The client has not given a valid consent for %(organisation)s to take part in the network.",
                 field="organisation_id",
@@ -1297,7 +1300,7 @@ class ClientPlan(Aggregate):
                 current=step.status,
                 new=new_status.value,
             )
-        if day > at.date():
+        if day > day_in_finland(at):
             raise InvalidValue("on", "%(field)s cannot be in the future.")
         if step.started_on and day < step.started_on:
             raise InvalidValue("on", "A step cannot end before it started (%(started)s).", started=step.started_on)
@@ -1353,7 +1356,7 @@ class ClientPlan(Aggregate):
         measure_kind = parse(MeasureKind, kind, "kind")
         number = as_number(value, "value")
         day = self._plan_day(measured_on, "measured_on", at)
-        if day > at.date():
+        if day > day_in_finland(at):
             raise InvalidValue("measured_on", "%(field)s cannot be in the future.")
         if measure_kind == MeasureKind.OTHER:
             name = required_text(scale_name, "scale_name")
@@ -1437,7 +1440,7 @@ class ClientPlan(Aggregate):
             at,
             outcome=closing_outcome.value,
             note=optional_text(note, "note"),
-            closed_on=at.date(),
+            closed_on=day_in_finland(at),
         )
 
     def reopen(self, *, by: Actor, command_id: str, at: datetime, reason: str) -> None:
@@ -1584,7 +1587,7 @@ class ClientPlan(Aggregate):
         ``earliest``, if given): a typo of the year (20266, 0202) is refused instead of
         stretching the timeline over millennia."""
         day = as_date(value, field)
-        earliest, latest = earliest or self.opened_on - PLAN_REACH, at.date() + PLAN_REACH
+        earliest, latest = earliest or self.opened_on - PLAN_REACH, day_in_finland(at) + PLAN_REACH
         if not earliest <= day <= latest:
             raise InvalidValue(
                 field,

@@ -8,13 +8,29 @@ it with a `DomainError` that names the field and the allowed values.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 import msgspec
 
 from domain.errors import InvalidValue
 from domain.inputs import chosen
+
+FINLAND = ZoneInfo("Europe/Helsinki")
+"""The service's time zone: a plan's days (today, "not in the future", a consent valid
+today) are days in Finland, where 00:30 on 4 December is still 3 December in UTC."""
+
+
+def day_in_finland(moment: datetime) -> date:
+    """The day it is in Finland at ``moment`` (aware; the commands' ``at`` is UTC)."""
+    return moment.astimezone(FINLAND).date()
+
+
+def today_in_finland() -> date:
+    """The day it is in Finland now."""
+    return day_in_finland(datetime.now(UTC))
 
 E = TypeVar("E", bound=StrEnum)
 

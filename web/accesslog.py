@@ -75,9 +75,10 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
-from zoneinfo import ZoneInfo
 
 import msgspec
+
+from domain.values import FINLAND
 
 if TYPE_CHECKING:
     from domain.storage import StoreSettings
@@ -122,7 +123,6 @@ _APPEND_ONLY_MESSAGE: Final = "the access log is append-only"
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 _TEXT_LIMIT: Final = 200
 #: Days (``day_start``) are Finland's.
-FINLAND: Final = ZoneInfo("Europe/Helsinki")
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,12 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
-from zoneinfo import ZoneInfo
 
 from babel.dates import format_date as _babel_format_date
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+
+from domain.values import FINLAND
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -62,7 +63,6 @@ LOCALE_DIR: Final = Path(__file__).resolve().parent / "locale"
 _FORMAT_LOCALES: Final = {"fi": "fi_FI", "sv": "sv_FI", "en": "en_FI"}
 _MEDIUM: Final = {"sv": "short"}
 """The format of an ordinary date where CLDR's ``medium`` is not how it is written in Finland."""
-_FINLAND: Final = ZoneInfo("Europe/Helsinki")
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def format_date(value: dt.date, language: str, format: str = "medium") -> str:  
 def format_moment(value: dt.datetime, language: str) -> str:
     """A moment in Finnish time as written in ``language`` in Finland: ``3.12.2026 20.34``,
     ``3.12.2026 kl. 20.34``, ``3 Dec 2026 20:34``."""
-    local = value.astimezone(_FINLAND)
+    local = value.astimezone(FINLAND)
     day = format_date(local.date(), language)
     if language == "fi":
         return f"{day} {local:%H.%M}"

@@ -51,7 +51,6 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -59,7 +58,7 @@ from domain.access import Relation, may_give, may_see_client_contact
 from domain.errors import EditConflict
 from domain.items import Item
 from domain.plan import ClientPlan
-from domain.values import HandoverStatus, StepStatus
+from domain.values import FINLAND, HandoverStatus, StepStatus, today_in_finland
 from timeline import TimelineGoal, TimelineInput, TimelineMarker, TimelineStep, layout, render_svg, render_table
 from web.domain_messages import ITEM_KINDS, VOCABULARIES, field_label, vocabulary_label
 from web.i18n import N_, format_date, format_moment, translations
@@ -83,7 +82,6 @@ __all__ = (
     "today_in_finland",
 )
 
-FINLAND = ZoneInfo("Europe/Helsinki")
 
 #: The page's fragments, in page order.
 PANEL_IDS = (
@@ -323,10 +321,6 @@ class RecentChange(NamedTuple):
     fields: tuple[str, ...]
     anchor: str
     """The id of the item on the page, or ""."""
-
-
-def today_in_finland() -> date:
-    return datetime.now(FINLAND).date()
 
 
 def build_timeline_input(

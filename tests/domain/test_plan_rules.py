@@ -2399,6 +2399,21 @@ def test_a_plan_remembers_the_latest_commands_only(plan: ClientPlan, anna: Actor
     assert plan.receipt_for(f"note-{REMEMBERED_COMMANDS - 1}").version == plan.version
 
 
+def test_today_is_the_day_in_finland_not_in_utc(s: Scene) -> None:
+    """At 00:30 in Helsinki it is still yesterday in UTC: what was measured and done today
+    is not "in the future" (the commands' ``at`` is UTC)."""
+    just_after_midnight = datetime(2026, 3, 20, 22, 30, tzinfo=UTC)  # 00:30 on 21 March in Finland
+    finnish_today = date(2026, 3, 21)
+    do(s.plan, "record_measure", s.anna, at=just_after_midnight, kind="work_ability_score", value=5,
+       measured_on=finnish_today)
+    do(s.plan, "progress_step", s.aino, at=just_after_midnight, step_id=s.step_id, seen_revision=1,
+       status="started", on=finnish_today)
+    assert s.plan.steps[s.step_id].started_on == finnish_today
+    with refused(s.plan, InvalidValue, "future", field="measured_on"):
+        do(s.plan, "record_measure", s.anna, at=just_after_midnight, kind="work_ability_score", value=5,
+           measured_on=finnish_today + timedelta(days=1))
+
+
 def test_an_id_with_a_nul_is_refused(s: Scene) -> None:
     with refused(s.plan, InvalidValue, "identifier", field="organisation_id"):
         do(s.plan, "give_consent", s.anna, organisation_id="te\x00toimisto", organisation_name="TE", valid_from=TODAY)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, get
 from litestar.response import Template
 
+from domain.values import FINLAND
 from web.identity import account_of
 
-FINLAND = ZoneInfo("Europe/Helsinki")
 
 
 class HomeController(Controller):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from zoneinfo import ZoneInfo
 from typing import Any, Final
 
 import anyio.to_thread
@@ -22,6 +21,7 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER, HTTP_400_BAD_REQUEST, HTTP_429_TOO_MANY_REQUESTS
 from litestar.types import ControllerRouterHandler
 
+from domain.values import FINLAND
 from web.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PasswordRejected, check_new_password
 from web.i18n import N_, language_of
 from web.identity import Account, account_of, begin_session, end_session, landing_page, session_id_of
@@ -39,7 +39,6 @@ PASSWORD_TOO_SHORT: Final = N_("The password must be at least %(min)s characters
 PASSWORD_TOO_LONG: Final = N_("The password can be at most %(max)s characters long.")
 PASSWORDS_DIFFER: Final = N_("The passwords do not match.")
 SIGNED_OUT: Final = N_("You have signed out.")
-FINLAND: Final = ZoneInfo("Europe/Helsinki")
 # Times as written in Finland in each language (like web.i18n.format_date).
 _TIME_LOCALES: Final = {"fi": "fi_FI", "sv": "sv_FI", "en": "en_FI"}
 

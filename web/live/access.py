@@ -18,12 +18,12 @@ Three checks, each one function, so that later issues change one place:
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 from domain.access import Action, Relation, may, relation_to
+from domain.values import today_in_finland
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -42,7 +42,6 @@ __all__ = (
     "today_in_finland",
 )
 
-_FINLAND = ZoneInfo("Europe/Helsinki")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -76,11 +75,6 @@ async def still_signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> boo
     from web.identity import still_signed_in as alive
 
     return await alive(connection)
-
-
-def today_in_finland() -> date:
-    """The day it is in Finland: the day consents are valid on."""
-    return datetime.now(_FINLAND).date()
 
 
 def relation_of(account: Viewer, plan: ClientPlan, today: date | None = None) -> Relation:
