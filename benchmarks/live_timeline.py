@@ -142,7 +142,7 @@ class Sizes:
 
 FULL = Sizes(
     plans=1000, viewers=2000, viewer_processes=2, sessions_per_account=1,
-    rates=(5, 10, 15, 20, 30, 50, 100, 200, 400, 800), step_seconds=12.0,
+    rates=(5, 10, 15, 20, 30, 50, 100, 150, 200, 400, 800), step_seconds=12.0,
     saturation_seconds=12.0, saturation_workers=32,
     meeting_viewers=200, meeting_rate=20.0, meeting_seconds=15.0,
     bare_seconds=10.0, profile_seconds=8.0,
