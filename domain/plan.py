@@ -113,8 +113,9 @@ class ClientPlan(Aggregate):
     long the plan lives.
     """
 
-    class_version = 2
-    """Version 2 no longer keeps notes, measures, earlier schedules and old changes."""
+    class_version = 3
+    """Version 2 no longer keeps notes, measures, earlier schedules and old changes;
+    version 3 takes the opening day as the day in Finland, not in UTC."""
 
     kept_changes: ClassVar[int] = CONFLICT_CHANGES
 
@@ -149,7 +150,7 @@ class ClientPlan(Aggregate):
 
         def apply(self, plan: ClientPlan) -> None:
             plan.opened_at = self.timestamp
-            plan.opened_on = self.timestamp.date()
+            plan.opened_on = day_in_finland(self.timestamp)
             plan.client = Client(
                 id="client",
                 name=self.client_name,
@@ -645,6 +646,20 @@ class ClientPlan(Aggregate):
             del item.changes[: -cls.kept_changes]
             if isinstance(item, Step):
                 item.earlier_schedules = []
+
+    @classmethod
+    def upcast_v2_v3(cls, state: dict[str, Any]) -> None:
+        """Up to version 2 the opening day was the UTC day of the opening: a plan opened
+        between midnight and 02:00 (03:00 in summer) in Finland showed the day before.
+
+        The opening consent (the first, as `Opened` records it first) was valid from
+        that day too, and moves with it.
+        """
+        utc_day, opened_on = state["opened_on"], day_in_finland(state["opened_at"])
+        state["opened_on"] = opened_on
+        opening_consent = next(iter(state["consents"].values()), None)
+        if opening_consent is not None and opening_consent.valid_from == utc_day:
+            opening_consent.valid_from = opened_on
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ClientPlan:
         """A copy that a command may change without touching the original.

@@ -58,12 +58,14 @@ QUEUED_PLANS = 256
 
 
 class PlanStateV2(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A `ClientPlan`'s state at class version 2, as `Snapshot.take` collects it.
+    """A `ClientPlan`'s state at class versions 2 and 3, as `Snapshot.take` collects it.
 
     Its fields are the plan's attributes: a plan with an attribute missing here cannot
-    be encoded (the test of the codec compares them). A new class version of the plan
-    gets a struct and tag of its own, and this one stays to read the snapshots of
-    version 2 (whose `class_version` then upcasts them as usual).
+    be encoded (the test of the codec compares them). Version 3 has the attributes of
+    version 2 (it only derives the opening day differently), so both share this struct
+    and tag, and the state's `class_version` says which to upcast. A class version
+    whose attributes differ gets a struct and tag of its own, and this one stays to
+    read the snapshots written before it.
     """
 
     _created_on: datetime

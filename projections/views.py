@@ -82,14 +82,15 @@ PLAN_COLUMNS = (
 """The columns of ``plan_views`` (as in ``TABLES``)."""
 PLAN_TABLES = (*DERIVED_TABLES, "plan_seen")
 """Every table with rows of a plan: what erasing the plan's key deletes."""
-READ_MODEL_VERSION = 5
+READ_MODEL_VERSION = 6
 """The shape of the derived tables. Raise it whenever they change: a store at another
 version has its derived tables recreated empty and its position forgotten at start, so
 the follower refills them from the start of the event log (version 2: the summary
 columns and rows of the caseload and statistics; version 3: the plan's document typed
 JSON by msgspec, ``projections.codec``; version 4: on PostgreSQL, the function that
 writes a plan's rows in one call; version 5: every write checks this version against
-the one stored in the read model, ``ReadModelSuperseded``)."""
+the one stored in the read model, ``ReadModelSuperseded``; version 6: a plan's opening day,
+and its opening consent's first day, are the day in Finland, not in UTC)."""
 COLLEAGUE_ROLES = ("expert", "counterpart")
 """The roles that make a plan one of its organisation's (``domain.access``: colleagues of the
 named expert and the counterpart)."""

@@ -23,7 +23,8 @@ with the current code. So:
   fe161d9 stored it (notes without `visibility`, no client contact, no client's view of a
   goal; the story's later commands left out), with its timestamp set to the plan's last
   change. `snapshots/ClientPlan.v2.json` (the lean plan, without notes, measures, earlier
-  schedules and old changes) was written by this script when `ClientPlan` became version 2.
+  schedules and old changes) was written by this script when `ClientPlan` became version 2,
+  and `snapshots/ClientPlan.v3.json` (the opening day taken in Finland) when it became 3.
 
 Each file is `{"topic": ..., "originator_version": ..., "state": ...}`, where `state` is the
 transcoded JSON state exactly as the application's mapper writes it before encrypting it

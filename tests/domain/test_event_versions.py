@@ -300,6 +300,24 @@ def test_a_version_2_snapshot_loads_as_the_lean_plan(service: PlanService) -> No
     assert all(len(item.changes) <= CONFLICT_CHANGES for item in plan.steps.values())
 
 
+def test_a_version_2_snapshot_of_a_plan_opened_at_night_gets_its_finnish_opening_day(service: PlanService) -> None:
+    """Version 2 took the opening day in UTC: a plan opened at 01:30 in Helsinki on 2 February
+    (23:30 on the 1st in UTC) said 1 February, and so did its opening consent."""
+    sample = load(SNAPSHOT_SAMPLES / "ClientPlan.v2.json")
+    state = sample["state"]["state"]
+    state["opened_at"]["_data_"] = "2026-02-01T23:30:00+00:00"
+    state["opened_on"]["_data_"] = "2026-02-01"
+    opening_consent, *later_consents = state["consents"].values()
+    opening_consent["_data_"]["valid_from"] = "2026-02-01"
+    later_consents[0]["_data_"]["valid_from"] = "2026-02-01"
+
+    plan = service.mapper.to_domain_event(as_stored(sample)).mutate(None)
+
+    opening, later, *_ = plan.consents.values()
+    assert plan.opened_on == opening.valid_from == date(2026, 2, 2)
+    assert later.valid_from == date(2026, 2, 1), "only the opening consent moves with the opening day"
+
+
 def test_a_snapshot_of_the_lean_plan_round_trips(service: PlanService) -> None:
     sample = load(SNAPSHOT_SAMPLES / "ClientPlan.v1.json")
     plan = service.mapper.to_domain_event(as_stored(sample)).mutate(None)

@@ -381,6 +381,19 @@ def test_opening_records_the_consent_for_the_experts_organisation_from_the_openi
     assert opened.valid_consent_for(anna.organisation_id, OPENING_DAY) is consent
 
 
+def test_the_opening_day_is_the_day_in_finland_not_in_utc(anna: Actor) -> None:
+    """A plan opened at 01:30 in Helsinki on 4 December (23:30 on the 3rd in UTC) was opened
+    on the 4th: its consent starts then, and a goal for the 3rd is before the opening."""
+    opened = open_plan(anna, at=datetime(2026, 12, 3, 23, 30, tzinfo=UTC))
+    fourth = date(2026, 12, 4)
+
+    (consent,) = opened.consents.values()
+    assert (opened.opened_on, consent.valid_from) == (fourth, fourth)
+    need_id = record_need(opened, anna, description="Selkäkipu")
+    with refused(opened, InvalidValue, "before the plan was opened", fourth.isoformat(), field="target_date"):
+        do(opened, "set_goal", anna, title="Työkokeilu", need_ids=[need_id], target_date=fourth - timedelta(days=1))
+
+
 def test_the_plan_id_follows_from_the_opening_command_id(anna: Actor) -> None:
     assert open_plan(anna, command_id="open-x").id == open_plan(anna, command_id="open-x").id
     assert open_plan(anna, command_id="open-x").id != open_plan(anna, command_id="open-y").id
