@@ -31,11 +31,11 @@ from typing import Any
 
 from domain.access import Action, Relation, may, relation_to
 from domain.plan import ClientPlan
-from domain.values import ClientStance, GoalStatus, HandoverStatus, NoteVisibility, StepStatus
+from domain.values import ClientStance, GoalStatus, HandoverStatus, NoteVisibility, StepStatus, day_in_finland, today_in_finland
 from timeline import layout, render_svg, render_table
 from web.domain_messages import VOCABULARIES
 from web.i18n import LANGUAGES, LANGUAGE_COOKIE, N_, format_date, format_moment, translations
-from web.plan_page import FINLAND, FormState, build_timeline_input, today_in_finland
+from web.plan_page import FormState, build_timeline_input
 
 __all__ = (
     "ACCESS_LOG_LIMIT",
@@ -336,7 +336,7 @@ class ClientView:
             from_name=from_name or handover.proposed_by.name,
             to_name=to_name,
             to_organisation=to_organisation,
-            on=moment.astimezone(FINLAND).date(),
+            on=day_in_finland(moment),
             status=handover.status,
         )
 
@@ -384,7 +384,7 @@ class ClientView:
                     categories=list(lanes),
                     stance=goal.client_stance,
                     comment=goal.client_comment,
-                    viewed_on=last_view.at.astimezone(FINLAND).date() if last_view else None,
+                    viewed_on=day_in_finland(last_view.at) if last_view else None,
                     changed_since_view=changed_since,
                     revision=goal.revision,
                     is_open=goal.status not in (GoalStatus.ACHIEVED, GoalStatus.DROPPED),
@@ -492,7 +492,7 @@ class ClientView:
         if value is None:
             return ""
         if isinstance(value, datetime):
-            value = value.astimezone(FINLAND).date()
+            value = day_in_finland(value)
         return format_date(value, self.lang)
 
     def period(self, start: date, end: date) -> str:

@@ -58,14 +58,13 @@ from domain.access import Relation, may_give, may_see_client_contact
 from domain.errors import EditConflict
 from domain.items import Item
 from domain.plan import ClientPlan
-from domain.values import FINLAND, HandoverStatus, StepStatus, today_in_finland
+from domain.values import FINLAND, HandoverStatus, StepStatus, day_in_finland, today_in_finland
 from timeline import TimelineGoal, TimelineInput, TimelineMarker, TimelineStep, layout, render_svg, render_table
 from web.domain_messages import ITEM_KINDS, VOCABULARIES, field_label, vocabulary_label
 from web.i18n import N_, format_date, format_moment, translations
 from web.live.hub import PanelKey
 
 __all__ = (
-    "FINLAND",
     "PANEL_IDS",
     "PANEL_TEMPLATES",
     "PLAN_PANELS",
@@ -79,7 +78,6 @@ __all__ = (
     "page_context",
     "recent_changes",
     "render_plan_fragments",
-    "today_in_finland",
 )
 
 
@@ -347,14 +345,14 @@ def build_timeline_input(
             goals.append(TimelineGoal(id=goal.id, title=goal.title, categories=categories, target=goal.target_date, status=goal.status))
     markers = [TimelineMarker(kind="opened", on=plan.opened_on)]
     for handover in plan.handovers:
-        markers.append(TimelineMarker(kind="handover_proposed", on=handover.proposed_at.astimezone(FINLAND).date()))
+        markers.append(TimelineMarker(kind="handover_proposed", on=day_in_finland(handover.proposed_at)))
         if handover.decided_at is not None:
             kind = {
                 HandoverStatus.ACCEPTED: "handover_accepted",
                 HandoverStatus.DECLINED: "handover_declined",
             }.get(HandoverStatus(handover.status))
             label = "" if kind else gettext(N_("Handover withdrawn"))
-            markers.append(TimelineMarker(kind=kind or "handover_withdrawn", on=handover.decided_at.astimezone(FINLAND).date(), label=label))
+            markers.append(TimelineMarker(kind=kind or "handover_withdrawn", on=day_in_finland(handover.decided_at), label=label))
     closed_on = plan.closing.closed_on if plan.closing else None
     if closed_on is not None:
         markers.append(TimelineMarker(kind="closed", on=closed_on))
@@ -527,7 +525,7 @@ class PlanView:
         if value is None:
             return ""
         if isinstance(value, datetime):
-            value = value.astimezone(FINLAND).date()
+            value = day_in_finland(value)
         return format_date(value, self.lang)
 
     def moment(self, value: datetime) -> str:

@@ -31,12 +31,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from domain.demo import PEOPLE
 from domain.errors import StoreUnavailable
+from domain.values import today_in_finland
 from tests.web.identity_fixtures import add_account
 from tests.web.plan_fixtures import Page, PlanSite, htmx_headers, plan_site, signed_in  # noqa: F401
 from web.client_page import AUDIENCE, FRAGMENT_IDS, render_client_fragments
 from web.i18n import translations
 from web.live.messages import VERSION_MARKER_ID
-from web.plan_page import today_in_finland
 
 WITHIN = 3.0  # seconds: a live update reaches the client within this
 

@@ -43,7 +43,7 @@ from websockets.sync.client import connect as sync_connect
 
 from domain.items import KEPT_CHANGES
 from domain.storage import StoreSettings
-from domain.values import Actor
+from domain.values import FINLAND, Actor, today_in_finland
 from tests.web.conftest import TEST_SECRET_KEY, csrf_token_in, running
 from tests.web.identity_fixtures import FAST_HASHER, add_account, with_identity
 from tests.web.identity_fixtures import sign_in as identity_sign_in
@@ -53,7 +53,7 @@ from web.live import LiveConnection, LiveHub, may_view, same_origin
 from web.live.hub import KEPT_VERSIONS, PROFESSIONALS, SESSION_SWEEP_S
 from web.live.messages import VERSION_MARKER_ID, decode_client_message, Editing, Resync
 from web.live.presence import Presence, render_presence
-from web.plan_page import FINLAND, PANEL_IDS, PLAN_PANELS, RECENT_CHANGES, recent_changes, today_in_finland
+from web.plan_page import PANEL_IDS, PLAN_PANELS, RECENT_CHANGES, recent_changes
 from web.i18n import translations
 from web.settings import Settings
 from web.wiring import build_app

@@ -59,6 +59,7 @@ from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVIC
 from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
 
 from domain.inputs import plain_text
+from domain.values import FINLAND
 from projections.plans import PlanViews
 from web.accesslog import AccessEntry, AccessLog, AccessLogUnavailable, What, day_start
 from web.accounts import (
@@ -74,7 +75,6 @@ from web.domain_messages import VOCABULARIES
 from web.errors import MESSAGES_TARGET, is_api_request, is_htmx_request
 from web.i18n import N_, language_of, translations
 from web.identity import Account, account_of, require_kind
-from web.plan_page import FINLAND
 
 if TYPE_CHECKING:
     from litestar import Litestar

@@ -52,7 +52,7 @@ from domain.access import Relation, may_give
 from domain.application import PlanService
 from domain.errors import DomainError, EditConflict
 from domain.plan import ClientPlan
-from domain.values import NoteVisibility
+from domain.values import NoteVisibility, today_in_finland
 from projections.plans import PlanViews
 from web import forms as f
 from web.accesslog import AccessLog, LoggedEntry
@@ -71,7 +71,7 @@ from web.domain_messages import translate_message
 from web.errors import UNAVAILABLE, is_htmx_request, refuse_websocket_unavailable
 from web.i18n import N_, translations
 from web.identity import Account, account_of, require_kind
-from web.plan_page import FormState, today_in_finland
+from web.plan_page import FormState
 
 __all__ = ("CLIENT_ROUTE_HANDLERS", "ClientController", "client_live", "lifespan_hook", "load_extras")
 
@@ -373,7 +373,7 @@ async def _submit(
         used = field == "command_id"
         state = FormState(form="refused", values=draft,
                           command_id=str(uuid.uuid4() if used else draft.get("command_id") or uuid.uuid4()),
-                          seen_revision=seen_revision if seen_revision is not None else _int_or_none(draft.get("seen_revision")))
+                          seen_revision=seen_revision if seen_revision is not None else f.whole_number(str(draft.get("seen_revision", ""))))
         if field in shown:
             state.errors[field] = text
         else:
@@ -424,13 +424,6 @@ async def _fresh_plan(views: PlanViews, plan_id: str, position: int) -> ClientPl
     if plan is None:
         raise NotFoundException()
     return plan
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 # ------------------------------------------------------------------------------ live

@@ -757,14 +757,7 @@ def _draft(posted: Any, struct: type[msgspec.Struct]) -> dict[str, Any]:
 def _draft_state(action: Action, draft: dict[str, Any]) -> FormState:
     """The form open again with the draft, for a refused command's message."""
     return FormState(form=action.form, values=draft, command_id=str(draft.get("command_id") or ""),
-                     seen_revision=_int_or_none(draft.get("seen_revision")))
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+                     seen_revision=f.whole_number(str(draft.get("seen_revision", ""))))
 
 
 def _place_error(state: FormState, action: Action, field_name: str | None, message: str) -> None:
