@@ -71,6 +71,9 @@ from web.domain_messages import translate_message
 from web.errors import UNAVAILABLE, is_htmx_request, refuse_websocket_unavailable
 from web.i18n import N_, translations
 from web.identity import Account, account_of, require_kind
+from web.live.access import same_origin
+from web.live.messages import POLICY, TRY_AGAIN
+from web.live.routes import refuse_handshake, shown_version
 from web.plan_page import FormState
 
 __all__ = ("CLIENT_ROUTE_HANDLERS", "ClientController", "client_live", "lifespan_hook", "load_extras")
@@ -84,10 +87,6 @@ GIVEN = N_("Your consent was given.")
 GOAL_CHANGED = N_("The goal was changed while you were writing. Read the goal again; what you wrote is kept.")
 CONSENT_CHANGED = N_("The consent was changed while you were reading. Check it and try again.")
 CHOOSE_ORGANISATION = N_("Choose an organisation.")
-
-# Close codes and the hub's refusal, as the plan's socket uses them.
-_POLICY = 1008
-_TRY_AGAIN = 1013
 
 
 # ---------------------------------------------------------------------- the client's plan
@@ -435,18 +434,16 @@ async def client_live(socket: WebSocket) -> None:
     plan's client; the plan is the account's own. When the plan cannot be read (the
     database is unavailable) it is refused 503 (close 1013 where the server cannot answer
     a handshake with a status), so the browser tries again, never told it lacks access."""
-    from web.live.access import same_origin
-
     hub = getattr(socket.app.state, "live_hub", None)
     if hub is None or not hub.accepting or AUDIENCE not in getattr(hub, "audiences", {}):
-        await _refuse(socket, _TRY_AGAIN, "not serving live updates now")
+        await refuse_handshake(socket, TRY_AGAIN, "not serving live updates now")
         return
     if not same_origin(socket):
-        await _refuse(socket, _POLICY, "foreign origin")
+        await refuse_handshake(socket, POLICY, "foreign origin")
         return
     account = account_of(socket)
     if account is None or not account.is_client or not account.plan_id:
-        await _refuse(socket, _POLICY, "not allowed")
+        await refuse_handshake(socket, POLICY, "not allowed")
         return
     try:
         plan = await hub.load(account.plan_id)
@@ -455,20 +452,11 @@ async def client_live(socket: WebSocket) -> None:
         await refuse_websocket_unavailable(socket.scope, socket.send)
         return
     if not client_may_view(account, plan):
-        await _refuse(socket, _POLICY, "not allowed")
+        await refuse_handshake(socket, POLICY, "not allowed")
         return
     await socket.accept()
-    await hub.serve(socket, str(plan.id), account, client_language(socket, plan), _version_of(socket),
+    await hub.serve(socket, str(plan.id), account, client_language(socket, plan), shown_version(socket),
                     audience=AUDIENCE)
-
-
-async def _refuse(socket: WebSocket, code: int, why: str) -> None:
-    logger.info("client live socket refused (%s)", why)
-    await socket.close(code=code, reason=why)
-
-
-def _version_of(socket: WebSocket) -> int | None:
-    return f.whole_number(socket.query_params.get("version", ""))
 
 
 @asynccontextmanager

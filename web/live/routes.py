@@ -24,7 +24,7 @@ from web.live.access import may_view, same_origin, signed_in_account
 from web.live.hub import LiveHub
 from web.live.messages import POLICY, TRY_AGAIN
 
-__all__ = ("LIVE_PATH", "live_hub_lifespan", "live_path", "plan_live")
+__all__ = ("LIVE_PATH", "live_hub_lifespan", "live_path", "plan_live", "refuse_handshake", "shown_version")
 
 LIVE_PATH = "/plans/{plan_id:str}/live"
 
@@ -40,19 +40,19 @@ def live_path(plan_id: str, version: int) -> str:
 async def plan_live(socket: WebSocket, plan_id: FromPath[str]) -> None:
     hub: LiveHub | None = getattr(socket.app.state, "live_hub", None)
     if hub is None or not hub.accepting:
-        await _refuse(socket, TRY_AGAIN, "not serving live updates now")
+        await refuse_handshake(socket, TRY_AGAIN, "not serving live updates now")
         return
     if not same_origin(socket):
-        await _refuse(socket, POLICY, "foreign origin")
+        await refuse_handshake(socket, POLICY, "foreign origin")
         return
     account = signed_in_account(socket)
     if account is None:
-        await _refuse(socket, POLICY, "not signed in")
+        await refuse_handshake(socket, POLICY, "not signed in")
         return
     try:
         plan_id = str(uuid.UUID(plan_id))
     except ValueError:
-        await _refuse(socket, POLICY, "no such plan")
+        await refuse_handshake(socket, POLICY, "no such plan")
         return
     try:
         plan = await hub.load(plan_id)
@@ -61,10 +61,10 @@ async def plan_live(socket: WebSocket, plan_id: FromPath[str]) -> None:
         await refuse_websocket_unavailable(socket.scope, socket.send)
         return
     if not may_view(account, plan):
-        await _refuse(socket, POLICY, "not allowed")
+        await refuse_handshake(socket, POLICY, "not allowed")
         return
     await socket.accept()
-    await hub.serve(socket, plan_id, account, language_of(socket), _version_of(socket))
+    await hub.serve(socket, plan_id, account, language_of(socket), shown_version(socket))
 
 
 @asynccontextmanager
@@ -80,11 +80,12 @@ async def live_hub_lifespan(app: Litestar) -> AsyncIterator[LiveHub]:
         await hub.stop()
 
 
-async def _refuse(socket: WebSocket, code: int, why: str) -> None:
+async def refuse_handshake(socket: WebSocket, code: int, why: str) -> None:
     """Refuse the handshake: a close before accepting is answered with HTTP 403."""
     logger.info("live socket refused (%s): %s", why, socket.url.path)
     await socket.close(code=code, reason=why)
 
 
-def _version_of(socket: WebSocket) -> int | None:
+def shown_version(socket: WebSocket) -> int | None:
+    """The plan's version the page showed when it connected (None if it named none)."""
     return whole_number(socket.query_params.get("version", ""))
