@@ -43,11 +43,12 @@ from domain.crypto import PlanKeyMapper
 from domain.erasure import ErasureRecord
 from domain.errors import DomainError, EditConflict, PlanErased, PlanNotFound, Repeated, StoreBusy, StoreUnavailable
 from domain.history import HistoryEntry, describe
-from domain.plan import ClientPlan, PlanRecord
+from domain.plan import ClientPlan, PlanRecord, form_used_for_another_change
 from domain.postgres import InsertConnectionBusy
 from domain.snapshots import PrunedSnapshotStore, SnapshotWriter
 from domain.storage import StoreSettings
 from domain.transcodings import plan_transcoder
+from domain.items import Receipt
 from domain.values import Actor
 
 SAVE_ATTEMPTS = 20
@@ -283,6 +284,8 @@ class PlanService(Application):
                     return Outcome(
                         plan_id=str(plan.id), item_id=str(plan.id), version=1, position=recordings[-1].notification.id
                     )
+            if not self._opens_as_recorded(plan, existing):
+                raise form_used_for_another_change()
             return Outcome(
                 plan_id=str(existing.id),
                 item_id=str(existing.id),
@@ -416,6 +419,8 @@ class PlanService(Application):
                 except Repeated as repeat:
                     if borrowed:
                         self._cache_saved(plan)
+                    if not self._asks_what_was_recorded(identifier, command, by, command_id, fields, repeat.receipt):
+                        raise form_used_for_another_change() from None
                     return Outcome(
                         plan_id=str(plan.id),
                         item_id=repeat.receipt.item_id,
@@ -444,6 +449,40 @@ class PlanService(Application):
                     position=recordings[-1].notification.id,
                 )
             raise StoreBusy()
+
+    def _opens_as_recorded(self, asked: ClientPlan, existing: ClientPlan) -> bool:
+        """Whether an opening whose id opened `existing` already asks for the same plan
+        (the same person, client and expert), told apart only by its moment."""
+        (opening,) = self.events.get(existing.id, lte=1)
+        (again,) = asked.collect_events()
+        return {**vars(again), "timestamp": opening.timestamp} == vars(opening)
+
+    def _asks_what_was_recorded(
+        self,
+        plan_id: uuid.UUID,
+        command: Callable[..., str | None],
+        by: Actor,
+        command_id: str,
+        fields: dict[str, Any],
+        receipt: Receipt,
+    ) -> bool:
+        """Whether a repeated command asks for exactly the change its id recorded.
+
+        A retry after a lost answer, or a form sent again from the browser's history after
+        an edit, carries the same id with other content: answering it "saved" would drop
+        what was typed the second time. The command is run again on the plan as it was
+        before the recording, at the recording's moment, and the event it would record is
+        compared with the one recorded. Repeats are rare, so the cost of reading the plan
+        at that version is paid seldom.
+        """
+        (recorded,) = self.events.get(plan_id, gt=receipt.version - 1, lte=receipt.version)
+        before = self.repository.get(plan_id, version=receipt.version - 1)
+        try:
+            command(before, by=by, command_id=command_id, at=recorded.timestamp, **fields)
+        except (DomainError, Repeated):  # refused then, or an id older than the receipts kept
+            return False
+        (again,) = before.collect_events()
+        return vars(again) == vars(recorded)
 
     def _plan_for_command(self, plan_id: uuid.UUID, fresh: bool) -> tuple[ClientPlan, bool]:
         """The plan a command runs on, and whether it is the cached plan itself.

@@ -1549,14 +1549,15 @@ class ClientPlan(Aggregate):
 
     def _check_repeat(self, by: Actor, command_id: str, records: type[ClientPlan.Event]) -> None:
         """Raise :class:`Repeated` if this command (the same kind, from the same person) was
-        recorded already; refuse an id that some other command used, so that a client
-        reusing ids is told instead of answered "saved" for a change that was never made."""
+        recorded already, for `PlanService` to check it asks for the same change; refuse an
+        id that some other command used, so that a client reusing ids is told instead of
+        answered "saved" for a change that was never made."""
         receipt = self.receipts.get(command_id)
         if receipt is None:
             return
         if receipt.event in ("", records.__name__) and receipt.person_id in ("", by.person_id):
             raise Repeated(receipt)
-        raise RuleViolation("This form was already used for another change. Send it again to save this one.", field="command_id")
+        raise form_used_for_another_change()
 
     @staticmethod
     def _require_revision(item: Item, kind: str, seen_revision: int) -> None:
@@ -1788,6 +1789,13 @@ def _list_fields(struct_type: type[msgspec.Struct]) -> tuple[str, ...]:
     return tuple(
         field.name for field in msgspec.structs.fields(struct_type) if typing.get_origin(field.type) is list
     )
+
+
+def form_used_for_another_change() -> RuleViolation:
+    """The refusal of a command id that recorded another change (another kind, another
+    person, or other content: `PlanService` compares a repeat with what was recorded)."""
+    return RuleViolation("This form was already used for another change. Send it again to save this one.",
+                         field="command_id")
 
 
 def _check_sender(by: object, command_id: object) -> None:

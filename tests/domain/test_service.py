@@ -181,14 +181,33 @@ def test_opening_a_plan_returns_its_id_at_version_one(service: PlanService, anna
 def test_repeating_the_opening_returns_the_same_plan_and_records_nothing(service: PlanService, anna: Actor) -> None:
     first = open_plan(service, anna, command_id="open-once")
 
-    again = open_plan(service, anna, command_id="open-once", client_name="Someone Else")
+    again = open_plan(service, anna, command_id="open-once")
 
     assert again.repeated
     assert (again.plan_id, again.item_id, again.version) == (first.plan_id, first.item_id, 1)
     assert again.position >= first.position
     assert event_count(service, first.plan_id) == 1
-    assert service.get_plan(first.plan_id).client.name == "Maija Mäkinen"
     assert list(service.plan_ids()) == [uuid.UUID(first.plan_id)]
+
+
+@pytest.mark.parametrize("differs", ["client_name", "person"])
+def test_an_opening_id_sent_again_for_another_plan_is_refused(
+    service: PlanService, anna: Actor, bert: Actor, differs: str
+) -> None:
+    """Another client's name (a form sent again from the browser's history after an edit),
+    or another person, under the id of an opening: answering it with the first plan would
+    say "opened" for a plan that was never opened."""
+    first = open_plan(service, anna, command_id="open-once")
+
+    with pytest.raises(RuleViolation, match="already used") as refusal:
+        if differs == "client_name":
+            open_plan(service, anna, command_id="open-once", client_name="Someone Else")
+        else:
+            open_plan(service, bert, command_id="open-once")
+
+    assert refusal.value.field == "command_id"
+    assert event_count(service, first.plan_id) == 1
+    assert service.get_plan(first.plan_id).client.name == "Maija Mäkinen"
 
 
 def test_a_repeated_command_returns_the_first_answer_and_records_nothing(
@@ -219,6 +238,41 @@ def test_a_command_repeated_after_other_commands_still_returns_the_first_answer(
     assert (again.item_id, again.version) == (first.item_id, first.version)
     assert event_count(service, team.plan_id) == events
     assert [n.description for n in service.get_plan(team.plan_id).needs.values()].count("Debts") == 1
+
+
+def test_a_command_sent_again_with_other_content_is_refused_and_records_nothing(
+    service: PlanService, team: TeamPlan, bert: Actor, carla: Actor
+) -> None:
+    """A retry after a lost answer, edited in between (or a form sent again from the
+    browser's history): answering it "saved" would drop what was typed the second time."""
+    first = record_need(service, team.plan_id, bert, "Debts", category="everyday_life", command_id="need-once")
+    service.add_note(team.plan_id, by=carla, command_id=cid(), text="Called the client")
+    events = event_count(service, team.plan_id)
+
+    with pytest.raises(RuleViolation, match="already used") as refusal:
+        record_need(service, team.plan_id, bert, "Debts and rent arrears", category="everyday_life",
+                    command_id="need-once")
+
+    assert refusal.value.field == "command_id"
+    assert event_count(service, team.plan_id) == events
+    assert service.get_plan(team.plan_id).needs[first.item_id].description == "Debts"
+
+
+def test_an_edit_sent_again_with_other_content_is_refused_though_the_same_edit_is_a_repeat(
+    service: PlanService, team: TeamPlan, bert: Actor
+) -> None:
+    fields = dict(need_id=team.health_need, seen_revision=1, category="health", description="Back pain",
+                  financial="", status="resolved")
+    first = service.update_need(team.plan_id, by=bert, command_id="edit-once", **fields)
+    events = event_count(service, team.plan_id)
+
+    again = service.update_need(team.plan_id, by=bert, command_id="edit-once", **fields)
+    with pytest.raises(RuleViolation, match="already used"):
+        service.update_need(team.plan_id, by=bert, command_id="edit-once", **{**fields, "description": "Knees"})
+
+    assert again.repeated and (again.item_id, again.version) == (first.item_id, first.version)
+    assert event_count(service, team.plan_id) == events
+    assert service.get_plan(team.plan_id).needs[team.health_need].description == "Back pain"
 
 
 @pytest.mark.parametrize("second", ["another kind of command", "the same command by someone else"])

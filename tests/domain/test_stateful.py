@@ -340,8 +340,11 @@ class PlanEditing(RuleBasedStateMachine):
         outcome = self.service.open_plan(by=by, command_id=command_id, **fields)
         assert not outcome.repeated and outcome.version == 1
         self.plans[outcome.plan_id] = KnownPlan(opening=(command_id, fields, by))
-        again = self.service.open_plan(by=PEOPLE[0], command_id=command_id, **fields)
+        again = self.service.open_plan(by=by, command_id=command_id, **fields)
         assert again.repeated and again.plan_id == outcome.plan_id
+        if by != PEOPLE[0]:
+            with pytest.raises(RuleViolation, match="already used"):
+                self.service.open_plan(by=PEOPLE[0], command_id=command_id, **fields)
         assert self.stored_version(outcome.plan_id) == 1
         if network:
             self.bring_in_a_network(outcome.plan_id, by)
