@@ -1157,6 +1157,8 @@ class ClientPlan(Aggregate):
         member = self._find(self.members, member_id, "network member", "member_id")
         if member.id == self.responsibility.expert_id:
             raise RuleViolation("The named expert cannot be their own counterpart.", field="member_id")
+        if member.id == self.responsibility.counterpart_id:
+            raise RuleViolation("%(name)s is the counterpart already.", field="member_id", name=member.name)
         if member.organisation_id == self.expert.organisation_id:
             raise RuleViolation(
                 "The counterpart must work in another organisation than the named expert (%(organisation)s).",

@@ -60,6 +60,7 @@ ERROR_TEMPLATES = (
     N_("A goal is settled as achieved or dropped."),
     N_("A handover is pending: it must be decided before the counterpart changes."),
     N_("The named expert cannot be their own counterpart."),
+    N_("%(name)s is the counterpart already."),
     N_("Name a counterpart before proposing a handover."),
     N_("A handover is already pending."),
     N_("A handover is pending: it must be decided before the plan is closed."),

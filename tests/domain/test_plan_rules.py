@@ -1175,6 +1175,15 @@ def test_the_counterpart_must_be_in_another_organisation(s: Scene) -> None:
         do(s.plan, "name_counterpart", s.anna, member_id=s.aino_id, seen_revision=1)
 
 
+def test_naming_the_counterpart_again_is_refused_and_records_nothing(s: Scene) -> None:
+    """It would record a change that changes nothing, and tell the history it happened."""
+    counterpart = s.plan.counterpart
+    assert counterpart is not None
+
+    with refused(s.plan, RuleViolation, "counterpart already", counterpart.name, field="member_id"):
+        do(s.plan, "name_counterpart", s.anna, member_id=counterpart.id, seen_revision=s.plan.responsibility.revision)
+
+
 @pytest.mark.parametrize("who", ["bert", "carla", "aino"])
 def test_only_the_named_expert_names_the_counterpart(s: Scene, who: str) -> None:
     with refused(s.plan, NotYours, "Only the named expert"):

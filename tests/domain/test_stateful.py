@@ -715,6 +715,7 @@ class PlanEditing(RuleBasedStateMachine):
             plan.pending_handover is not None,
             member is None,
             member is not None and member.organisation_id == plan.expert.organisation_id,
+            member_id == plan.responsibility.counterpart_id,
         ]
         self.attempt(
             plan_id,
