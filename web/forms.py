@@ -97,14 +97,23 @@ def _written(value: Any, field: str) -> object:
 
 
 COMMENT_MISSING = N_("Write your comment before you send it.")
+_COMMENT_REFUSALS = {
+    "%(field)s is too long: at most %(limit)s characters.": N_(
+        "Your comment is too long: at most %(limit)s characters."),
+    "%(field)s contains a forbidden character.": N_(
+        "Your comment contains a character that cannot be saved: remove it and send the comment again."),
+}
+"""The domain's refusals of a note's text, as the client is told them of their comment."""
 
 
 def _comment_written(value: Any, field: str) -> object:
-    """The client's comment is a note to the domain; the client is asked for their comment."""
+    """The client's comment is a note to the domain, told in the client's words: a comment
+    missing is asked for, one too long or with a character no text may hold is told so."""
     try:
         return _written(value, field)
-    except InvalidValue:
-        raise InvalidValue(field, COMMENT_MISSING) from None
+    except InvalidValue as refusal:
+        params = {name: value for name, value in refusal.params.items() if name != "field"}
+        raise InvalidValue(field, _COMMENT_REFUSALS.get(refusal.template, COMMENT_MISSING), **params) from None
 
 
 class Form(msgspec.Struct, kw_only=True):

@@ -395,6 +395,27 @@ def test_the_client_agrees_with_a_goal(site: PlanSite) -> None:
     assert type(event).__name__ == "GoalClientViewRecorded" and event.actor.person_id == own.username
 
 
+@pytest.mark.parametrize("stance", ["maybe", None])
+def test_a_view_of_a_goal_without_a_known_stance_is_told_above_the_buttons(site: PlanSite, stance: str | None) -> None:
+    """The stance is the button pressed, so only a crafted request lacks it; it still gets a
+    message, where the form shows its messages, and nothing is recorded."""
+    own = open_own_plan(site)
+    data = {"command_id": str(uuid.uuid4()), "seen_revision": "1", "comment": "Hmm"}
+    if stance is not None:
+        data["stance"] = stance
+    with signed_in(site, own.username) as client:
+        page = my_plan(client)
+        before = site.event_count()
+        refused = client.post(f"/my-plan/goals/{own.goal_id}/view", headers=htmx_headers(page), data=data)
+
+    assert refused.status_code == 422
+    assert site.event_count() == before
+    form = refused.text[refused.text.index(f'id="goal-{own.goal_id}-message"'):]
+    message = form[form.index(">") + 1:form.index("</div>")]
+    assert message.strip(), "the refusal says why"
+    assert 'role="alert"' in refused.text
+
+
 def test_questioning_a_goal_needs_words_then_both_views_show_side_by_side(site: PlanSite) -> None:
     own = open_own_plan(site)
     _ = gettext("fi")

@@ -9,6 +9,7 @@ import pytest
 
 from domain import items
 from domain.errors import DomainError
+from domain.inputs import LONG_TEXT
 from domain.values import NeedCategory, StepStatus, parse
 from web import forms as f
 from web.domain_messages import FIELD_LABELS, VOCABULARIES, translate_message
@@ -170,6 +171,21 @@ def test_the_clients_empty_comment_asks_for_their_comment(language: str, expecte
     with pytest.raises(f.FormInvalid) as caught:
         f.decode_form(Posted(text="   "), f.ClientCommentForm)
     assert {name: say(error, language) for name, error in caught.value.errors.items()} == {"text": expected}
+
+
+@pytest.mark.parametrize(("text", "language", "expected"), [
+    ("x" * (LONG_TEXT + 1), "en", f"Your comment is too long: at most {LONG_TEXT} characters."),
+    ("x" * (LONG_TEXT + 1), "fi", f"Kommenttisi on liian pitkä: enintään {LONG_TEXT} merkkiä."),
+    ("a\x00b", "en", "Your comment contains a character that cannot be saved: remove it and send the comment again."),
+    ("a\x00b", "sv", "Din kommentar innehåller ett tecken som inte kan sparas: ta bort det och skicka kommentaren igen."),
+])
+def test_the_clients_comment_too_long_or_with_a_forbidden_character_is_told_so(
+    text: str, language: str, expected: str
+) -> None:
+    """Not "write your comment": the client wrote one, and must know what to change."""
+    with pytest.raises(f.FormInvalid) as caught:
+        f.decode_form(Posted(text=text), f.ClientCommentForm)
+    assert say(caught.value.errors["text"], language) == expected
 
 
 def test_a_form_that_passes_its_checks_is_decoded() -> None:
