@@ -261,7 +261,19 @@ def _service_commands() -> set[str]:
     return {name for name in vars(PlanService) if not name.startswith("_") and callable(getattr(PlanService, name))}
 
 
-COMMANDS = sorted(PROFESSIONAL_COMMANDS | set(CLIENT_COMMANDS) | {"open_plan", "erase", "no_such_command"})
+EXPECTED_PROFESSIONAL_COMMANDS = {
+    "change_client_details", "record_client_contact", "set_non_disclosure", "give_consent", "withdraw_consent",
+    "record_need", "update_need", "set_goal", "revise_goal", "settle_goal", "add_member", "update_member",
+    "remove_member", "name_counterpart", "propose_handover", "accept_handover", "decline_handover",
+    "withdraw_handover", "plan_step", "update_step", "reschedule_step", "progress_step", "record_step_outcome",
+    "record_measure", "add_note", "close_plan", "reopen_plan",
+}
+"""Written out, not read from the table under test: a command taken out of it (or put into it,
+as the client's own view of a goal) fails here. `record_client_view_on_goal` is the client's alone."""
+COMMANDS = sorted(
+    EXPECTED_PROFESSIONAL_COMMANDS | PROFESSIONAL_COMMANDS | set(CLIENT_COMMANDS)
+    | {"open_plan", "erase", "no_such_command", "record_client_view_on_goal"}
+)
 
 
 @pytest.mark.parametrize(("command", "relation"), list(itertools.product(COMMANDS, Relation)))
@@ -271,7 +283,7 @@ def test_may_give(command: str, relation: Relation) -> None:
     elif command in ("set_non_disclosure", "close_plan", "reopen_plan"):
         expected = relation in (E, CP)
     else:
-        expected = relation in PROS and command in PROFESSIONAL_COMMANDS
+        expected = relation in PROS and command in EXPECTED_PROFESSIONAL_COMMANDS
     assert may_give(relation, command) is expected
 
 

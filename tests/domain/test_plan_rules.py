@@ -1523,6 +1523,20 @@ def test_updating_a_step_changes_its_need_service_and_responsible(s: Scene) -> N
     )
 
 
+def test_updating_a_step_to_an_unknown_need_is_refused(s: Scene) -> None:
+    with refused(s.plan, NotFound, "no need", field="need_id"):
+        do(
+            s.plan,
+            "update_step",
+            s.aino,
+            step_id=s.step_id,
+            seen_revision=1,
+            title="x",
+            need_id="no-such-need",
+            responsible_member_id=s.carla_id,
+        )
+
+
 def test_updating_a_step_to_an_unknown_member_is_refused(s: Scene) -> None:
     with refused(s.plan, NotFound, "no network member"):
         do(
