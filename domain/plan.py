@@ -861,7 +861,10 @@ class ClientPlan(Aggregate):
         consent_id: str,
         seen_revision: int,
     ) -> str:
-        self._start(by, command_id, self.ConsentWithdrawn)
+        """Withdraw a consent: the organisation's people leave the network, and its
+        colleagues lose their view of the plan. Also on a closed plan: the client's
+        voluntariness does not end with the plan, nor should an organisation's access."""
+        self._start(by, command_id, self.ConsentWithdrawn, also_closed=True)
         consent = self._find(self.consents, consent_id, "consent", "consent_id")
         self._require_revision(consent, "consent", seen_revision)
         if consent.withdrawn_on is not None:
@@ -869,7 +872,7 @@ class ClientPlan(Aggregate):
         if consent.organisation_id == self.expert.organisation_id:
             raise RuleViolation(
                 "The named expert works for %(organisation)s: hand responsibility over to the "
-                "counterpart, or close the plan, before the consent for it is withdrawn.",
+                "counterpart before the consent for it is withdrawn.",
                 field="consent_id",
                 organisation=consent.organisation_name,
             )
@@ -1541,12 +1544,15 @@ class ClientPlan(Aggregate):
         """Item ids follow from the command id, so a retried command names the same item."""
         return str(uuid.uuid5(self.id, command_id))
 
-    def _start(self, by: Actor, command_id: str, records: type[ClientPlan.Event]) -> None:
-        """Check the sender and the command id, then that the plan is open. ``records`` is
-        the event the command records: a repeat of it is answered (:meth:`_check_repeat`)."""
+    def _start(
+        self, by: Actor, command_id: str, records: type[ClientPlan.Event], *, also_closed: bool = False
+    ) -> None:
+        """Check the sender and the command id, then that the plan is open (unless the
+        command is one given `also_closed`). ``records`` is the event the command records:
+        a repeat of it is answered (:meth:`_check_repeat`)."""
         _check_sender(by, command_id)
         self._check_repeat(by, command_id, records)
-        if self.is_closed:
+        if self.is_closed and not also_closed:
             raise PlanClosed()
 
     def _check_repeat(self, by: Actor, command_id: str, records: type[ClientPlan.Event]) -> None:

@@ -73,7 +73,7 @@ ERROR_TEMPLATES = (
     N_("The client's consent for %(organisation)s is already recorded."),
     N_(
         "The named expert works for %(organisation)s: hand responsibility over to the "
-        "counterpart, or close the plan, before the consent for it is withdrawn."
+        "counterpart before the consent for it is withdrawn."
     ),
     N_("%(name)s is already in the network."),
     N_("The client has not given a valid consent for %(organisation)s to take part in the network."),

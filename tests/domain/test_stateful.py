@@ -462,7 +462,6 @@ class PlanEditing(RuleBasedStateMachine):
         consent = plan.consents.get(consent_id)
         seen, current = self.pick_revision(data, consent.revision if consent else 0)
         problems = [
-            plan.is_closed,
             consent is None,
             not current,
             consent is not None and consent.withdrawn_on is not None,

@@ -505,6 +505,33 @@ def test_withdrawing_a_consent_is_confirmed_first_and_takes_the_organisations_pe
         assert pekka.get(f"/plans/{own.plan_id}").status_code in (403, 404)
 
 
+def test_the_client_withdraws_a_consent_after_the_plan_was_closed(site: PlanSite) -> None:
+    """The client's consent is theirs to withdraw after the plan too: Kela's people then no
+    longer reach the closed plan."""
+    own = open_own_plan(site)
+    aino, timo = PEOPLE["aino"][0], PEOPLE["timo"][0]
+    plan = site.service.get_plan(own.plan_id)
+    (step,) = plan.steps.values()
+    site.service.progress_step(own.plan_id, by=timo, command_id=str(uuid.uuid4()), step_id=step.id,
+                               seen_revision=step.revision, status="cancelled", on=today_in_finland())
+    closed = site.service.close_plan(own.plan_id, by=aino, command_id=str(uuid.uuid4()), outcome="work")
+    assert site.app.state.views.wait_for(closed.position, timeout=10)
+    with signed_in(site, own.username) as client:
+        page = my_plan(client)
+        item = page.html[page.html.index(f'id="consent-{own.kela_consent_id}"'):]
+        assert f"/my-plan/consents/{own.kela_consent_id}/withdraw" in item[:item.index("</li>")]
+        confirm = Page(client.get(f"/my-plan/consents/{own.kela_consent_id}/withdraw", headers=htmx_headers(page)))
+        response = client.post(
+            f"/my-plan/consents/{own.kela_consent_id}/withdraw", headers=htmx_headers(page),
+            data={"command_id": confirm.value("command_id"), "seen_revision": confirm.value("seen_revision")},
+        )
+        assert response.status_code == 200, response.text[:500]
+    plan = site.service.get_plan(own.plan_id)
+    assert plan.is_closed and plan.consents[own.kela_consent_id].withdrawn_on is not None
+    with signed_in(site, "pekka.nieminen") as pekka:
+        assert pekka.get(f"/plans/{own.plan_id}").status_code in (403, 404)
+
+
 def test_the_named_experts_consent_cannot_be_withdrawn(site: PlanSite) -> None:
     own = open_own_plan(site)
     plan = site.service.get_plan(own.plan_id)
