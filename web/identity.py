@@ -9,7 +9,8 @@ commands want. Accounts are kept by :class:`web.accounts.AccountStore`.
 or, anywhere a connection is at hand (websocket handlers too), ``account_of(connection)``;
 on the public pages it is ``None`` when nobody is signed in. Every other path is refused to
 strangers before routing: a page is redirected to ``/signin?next=<the page>``, an htmx
-request gets 401 with ``HX-Redirect``, an ``/api/`` request a 401 JSON error and a
+request gets 401 (with ``HX-Redirect`` for a read; a form sent stays on its page, so that
+what was typed is kept), an ``/api/`` request a 401 JSON error and a
 websocket handshake a 401 (or a close with code 4401). The public paths are ``/``,
 ``/signin`` and everything under it, ``/static/``, ``/healthz`` and ``/language``.
 :func:`require_kind` makes a guard for handlers that only some kinds of account may use.
@@ -139,6 +140,10 @@ AccountKindName = Literal["professional", "client", "admin"]
 
 _NOT_SIGNED_IN_TITLE: Final = N_("Please sign in")
 _NOT_SIGNED_IN_MESSAGE: Final = N_("Your session has ended or you have not signed in. Sign in to continue.")
+_NOT_SAVED_SIGNED_OUT_MESSAGE: Final = N_(
+    "Your session has ended, so this was not saved. What you wrote is still here: sign in again in a "
+    "new tab, then come back to this page and send it again."
+)
 
 
 class Account(msgspec.Struct, frozen=True, kw_only=True):
@@ -505,18 +510,7 @@ async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
         body = {"error": {"code": "not_signed_in", "message": _(_NOT_SIGNED_IN_MESSAGE), "fields": []}}
         response: Response[Any] = Response(body, status_code=HTTP_401_UNAUTHORIZED, media_type=MediaType.JSON)
     elif request.headers.get("hx-request") == "true":
-        current = urlsplit(request.headers.get("hx-current-url", ""))
-        here = current.path + (f"?{current.query}" if current.query else "")
-        content = request.app.template_engine.render(  # type: ignore[union-attr]
-            "errors/_message.html", request=request, lang=language, status_code=HTTP_401_UNAUTHORIZED,
-            title=_NOT_SIGNED_IN_TITLE, message=_NOT_SIGNED_IN_MESSAGE,
-        )
-        response = Response(
-            content,
-            status_code=HTTP_401_UNAUTHORIZED,
-            media_type=MediaType.HTML,
-            headers={"HX-Redirect": sign_in_url(here), "HX-Retarget": "#messages", "HX-Reswap": "innerHTML"},
-        )
+        response = _refuse_htmx(request, language)
     else:
         query = scope.get("query_string", b"").decode("latin-1")
         here = path + (f"?{query}" if query else "")
@@ -525,6 +519,24 @@ async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
             content=b"", status_code=HTTP_303_SEE_OTHER, headers={"location": target}, media_type=MediaType.TEXT
         )
     await response.to_asgi_response(app=None, request=request)(scope, receive, send)
+
+
+def _refuse_htmx(request: Request[Any, Any, Any], language: str) -> Response[Any]:
+    """401 into ``#messages``. A fragment read goes on to the sign-in page (``HX-Redirect``);
+    a form sent stays: leaving the page would throw away what was typed, so the message
+    offers the sign-in in a new tab, after which the form can be sent again."""
+    sent_a_form = request.method not in ("GET", "HEAD")
+    headers = {"HX-Retarget": "#messages", "HX-Reswap": "innerHTML"}
+    if not sent_a_form:
+        current = urlsplit(request.headers.get("hx-current-url", ""))
+        headers["HX-Redirect"] = sign_in_url(current.path + (f"?{current.query}" if current.query else ""))
+    content = request.app.template_engine.render(  # type: ignore[union-attr]
+        "errors/_message.html", request=request, lang=language, status_code=HTTP_401_UNAUTHORIZED,
+        title=_NOT_SIGNED_IN_TITLE,
+        message=_NOT_SAVED_SIGNED_OUT_MESSAGE if sent_a_form else _NOT_SIGNED_IN_MESSAGE,
+        sign_in_in_new_tab=sent_a_form,
+    )
+    return Response(content, status_code=HTTP_401_UNAUTHORIZED, media_type=MediaType.HTML, headers=headers)
 
 
 def sign_in_url(next_path: str) -> str:

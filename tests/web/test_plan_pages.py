@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.web.conftest import REPO_ROOT
-from tests.web.identity_fixtures import TEST_PASSWORD
+from tests.web.identity_fixtures import TEST_PASSWORD, sign_in
 from tests.web.plan_fixtures import Page, PlanSite, htmx_headers, plan_site, signed_in  # noqa: F401
 from web.domain_messages import ERROR_TEMPLATES, HISTORY_TEMPLATES
 from web.plan_page import PANEL_IDS, render_plan_fragments
@@ -384,6 +384,45 @@ def test_a_repeated_command_id_is_applied_once(plan_site: PlanSite, aino: httpx.
         assert response.status_code == 200
     assert plan_site.event_count() == events + 1
     assert open_page(aino, plan_id).html.count("Kaksoisnapsautus") == 1
+
+
+def test_a_form_sent_after_the_session_ended_keeps_the_page_and_is_saved_after_signing_in_again(
+    plan_site: PlanSite,
+) -> None:
+    """htmx follows HX-Redirect before anything else: a form sent after the session ended
+    (30 idle minutes over a long note) left the page and threw away what was typed. The
+    answer stays on the page and offers the sign-in in a new tab; the same form is saved
+    after it."""
+    plan_id = plan_site.plans["liisa"]
+    text = "Pitkä muistiinpano, kirjoitettu hitaasti"
+    with signed_in(plan_site, "aino.virtanen") as client:
+        page = open_page(client, plan_id)
+        assert client.post("/signout", data={"_csrf_token": page.csrf}).status_code == 303
+        form = {"command_id": str(uuid.uuid4()), "text": text, "visibility": "professionals"}
+        events = plan_site.event_count()
+
+        refused = client.post(f"/plans/{plan_id}/notes/new/add", headers=htmx_headers(page), data=form)
+
+        assert refused.status_code == 401
+        assert "hx-redirect" not in refused.headers, "leaving the page loses the draft"
+        assert refused.headers["hx-retarget"] == "#messages"
+        assert "ei tallentunut" in refused.text and 'href="/signin" target="_blank"' in refused.text
+        assert plan_site.event_count() == events
+        sign_in(client, plan_site.base_url, "aino.virtanen")  # in the other tab
+        saved = client.post(f"/plans/{plan_id}/notes/new/add", headers=htmx_headers(page), data=form)
+    assert saved.status_code == 200, saved.text[:300]
+    assert plan_site.event_count() == events + 1
+
+
+def test_a_fragment_read_after_the_session_ended_goes_to_the_sign_in_page(plan_site: PlanSite) -> None:
+    plan_id = plan_site.plans["liisa"]
+    with signed_in(plan_site, "aino.virtanen") as client:
+        page = open_page(client, plan_id)
+        client.post("/signout", data={"_csrf_token": page.csrf})
+        read = client.get(f"/plans/{plan_id}/notes/new/add",
+                          headers={"hx-request": "true", "hx-current-url": f"{plan_site.base_url}/plans/{plan_id}"})
+    assert read.status_code == 401
+    assert read.headers["hx-redirect"] == f"/signin?next=/plans/{plan_id}"
 
 
 def test_a_plain_post_is_redirected_back_to_the_item(plan_site: PlanSite, aino: httpx.Client) -> None:
