@@ -398,6 +398,8 @@ def decode_form(form: Any, struct_type: type[S]) -> S:
             raw[field.name] = values
             continue
         value = form.get(field.name)
+        if isinstance(value, str) and not field.is_text:
+            value = _as_typed(value)
         if value is None or (value == "" and not field.is_text):
             continue
         raw[field.name] = value
@@ -412,6 +414,16 @@ def decode_form(form: Any, struct_type: type[S]) -> S:
         order = {field.name: place for place, field in enumerate(form_fields(struct_type))}
         raise FormInvalid(dict(sorted(errors.items(), key=lambda error: order.get(error[0], len(order)))))
     return data
+
+
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+
+
+def _as_typed(value: str) -> str:
+    """A number or a yes/no as people type it: spaces around it dropped, and a decimal comma
+    (7,5 as written in Finland and Sweden) read as a decimal point."""
+    value = value.strip()
+    return value.replace(",", ".") if _DECIMAL_COMMA.fullmatch(value) else value
 
 
 def _check(struct_type: type[msgspec.Struct], raw: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -442,6 +454,8 @@ def _explain(error: msgspec.ValidationError, struct_type: type[msgspec.Struct]) 
         return {field: ("%(field)s must be a whole number of 0 or more.", {"field": field})}
     if expected == "float":
         return {field: ("%(field)s must be a number.", {"field": field})}
+    if expected == "bool":
+        return {field: ("%(field)s must be yes or no.", {"field": field})}
     return {field: ("%(field)s must be text.", {"field": field})}
 
 
@@ -453,6 +467,8 @@ def _expected_type(struct_type: type[msgspec.Struct], field_name: str) -> str:
                 return "int"
             if msgspec.inspect.FloatType in kinds:
                 return "float"
+            if msgspec.inspect.BoolType in kinds:
+                return "bool"
     return "str"
 
 

@@ -188,6 +188,26 @@ def test_the_clients_comment_too_long_or_with_a_forbidden_character_is_told_so(
     assert say(caught.value.errors["text"], language) == expected
 
 
+@pytest.mark.parametrize("active", ["maybe", "2"])
+def test_a_yes_or_no_field_with_another_value_asks_for_yes_or_no(active: str) -> None:
+    with pytest.raises(f.FormInvalid) as caught:
+        f.decode_form(Posted(active=active, seen_revision="1"), f.NonDisclosureForm)
+    assert say(caught.value.errors["active"], "en").endswith("must be yes or no.")
+
+
+@pytest.mark.parametrize(("typed", "value"), [(" 5 ", 5.0), ("7,5", 7.5), ("-0,25", -0.25), ("7.5", 7.5)])
+def test_a_number_is_read_as_people_type_it(typed: str, value: float) -> None:
+    measure = f.decode_form(Posted(kind="work_ability_score", value=typed, measured_on="2026-12-01"), f.MeasureForm)
+    assert measure.value == value
+
+
+@pytest.mark.parametrize("typed", ["7,5,1", "1,000.5", "seven"])
+def test_a_number_that_is_not_one_is_still_refused(typed: str) -> None:
+    with pytest.raises(f.FormInvalid) as caught:
+        f.decode_form(Posted(kind="work_ability_score", value=typed, measured_on="2026-12-01"), f.MeasureForm)
+    assert say(caught.value.errors["value"], "en").endswith("must be a number.")
+
+
 def test_a_form_that_passes_its_checks_is_decoded() -> None:
     need = f.decode_form(Posted(category="health", description="Selkäkipu", financial=""), f.NeedForm)
     assert (need.category, need.description) == ("health", "Selkäkipu")
