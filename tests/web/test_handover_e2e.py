@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.web.conftest import REPO_ROOT
 from tests.web.identity_fixtures import TEST_PASSWORD
@@ -51,6 +52,19 @@ def shot(page: Any, name: str, *, full_page: bool = True) -> None:
     page.screenshot(path=str(ARTIFACTS / f"handover-{name}.png"), full_page=full_page, caret="initial")
 
 
+def scroll_to(page: Any, selector: str) -> None:
+    """Scroll ``selector`` into view for a screenshot. The live echo of the page's own save
+    may replace the element while it is being scrolled to: then it is found again."""
+    for _attempt in range(5):
+        try:
+            page.locator(selector).scroll_into_view_if_needed(timeout=2000)
+            return
+        except PlaywrightError as error:
+            if "not attached" not in str(error):
+                raise
+    page.locator(selector).scroll_into_view_if_needed(timeout=2000)
+
+
 def test_an_escorted_handover_with_three_browsers(plan_site: PlanSite, browser: Any) -> None:  # noqa: F811
     site = plan_site
     own = open_own_plan(site)
@@ -84,7 +98,7 @@ def test_an_escorted_handover_with_three_browsers(plan_site: PlanSite, browser: 
         assert "Aino Virtanen" in told and "Pekka Nieminen" in told
         assert "Oma asiantuntijasi voi vaihtua" in told
         assert note not in client.content()
-        client.locator("#my-people").scroll_into_view_if_needed()
+        scroll_to(client, "#my-people")
         shot(client, "2-client-told-on-a-phone", full_page=False)
 
         # 3. The counterpart sees it in their caseload, and on the plan, and accepts.
@@ -115,7 +129,7 @@ def test_an_escorted_handover_with_three_browsers(plan_site: PlanSite, browser: 
         assert "Aino Virtanen" in client.inner_text("#my-counterpart")
         assert client.query_selector(".my-handover.alert") is None
         assert "Pekka Nieminen" in client.inner_text(".my-handover--done")
-        client.locator("#my-people").scroll_into_view_if_needed()
+        scroll_to(client, "#my-people")
         shot(client, "5-client-new-expert-live", full_page=False)
 
         # ...and after a reload, who has looked at the plan: the counterpart's read among them.
@@ -124,7 +138,7 @@ def test_an_escorted_handover_with_three_browsers(plan_site: PlanSite, browser: 
         reads = client.inner_text("#my-access-log")
         assert "Pekka Nieminen" in reads and "Kela, Pirkanmaan vakuutuspiiri" in reads
         assert "Aino Virtanen" in reads
-        client.locator("#my-access-log").scroll_into_view_if_needed()
+        scroll_to(client, "#my-access-log")
         shot(client, "6-client-who-has-looked", full_page=False)
         shot(client, "7-client-whole-page-on-a-phone")
 
@@ -150,7 +164,7 @@ def test_the_clients_view_on_a_phone_has_no_sideways_scrolling(plan_site: PlanSi
         page.click(f"#consent-{own.kela_consent_id} a.button")
         confirm = page.wait_for_selector(f"#consent-{own.kela_consent_id} form.my-confirm")
         assert "Pekka Nieminen" in confirm.inner_text()
-        page.locator(f"#consent-{own.kela_consent_id}").scroll_into_view_if_needed()
+        scroll_to(page, f"#consent-{own.kela_consent_id}")
         shot(page, "8-client-confirms-withdrawal", full_page=False)
         page.click(f"#consent-{own.kela_consent_id} a.button--secondary")  # cancel
         page.wait_for_selector(f"#consent-{own.kela_consent_id} form.my-confirm", state="detached")
@@ -162,7 +176,7 @@ def test_the_clients_view_on_a_phone_has_no_sideways_scrolling(plan_site: PlanSi
         page.fill(f"{goal}-comment", "Aloittaisin kahdella tunnilla päivässä.")
         page.click(f"{goal} button[value=questions]")
         page.wait_for_selector(f"{goal} .both-views")
-        page.locator(goal).scroll_into_view_if_needed()
+        scroll_to(page, goal)
         shot(page, "9-client-both-views", full_page=False)
         assert plan_site.service.get_plan(own.plan_id).goals[own.goal_id].client_stance == "questions"
         expected = "the server responded with a status of 422"
