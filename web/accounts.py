@@ -1,4 +1,5 @@
-"""Who may sign in: organisations, accounts, passwords, first sign-in links and sessions.
+"""Who may sign in: organisations, accounts, passwords, first sign-in links and sessions;
+and the region's service catalogue, which the administrator keeps beside its organisations.
 
 One store, :class:`AccountStore`, kept apart from the event store and the read models:
 
@@ -209,6 +210,9 @@ _SCHEMA_STATEMENTS: Final = (
         data TEXT NOT NULL,
         expires_at DOUBLE PRECISION,
         absolute_expires_at DOUBLE PRECISION)""",
+    """CREATE TABLE IF NOT EXISTS services (
+        name TEXT PRIMARY KEY,
+        created_at DOUBLE PRECISION NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS sessions_by_account ON sessions (account_id)",
     "CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at)",
 )
@@ -528,6 +532,28 @@ class AccountStore:
     def organisations(self) -> list[Organisation]:
         rows = self._db.execute("SELECT organisation_id, name, type FROM organisations ORDER BY name")
         return [Organisation(organisation_id=r[0], name=r[1], type=OrganisationType(r[2])) for r in rows]
+
+    # -- the service catalogue ------------------------------------------------------------
+
+    def add_service(self, name: str) -> bool:
+        """Add a service to the region's catalogue, which the step forms offer; False (and
+        nothing changed) if a service of that name, in any case, is in it already."""
+        name = plain_text(name)
+        if not name or len(name) > NAME_LIMIT or has_forbidden_character(name):
+            raise AccountError(f"a service is named, in at most {NAME_LIMIT} characters")
+        if name.casefold() in {service.casefold() for service in self.services()}:
+            return False
+        rows = self._db.execute(
+            "INSERT INTO services (name, created_at) VALUES (%(name)s, %(now)s)"
+            " ON CONFLICT (name) DO NOTHING RETURNING name",
+            {"name": name, "now": self.clock()},
+        )
+        return bool(rows)
+
+    def services(self) -> list[str]:
+        """The catalogue's services, in alphabetical order."""
+        rows = self._db.execute("SELECT name FROM services")
+        return sorted((row[0] for row in rows), key=str.casefold)
 
     # -- accounts -----------------------------------------------------------------------
 
@@ -977,6 +1003,11 @@ DEMO_ORGANISATION_TYPES: Final = {
     "vire-ry": OrganisationType.THIRD_SECTOR,
     "kuntoutus-oy": OrganisationType.PRIVATE_PROVIDER,
 }
+#: The demo region's service catalogue: the services its plans name, and a few more.
+DEMO_SERVICES: Final = (
+    "Fysioterapia", "Kelan ammatillinen kuntoutus", "Psykoterapia", "Talous- ja velkaneuvonta",
+    "Toimintaterapia", "Työkokeilu", "Työvalmennus", "Vertaistuki", "Yritysneuvonta",
+)
 
 
 def demo_password(data_dir: Path | str, environ: Mapping[str, str] | None = None) -> str:
@@ -1010,12 +1041,15 @@ def demo_password(data_dir: Path | str, environ: Mapping[str, str] | None = None
 
 
 def ensure_demo_accounts(store: AccountStore, password: str) -> list[Account]:
-    """The demo organisations and the 12 demo professionals (usernames = their person ids),
-    all with ``password``. Safe to repeat: only what is missing or different is written.
+    """The demo organisations, their service catalogue and the 12 demo professionals
+    (usernames = their person ids), all with ``password``. Safe to repeat: only what is
+    missing or different is written.
     """
     from domain.demo import PEOPLE
 
     check_new_password(password)
+    for service in DEMO_SERVICES:
+        store.add_service(service)
     shared_hash: str | None = None
     verified: dict[str, bool] = {}
     accounts = []

@@ -9,6 +9,8 @@
     polku projections rebuild           rebuild the read models from the event log
     polku admin organisation add ID NAME --type TYPE
                                         add an organisation (or rename it)
+    polku admin service add NAME        add a service to the region's service catalogue
+    polku admin service list            the catalogue's services
     polku admin person add USERNAME --name N --organisation ID --profession P [--kind professional|admin]
                                         add a person who signs in; prints their first sign-in link
     polku admin person link USERNAME    a new first sign-in link (the earlier one stops working)
@@ -208,6 +210,11 @@ def _add_admin_commands(commands: argparse._SubParsersAction) -> None:  # type: 
     add_organisation.add_argument(
         "--type", required=True, choices=_ORGANISATION_TYPES, help="one of: " + ", ".join(_ORGANISATION_TYPES)
     )
+    service = areas.add_parser("service", help="the service catalogue that the step forms offer").add_subparsers(
+        dest="action", required=True
+    )
+    service.add_parser("add", help="add a service to the catalogue").add_argument("name", metavar="NAME")
+    service.add_parser("list", help="the catalogue's services, one a line")
     person = areas.add_parser("person", help="people who sign in").add_subparsers(dest="action", required=True)
     add_person = person.add_parser("add", help="add a professional or an administrator; prints a first sign-in link")
     add_person.add_argument("username", metavar="USERNAME", help="e.g. aino.virtanen")
@@ -297,6 +304,8 @@ def _admin(args: argparse.Namespace) -> int:
             organisation = store.add_organisation(args.organisation_id, args.name, args.type)
             print(f"Organisation {organisation.organisation_id}: {organisation.name} ({organisation.type}).")
             return 0
+        if args.area == "service":
+            return _service(store, args)
         if args.area == "client":
             account = store.add_account(args.username, name=args.name, kind="client", plan_id=_existing_plan(args.plan))
             print(f"Added {account.name} (client of the plan {account.plan_id}) as {args.username.strip().lower()}.")
@@ -315,6 +324,19 @@ def _admin(args: argparse.Namespace) -> int:
     base_url = (args.base_url or os.environ.get("POLKU_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
     print(f"First sign-in link (works once, for {LINK_LIFETIME // 3600} hours; give it to this person only):")
     print(f"  {base_url}/signin/link/{token}")
+    return 0
+
+
+def _service(store: Any, args: argparse.Namespace) -> int:
+    """``polku admin service add NAME`` (exit code 1 if it is in the catalogue) and ``list``."""
+    if args.action == "list":
+        for name in store.services():
+            print(name)
+        return 0
+    if not store.add_service(args.name):
+        print(f"polku: the catalogue has {args.name.strip()!r} already", file=sys.stderr)
+        return 1
+    print(f"Service {args.name.strip()!r} added to the catalogue.")
     return 0
 
 

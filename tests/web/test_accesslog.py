@@ -534,6 +534,46 @@ def test_the_admin_adds_an_organisation_and_a_professional_with_a_sign_in_link(s
                                                                           "sosiaaliohjaaja")
 
 
+def test_a_name_with_a_character_that_cannot_be_saved_is_told_next_to_its_field(site: Site) -> None:
+    """Not "this could not be saved, check the information": which field, and why."""
+    with signed_in(site, "alli.admin") as admin:
+        page = admin.get("/admin")
+        token = re.search(r'name="_csrf_token" value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+        organisation = admin.post("/admin/organisations", data={
+            "_csrf_token": token, "organisation_id": "nul-oy", "name": "Nul\x00 Oy", "type": "other"})
+        person = admin.post("/admin/people", data={
+            "_csrf_token": token, "username": "nul.person", "name": "Nul Person", "organisation_id": "pirha-toike",
+            "profession": "ohjaaja\x00", "kind": "professional"})
+    for refused, field in ((organisation, "organisation-name"), (person, "person-profession")):
+        assert refused.status_code == 422
+        error = refused.text[refused.text.index(f'id="{field}-error"'):]
+        assert "Poista merkki, jota ei voi tallentaa" in error[:300]
+    assert site.app.state.accounts.organisation("nul-oy") is None
+    assert site.app.state.accounts.account_by_username("nul.person") is None
+
+
+def test_the_admin_keeps_the_service_catalogue_that_the_step_forms_offer(site: Site) -> None:
+    with signed_in(site, "alli.admin") as admin:
+        page = admin.get("/admin")
+        token = re.search(r'name="_csrf_token" value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+        added = admin.post("/admin/services", data={"_csrf_token": token, "name": "Työhönvalmennus"})
+        assert added.status_code == 200 and "Työhönvalmennus on nyt palveluvalikoimassa." in added.text
+        twice = admin.post("/admin/services", data={"_csrf_token": token, "name": "työhönvalmennus"})
+        assert twice.status_code == 422 and "Tämä palvelu on jo valikoimassa." in twice.text
+        for name, message in (("", "Kirjoita nimi."), ("x" * 201, "Enintään 200 merkkiä."),
+                              ("Työ\x00valmennus", "Poista merkki, jota ei voi tallentaa")):
+            refused = admin.post("/admin/services", data={"_csrf_token": token, "name": name})
+            assert refused.status_code == 422 and message in refused.text, name
+            assert 'id="service-name" name="name"' in refused.text and 'aria-invalid="true"' in refused.text
+        assert admin.post("/admin/services", data={"name": "Ilman tokenia"}).status_code == 403
+    assert site.app.state.accounts.services() == ["Työhönvalmennus"]
+    with signed_in(site, "aino.virtanen") as professional:  # with a valid token: refused for who they are
+        page = professional.get("/caseload")
+        token = re.search(r'name="_csrf_token" value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+        assert professional.post("/admin/services", data={"_csrf_token": token, "name": "Ei ylläpitäjä"}).status_code == 403
+    assert site.app.state.accounts.services() == ["Työhönvalmennus"]
+
+
 def test_the_admin_statistics_are_counts_without_names(site: Site) -> None:
     with signed_in(site, "alli.admin", language="en") as admin:
         response = admin.get("/admin")

@@ -131,6 +131,23 @@ def test_creating_an_organisation_whose_id_exists_changes_nothing(store: Account
     assert store.organisation("kela-lappi") == created
 
 
+def test_the_service_catalogue_holds_each_service_once_in_alphabetical_order(store: AccountStore) -> None:
+    assert store.services() == []
+    assert store.add_service("  Työkokeilu ") is True
+    assert store.add_service("fysioterapia") is True
+    assert store.add_service("Ääniterapia") is True
+
+    assert store.add_service("TYÖKOKEILU") is False, "the same service, in other letters"
+    assert store.services() == ["fysioterapia", "Työkokeilu", "Ääniterapia"]
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "Työ\x00kokeilu"])
+def test_a_service_without_a_name_or_with_one_no_name_may_have_is_refused(store: AccountStore, name: str) -> None:
+    with pytest.raises(AccountError):
+        store.add_service(name)
+    assert store.services() == []
+
+
 def test_failures_are_forgotten_after_a_day(store: AccountStore, fake_clock: FakeClock) -> None:  # noqa: F811
     add_account(store, "aino.virtanen")
     for _ in range(MAX_FAILED_ATTEMPTS - 1):
@@ -431,6 +448,19 @@ def test_demo_accounts_are_made_once_with_one_password(accounts: AccountStore) -
     ensure_demo_accounts(accounts, "another demo password")  # a new demo password replaces the old
     assert accounts.verify_password("maria.lindqvist", "another demo password").ok
     assert not accounts.verify_password("maria.lindqvist", "the demo password 1").ok
+
+
+def test_polku_admin_keeps_the_service_catalogue(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["admin", "service", "add", "Työkokeilu"]) == 0
+    assert main(["admin", "service", "add", "Fysioterapia"]) == 0
+    capsys.readouterr()
+    assert main(["admin", "service", "add", "TYÖKOKEILU"]) == 1
+    assert "already" in capsys.readouterr().err
+    assert main(["admin", "service", "add", "x" * 201]) == 1
+    assert "200 characters" in capsys.readouterr().err
+
+    assert main(["admin", "service", "list"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["Fysioterapia", "Työkokeilu"]
 
 
 def test_polku_admin_adds_organisations_and_people_with_links(

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from domain.values import today_in_finland
 from tests.web.conftest import REPO_ROOT
 from tests.web.identity_fixtures import TEST_PASSWORD, sign_in
 from tests.web.plan_fixtures import Page, PlanSite, htmx_headers, plan_site, signed_in  # noqa: F401
@@ -423,6 +424,34 @@ def test_a_fragment_read_after_the_session_ended_goes_to_the_sign_in_page(plan_s
                           headers={"hx-request": "true", "hx-current-url": f"{plan_site.base_url}/plans/{plan_id}"})
     assert read.status_code == 401
     assert read.headers["hx-redirect"] == f"/signin?next=/plans/{plan_id}"
+
+
+def test_the_step_forms_offer_the_service_catalogue_and_take_another_service_too(
+    plan_site: PlanSite, aino: httpx.Client
+) -> None:
+    plan_site.app.state.accounts.add_service("Työkokeilu")
+    plan_site.app.state.accounts.add_service("Fysioterapia")
+    plan_id = plan_site.plans["liisa"]
+    page = open_page(aino, plan_id)
+
+    catalogue = page.html[page.html.index('<datalist id="service-catalogue">'):]
+    catalogue = catalogue[:catalogue.index("</datalist>")]
+    assert re.findall(r'<option value="([^"]*)">', catalogue) == ["Fysioterapia", "Työkokeilu"]
+    opened = aino.get(f"/plans/{plan_id}/steps/new/add", headers=htmx_headers(page))
+    assert re.search(r'<input id="step-new-service" name="service"[^>]* list="service-catalogue"', opened.text)
+
+    form = Page(opened)
+    need_id = re.search(r'<option value="([^"]+)"', opened.text[opened.text.index('name="need_id"'):]).group(1)  # type: ignore[union-attr]
+    member_id = re.search(r'<option value="([^"]+)"',
+                          opened.text[opened.text.index('name="responsible_member_id"'):]).group(1)  # type: ignore[union-attr]
+    saved = aino.post(f"/plans/{plan_id}/steps/new/add", headers=htmx_headers(page), data={
+        "command_id": form.value("command_id"), "title": "Vapaaehtoistyö", "need_id": need_id,
+        "responsible_member_id": member_id, "service": "Kirjaston vapaaehtoistyö",
+        "planned_start": str(today_in_finland() + timedelta(days=7)),
+        "planned_end": str(today_in_finland() + timedelta(days=17))})
+    assert saved.status_code == 200, saved.text[:500]
+    services = [step.service for step in plan_site.service.get_plan(plan_id).steps.values()]
+    assert "Kirjaston vapaaehtoistyö" in services
 
 
 def test_a_plain_post_is_redirected_back_to_the_item(plan_site: PlanSite, aino: httpx.Client) -> None:

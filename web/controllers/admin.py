@@ -3,8 +3,10 @@
 **Pages** (administrators only: ``require_kind("admin")``; everyone else gets 403):
 
 =====================================  =============================================
-``GET  /admin``                        organisations, people, anonymous statistics
+``GET  /admin``                        organisations, the service catalogue, people,
+                                       anonymous statistics
 ``POST /admin/organisations``          add an organisation (or rename it)
+``POST /admin/services``               add a service to the catalogue the step forms offer
 ``POST /admin/people``                 add a professional or an administrator; shows
                                        their first sign-in link, once
 ``GET  /admin/access-log``             the chain checked (``AccessLog.verify``), the
@@ -58,7 +60,7 @@ from litestar.response import Stream
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
 
-from domain.inputs import plain_text
+from domain.inputs import has_forbidden_character, plain_text
 from domain.values import FINLAND
 from projections.plans import PlanViews
 from web.accesslog import AccessEntry, AccessLog, AccessLogUnavailable, What, day_start
@@ -114,12 +116,15 @@ ORGANISATION_TYPES: Final = {
 KINDS: Final = {"professional": N_("Professional"), "admin": N_("Administrator")}
 
 ORGANISATION_ADDED: Final = N_("Organisation %(name)s saved.")
+SERVICE_ADDED: Final = N_("%(name)s is in the service catalogue now.")
+SERVICE_EXISTS: Final = N_("The catalogue has this service already.")
 PERSON_ADDED: Final = N_("%(name)s added. Give them this first sign-in link (and only to them).")
 BAD_IDENTIFIER: Final = N_(
     "The id may have 1–64 characters: lower-case letters a–z, digits and . _ - (for example kela-pirkanmaa)."
 )
 NAME_MISSING: Final = N_("Enter the name.")
 NAME_TOO_LONG: Final = N_("At most 200 characters.")  # web.accounts.NAME_LIMIT
+FORBIDDEN_CHARACTER: Final = N_("Remove the character that cannot be saved (an invisible control character).")
 ORGANISATION_EXISTS: Final = N_("An organisation has this id already.")
 BAD_TYPE: Final = N_("Choose the type of organisation.")
 BAD_USERNAME: Final = N_(
@@ -306,6 +311,10 @@ class OrganisationForm(msgspec.Struct):
     type: str = ""
 
 
+class ServiceForm(msgspec.Struct):
+    name: str = ""
+
+
 class PersonForm(msgspec.Struct):
     username: str = ""
     name: str = ""
@@ -338,10 +347,8 @@ class AdminController(Controller):
             errors["organisation_id"] = BAD_IDENTIFIER
         elif await anyio.to_thread.run_sync(accounts.organisation, form["organisation_id"]) is not None:
             errors["organisation_id"] = ORGANISATION_EXISTS  # adding is not renaming (the CLI renames)
-        if not form["name"]:
-            errors["name"] = NAME_MISSING
-        elif len(form["name"]) > NAME_LIMIT:
-            errors["name"] = NAME_TOO_LONG
+        if problem := _name_problem(form["name"]):
+            errors["name"] = problem
         if form["type"] not in {t.value for t in OrganisationType}:
             errors["type"] = BAD_TYPE
         if not errors:
@@ -357,6 +364,31 @@ class AdminController(Controller):
                     return await _admin_page(request, views, notice=(ORGANISATION_ADDED, {"name": organisation.name}))
                 errors["organisation_id"] = ORGANISATION_EXISTS  # added by someone else a moment ago
         return await _admin_page(request, views, organisation_form=form, organisation_errors=errors,
+                                 status_code=HTTP_422_UNPROCESSABLE_ENTITY)
+
+    @post("/services", name="admin:add-service", status_code=200)
+    async def add_service(
+        self,
+        request: Request[Any, Any, Any],
+        data: URLEncodedBody[ServiceForm],
+        views: NamedDependency[PlanViews],
+    ) -> Response[str]:
+        accounts: AccountStore = request.app.state.accounts
+        form = {"name": plain_text(data.name)}
+        errors: dict[str, str] = {}
+        if problem := _name_problem(form["name"]):
+            errors["name"] = problem
+        if not errors:
+            try:
+                added = await anyio.to_thread.run_sync(accounts.add_service, form["name"])
+            except AccountError as error:
+                logger.info("service not added: %s", error)
+                errors["name"] = NOT_SAVED
+            else:
+                if added:
+                    return await _admin_page(request, views, notice=(SERVICE_ADDED, {"name": form["name"]}))
+                errors["name"] = SERVICE_EXISTS
+        return await _admin_page(request, views, service_form=form, service_errors=errors,
                                  status_code=HTTP_422_UNPROCESSABLE_ENTITY)
 
     @post("/people", name="admin:add-person", status_code=200)
@@ -375,11 +407,9 @@ class AdminController(Controller):
             errors["username"] = BAD_USERNAME
         elif await anyio.to_thread.run_sync(accounts.account_by_username, form["username"]) is not None:
             errors["username"] = USERNAME_TAKEN
-        if not form["name"]:
-            errors["name"] = NAME_MISSING
-        for field in ("name", "profession"):
-            if len(form[field]) > NAME_LIMIT:
-                errors[field] = NAME_TOO_LONG
+        for field, required in (("name", True), ("profession", False)):
+            if problem := _name_problem(form[field], required=required):
+                errors[field] = problem
         if await anyio.to_thread.run_sync(accounts.organisation, form["organisation_id"]) is None:
             errors["organisation_id"] = NO_SUCH_ORGANISATION
         if form["kind"] not in KINDS:
@@ -458,6 +488,17 @@ ADMIN_ROUTE_HANDLERS: Final[tuple[ControllerRouterHandler, ...]] = (AdminControl
 # ------------------------------------------------------------------------- helpers
 
 
+def _name_problem(text: str, *, required: bool = True) -> str | None:
+    """What is wrong with a name (or a profession) typed into a form of these pages, if anything."""
+    if not text:
+        return NAME_MISSING if required else None
+    if len(text) > NAME_LIMIT:
+        return NAME_TOO_LONG
+    if has_forbidden_character(text):
+        return FORBIDDEN_CHARACTER
+    return None
+
+
 def _add_person(accounts: AccountStore, form: dict[str, str]) -> tuple[Account, str]:
     account = accounts.add_account(
         form["username"], name=form["name"], kind=AccountKind(form["kind"]),
@@ -495,11 +536,13 @@ async def _admin_page(
     organisation_errors: dict[str, str] | None = None,
     person_form: dict[str, str] | None = None,
     person_errors: dict[str, str] | None = None,
+    service_form: dict[str, str] | None = None,
+    service_errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response[str]:
     accounts: AccountStore = request.app.state.accounts
-    organisations, (people, clients) = await anyio.to_thread.run_sync(
-        lambda: (accounts.organisations(), _people(accounts))
+    organisations, (people, clients), services = await anyio.to_thread.run_sync(
+        lambda: (accounts.organisations(), _people(accounts), accounts.services())
     )
     statistics = await anyio.to_thread.run_sync(_statistics, views)
     _ = translations(language_of(request)).gettext
@@ -519,6 +562,9 @@ async def _admin_page(
         "person_form": person_form or {"username": "", "name": "", "organisation_id": "", "profession": "",
                                        "kind": "professional"},
         "person_errors": person_errors or {},
+        "services": services,
+        "service_form": service_form or {"name": ""},
+        "service_errors": service_errors or {},
     }
     return _render(request, "admin/index.html", context, status_code)
 

@@ -844,7 +844,11 @@ def _page(
     editing: dict[str, FormState] | None = None,
     status_code: int = 200,
 ) -> Response[str]:
-    return _html(request, "plans/show.html", _context(request, access, editing=editing), status_code)
+    """The whole plan page, with the region's service catalogue that its step forms offer
+    (the forms opened later in the page name the page's list)."""
+    context = _context(request, access, editing=editing)
+    context["service_catalogue"] = request.app.state.accounts.services()
+    return _html(request, "plans/show.html", context, status_code)
 
 
 def _fragment(
