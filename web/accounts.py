@@ -550,6 +550,14 @@ class AccountStore:
         )
         return bool(rows)
 
+    def remove_service(self, name: str) -> bool:
+        """Take a service out of the catalogue (a name mistyped, a service ended); False if it
+        was not there. Steps that named it keep the name they were given."""
+        if has_forbidden_character(name):  # none is stored (and PostgreSQL's text holds no NUL)
+            return False
+        rows = self._db.execute("DELETE FROM services WHERE name = %(name)s RETURNING name", {"name": name})
+        return bool(rows)
+
     def services(self) -> list[str]:
         """The catalogue's services, in alphabetical order."""
         rows = self._db.execute("SELECT name FROM services")

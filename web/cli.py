@@ -11,6 +11,7 @@
                                         add an organisation (or rename it)
     polku admin service add NAME        add a service to the region's service catalogue
     polku admin service list            the catalogue's services
+    polku admin service remove NAME     take a service out of the catalogue
     polku admin person add USERNAME --name N --organisation ID --profession P [--kind professional|admin]
                                         add a person who signs in; prints their first sign-in link
     polku admin person link USERNAME    a new first sign-in link (the earlier one stops working)
@@ -215,6 +216,7 @@ def _add_admin_commands(commands: argparse._SubParsersAction) -> None:  # type: 
     )
     service.add_parser("add", help="add a service to the catalogue").add_argument("name", metavar="NAME")
     service.add_parser("list", help="the catalogue's services, one a line")
+    service.add_parser("remove", help="take a service out of the catalogue").add_argument("name", metavar="NAME")
     person = areas.add_parser("person", help="people who sign in").add_subparsers(dest="action", required=True)
     add_person = person.add_parser("add", help="add a professional or an administrator; prints a first sign-in link")
     add_person.add_argument("username", metavar="USERNAME", help="e.g. aino.virtanen")
@@ -328,10 +330,17 @@ def _admin(args: argparse.Namespace) -> int:
 
 
 def _service(store: Any, args: argparse.Namespace) -> int:
-    """``polku admin service add NAME`` (exit code 1 if it is in the catalogue) and ``list``."""
+    """``polku admin service add NAME`` (exit code 1 if it is in the catalogue), ``list`` and
+    ``remove NAME`` (exit code 1 if it is not)."""
     if args.action == "list":
         for name in store.services():
             print(name)
+        return 0
+    if args.action == "remove":
+        if not store.remove_service(args.name):
+            print(f"polku: the catalogue has no {args.name!r}", file=sys.stderr)
+            return 1
+        print(f"Service {args.name!r} taken out of the catalogue.")
         return 0
     if not store.add_service(args.name):
         print(f"polku: the catalogue has {args.name.strip()!r} already", file=sys.stderr)

@@ -567,10 +567,22 @@ def test_the_admin_keeps_the_service_catalogue_that_the_step_forms_offer(site: S
             assert 'id="service-name" name="name"' in refused.text and 'aria-invalid="true"' in refused.text
         assert admin.post("/admin/services", data={"name": "Ilman tokenia"}).status_code == 403
     assert site.app.state.accounts.services() == ["Työhönvalmennus"]
+    with signed_in(site, "alli.admin") as admin:
+        page = admin.get("/admin")
+        token = re.search(r'name="_csrf_token" value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+        assert 'name="name" value="Työhönvalmennus"' in page.text  # the entry's remove button
+        removed = admin.post("/admin/services/remove", data={"_csrf_token": token, "name": "Työhönvalmennus"})
+        assert removed.status_code == 200 and "Työhönvalmennus poistettiin palveluvalikoimasta." in removed.text
+        gone = admin.post("/admin/services/remove", data={"_csrf_token": token, "name": "Työhönvalmennus"})
+        assert gone.status_code == 200 and "ei ole (enää) palveluvalikoimassa" in gone.text
+    assert site.app.state.accounts.services() == []
+    site.app.state.accounts.add_service("Työhönvalmennus")
     with signed_in(site, "aino.virtanen") as professional:  # with a valid token: refused for who they are
         page = professional.get("/caseload")
         token = re.search(r'name="_csrf_token" value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
         assert professional.post("/admin/services", data={"_csrf_token": token, "name": "Ei ylläpitäjä"}).status_code == 403
+        assert professional.post("/admin/services/remove",
+                                 data={"_csrf_token": token, "name": "Työhönvalmennus"}).status_code == 403
     assert site.app.state.accounts.services() == ["Työhönvalmennus"]
 
 

@@ -140,6 +140,11 @@ def test_the_service_catalogue_holds_each_service_once_in_alphabetical_order(sto
     assert store.add_service("TYÖKOKEILU") is False, "the same service, in other letters"
     assert store.services() == ["fysioterapia", "Työkokeilu", "Ääniterapia"]
 
+    assert store.remove_service("fysioterapia") is True
+    assert store.remove_service("fysioterapia") is False
+    assert store.remove_service("Työ\x00kokeilu") is False
+    assert store.services() == ["Työkokeilu", "Ääniterapia"]
+
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 201, "Työ\x00kokeilu"])
 def test_a_service_without_a_name_or_with_one_no_name_may_have_is_refused(store: AccountStore, name: str) -> None:
@@ -461,6 +466,11 @@ def test_polku_admin_keeps_the_service_catalogue(cli_env: Path, capsys: pytest.C
 
     assert main(["admin", "service", "list"]) == 0
     assert capsys.readouterr().out.splitlines() == ["Fysioterapia", "Työkokeilu"]
+    assert main(["admin", "service", "remove", "Fysioterapia"]) == 0
+    assert main(["admin", "service", "remove", "Fysioterapia"]) == 1
+    capsys.readouterr()
+    assert main(["admin", "service", "list"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["Työkokeilu"]
 
 
 def test_polku_admin_adds_organisations_and_people_with_links(

@@ -7,6 +7,7 @@
                                        anonymous statistics
 ``POST /admin/organisations``          add an organisation (or rename it)
 ``POST /admin/services``               add a service to the catalogue the step forms offer
+``POST /admin/services/remove``        take a service out of the catalogue
 ``POST /admin/people``                 add a professional or an administrator; shows
                                        their first sign-in link, once
 ``GET  /admin/access-log``             the chain checked (``AccessLog.verify``), the
@@ -118,6 +119,8 @@ KINDS: Final = {"professional": N_("Professional"), "admin": N_("Administrator")
 ORGANISATION_ADDED: Final = N_("Organisation %(name)s saved.")
 SERVICE_ADDED: Final = N_("%(name)s is in the service catalogue now.")
 SERVICE_EXISTS: Final = N_("The catalogue has this service already.")
+SERVICE_REMOVED: Final = N_("%(name)s was taken out of the service catalogue. Steps that name it keep the name.")
+SERVICE_GONE: Final = N_("%(name)s is not in the service catalogue (any more).")
 PERSON_ADDED: Final = N_("%(name)s added. Give them this first sign-in link (and only to them).")
 BAD_IDENTIFIER: Final = N_(
     "The id may have 1–64 characters: lower-case letters a–z, digits and . _ - (for example kela-pirkanmaa)."
@@ -390,6 +393,17 @@ class AdminController(Controller):
                 errors["name"] = SERVICE_EXISTS
         return await _admin_page(request, views, service_form=form, service_errors=errors,
                                  status_code=HTTP_422_UNPROCESSABLE_ENTITY)
+
+    @post("/services/remove", name="admin:remove-service", status_code=200)
+    async def remove_service(
+        self,
+        request: Request[Any, Any, Any],
+        data: URLEncodedBody[ServiceForm],
+        views: NamedDependency[PlanViews],
+    ) -> Response[str]:
+        accounts: AccountStore = request.app.state.accounts
+        removed = await anyio.to_thread.run_sync(accounts.remove_service, data.name)
+        return await _admin_page(request, views, notice=(SERVICE_REMOVED if removed else SERVICE_GONE, {"name": data.name}))
 
     @post("/people", name="admin:add-person", status_code=200)
     async def add_person(
