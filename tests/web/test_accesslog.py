@@ -32,7 +32,7 @@ from domain.application import PlanService
 from domain.demo import PEOPLE, load_demo
 from domain.storage import StoreSettings
 from tests.web.conftest import TEST_SECRET_KEY, running
-from tests.web.identity_fixtures import FAST_HASHER, add_account, sign_in
+from tests.web.identity_fixtures import FAST_HASHER, add_account, csrf_token_of_page, sign_in
 from web import cli
 from web.accesslog import ACCESSLOG_FILENAME, AccessEntry, AccessLog, AccessLogUnavailable, accesslog_schema
 from web.accounts import AccountStore
@@ -499,7 +499,7 @@ def test_the_admin_page_shows_the_chain_checked(site: Site) -> None:
 def test_the_admin_adds_an_organisation_and_a_professional_with_a_sign_in_link(site: Site) -> None:
     with signed_in(site, "alli.admin") as admin:
         page = admin.get("/admin")
-        token = re.search(r'name="_csrf_token" value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+        token = csrf_token_of_page(page.text)
         added = admin.post("/admin/organisations", data={
             "_csrf_token": token, "organisation_id": "sastamala-sote", "name": "Sastamalan sote", "type": "other"})
         assert added.status_code == 200
@@ -538,7 +538,7 @@ def test_a_name_with_a_character_that_cannot_be_saved_is_told_next_to_its_field(
     """Not "this could not be saved, check the information": which field, and why."""
     with signed_in(site, "alli.admin") as admin:
         page = admin.get("/admin")
-        token = re.search(r'name="_csrf_token" value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+        token = csrf_token_of_page(page.text)
         organisation = admin.post("/admin/organisations", data={
             "_csrf_token": token, "organisation_id": "nul-oy", "name": "Nul\x00 Oy", "type": "other"})
         person = admin.post("/admin/people", data={
@@ -555,7 +555,7 @@ def test_a_name_with_a_character_that_cannot_be_saved_is_told_next_to_its_field(
 def test_the_admin_keeps_the_service_catalogue_that_the_step_forms_offer(site: Site) -> None:
     with signed_in(site, "alli.admin") as admin:
         page = admin.get("/admin")
-        token = re.search(r'name="_csrf_token" value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+        token = csrf_token_of_page(page.text)
         added = admin.post("/admin/services", data={"_csrf_token": token, "name": "Työhönvalmennus"})
         assert added.status_code == 200 and "Työhönvalmennus on nyt palveluvalikoimassa." in added.text
         twice = admin.post("/admin/services", data={"_csrf_token": token, "name": "työhönvalmennus"})
@@ -569,7 +569,7 @@ def test_the_admin_keeps_the_service_catalogue_that_the_step_forms_offer(site: S
     assert site.app.state.accounts.services() == ["Työhönvalmennus"]
     with signed_in(site, "alli.admin") as admin:
         page = admin.get("/admin")
-        token = re.search(r'name="_csrf_token" value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+        token = csrf_token_of_page(page.text)
         assert 'name="name" value="Työhönvalmennus"' in page.text  # the entry's remove button
         removed = admin.post("/admin/services/remove", data={"_csrf_token": token, "name": "Työhönvalmennus"})
         assert removed.status_code == 200 and "Työhönvalmennus poistettiin palveluvalikoimasta." in removed.text
@@ -579,7 +579,7 @@ def test_the_admin_keeps_the_service_catalogue_that_the_step_forms_offer(site: S
     site.app.state.accounts.add_service("Työhönvalmennus")
     with signed_in(site, "aino.virtanen") as professional:  # with a valid token: refused for who they are
         page = professional.get("/caseload")
-        token = re.search(r'name="_csrf_token" value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+        token = csrf_token_of_page(page.text)
         assert professional.post("/admin/services", data={"_csrf_token": token, "name": "Ei ylläpitäjä"}).status_code == 403
         assert professional.post("/admin/services/remove",
                                  data={"_csrf_token": token, "name": "Työhönvalmennus"}).status_code == 403
