@@ -43,12 +43,12 @@ from domain.crypto import PlanKeyMapper
 from domain.erasure import ErasureRecord
 from domain.errors import DomainError, EditConflict, PlanErased, PlanNotFound, Repeated, StoreBusy, StoreUnavailable
 from domain.history import HistoryEntry, describe
+from domain.items import Receipt
 from domain.plan import ClientPlan, PlanRecord, form_used_for_another_change
 from domain.postgres import InsertConnectionBusy
 from domain.snapshots import PrunedSnapshotStore, SnapshotWriter
 from domain.storage import StoreSettings
 from domain.transcodings import plan_transcoder
-from domain.items import Receipt
 from domain.values import Actor
 
 SAVE_ATTEMPTS = 20
@@ -475,6 +475,8 @@ class PlanService(Application):
         compared with the one recorded. Repeats are rare, so the cost of reading the plan
         at that version is paid seldom.
         """
+        if receipt.version < 2:  # the opening's id (in a receipt that did not name its kind)
+            return False
         (recorded,) = self.events.get(plan_id, gt=receipt.version - 1, lte=receipt.version)
         before = self.repository.get(plan_id, version=receipt.version - 1)
         try:

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import InterfaceError, OperationalError, RecordConflictError
 from psycopg_pool import PoolTimeout
 
@@ -35,6 +36,7 @@ from domain.errors import (
     StoreBusy,
     StoreUnavailable,
 )
+from domain.items import Receipt
 from domain.postgres import InsertConnectionBusy
 from domain.storage import StoreSettings
 from domain.values import Actor
@@ -273,6 +275,30 @@ def test_an_edit_sent_again_with_other_content_is_refused_though_the_same_edit_i
     assert again.repeated and (again.item_id, again.version) == (first.item_id, first.version)
     assert event_count(service, team.plan_id) == events
     assert service.get_plan(team.plan_id).needs[team.health_need].description == "Back pain"
+
+
+def test_a_receipt_kept_before_receipts_named_their_kind_still_tells_a_repeat_from_another_change(
+    service: PlanService, anna: Actor
+) -> None:
+    """Such a receipt (in a snapshot of an older release) counts any command with its id as
+    its repeat: the content decides, and the opening's id is refused, not run into the void."""
+    opened = open_plan(service, anna, command_id="open-old")
+    service.add_note(opened.plan_id, by=anna, command_id="note-old", text="Called the client")
+    plan = service.get_plan(opened.plan_id)
+    for command_id, receipt in list(plan.receipts.items()):
+        plan.receipts[command_id] = Receipt(item_id=receipt.item_id, version=receipt.version)
+    service.snapshots.put([Snapshot.take(plan)])
+    service._forget_cached(plan.id)
+    events = event_count(service, opened.plan_id)
+
+    again = service.add_note(opened.plan_id, by=anna, command_id="note-old", text="Called the client")
+    with pytest.raises(RuleViolation, match="already used"):
+        service.add_note(opened.plan_id, by=anna, command_id="note-old", text="Called the client twice")
+    with pytest.raises(RuleViolation, match="already used"):
+        service.add_note(opened.plan_id, by=anna, command_id="open-old", text="Called the client")
+
+    assert again.repeated
+    assert event_count(service, opened.plan_id) == events
 
 
 @pytest.mark.parametrize("second", ["another kind of command", "the same command by someone else"])
