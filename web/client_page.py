@@ -31,7 +31,15 @@ from typing import Any
 
 from domain.access import Action, Relation, may, relation_to
 from domain.plan import ClientPlan
-from domain.values import ClientStance, GoalStatus, HandoverStatus, NoteVisibility, StepStatus, day_in_finland, today_in_finland
+from domain.values import (
+    ClientStance,
+    GoalStatus,
+    HandoverStatus,
+    NoteVisibility,
+    StepStatus,
+    day_in_finland,
+    today_in_finland,
+)
 from timeline import layout, render_svg, render_table
 from web.domain_messages import VOCABULARIES
 from web.i18n import LANGUAGES, LANGUAGE_COOKIE, N_, format_date, format_moment, translations

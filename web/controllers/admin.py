@@ -403,7 +403,8 @@ class AdminController(Controller):
     ) -> Response[str]:
         accounts: AccountStore = request.app.state.accounts
         removed = await anyio.to_thread.run_sync(accounts.remove_service, data.name)
-        return await _admin_page(request, views, notice=(SERVICE_REMOVED if removed else SERVICE_GONE, {"name": data.name}))
+        notice = SERVICE_REMOVED if removed else SERVICE_GONE
+        return await _admin_page(request, views, notice=(notice, {"name": data.name}))
 
     @post("/people", name="admin:add-person", status_code=200)
     async def add_person(

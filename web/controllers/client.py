@@ -370,9 +370,11 @@ async def _submit(
     def refused(field: str | None, text: str, seen_revision: int | None = None) -> FormState:
         # An id that another command used already is replaced, so that the form can be sent again.
         used = field == "command_id"
+        if seen_revision is None:
+            seen_revision = f.whole_number(str(draft.get("seen_revision", "")))
         state = FormState(form="refused", values=draft,
                           command_id=str(uuid.uuid4() if used else draft.get("command_id") or uuid.uuid4()),
-                          seen_revision=seen_revision if seen_revision is not None else f.whole_number(str(draft.get("seen_revision", ""))))
+                          seen_revision=seen_revision)
         if field in shown:
             state.errors[field] = text
         else:
